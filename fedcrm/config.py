@@ -1,0 +1,176 @@
+"""The one typed configuration of a fedcrm job, parsed once at the boundary.
+
+Load it from YAML with ``load_config`` (CLI: ``--config``), override any field with dotted
+``key=value`` pairs (CLI: ``--set training.rounds=20``). Errors name the field and what to fix.
+Every field has a default, so the embedded demo needs no file at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fedcrm.contract import DataContract, format_validation_error, load_contract
+from fedcrm.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_CONTRACTS = PROJECT_ROOT / "contracts"
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LocalSource(_Section):
+    """A CSV/parquet file standing in for a regional CRM (embedded mode)."""
+
+    kind: Literal["local"] = "local"
+    path: Path
+    separator: str | None = Field(None, description="CSV separator; default: the contract's source.separator.")
+
+
+class RegionSpec(_Section):
+    source: LocalSource | None = Field(None, description="Default: <state_dir>/regions/<region>/crm/<use_case>.parquet")
+    store: Path | None = Field(None, description="Region-private store. Default: <state_dir>/regions/<region>")
+
+
+class FederationSpec(_Section):
+    regions: dict[str, RegionSpec] = Field(default_factory=lambda: {r: RegionSpec() for r in ("eu", "us", "apac")})
+    min_regions: int = Field(2, ge=1, description="The job fails if fewer regions remain after exclusions.")
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, list):  # allow `regions: [eu, us]`
+            value = {name: {} for name in value}
+        if isinstance(value, dict):
+            value = {str(k): ({} if v is None else v) for k, v in value.items()}
+            bad = [k for k in value if not k.replace("-", "").replace("_", "").isalnum()]
+            if bad:
+                raise ValueError(f"region names must be letters, digits, '-' or '_': {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _quorum(self) -> FederationSpec:
+        if self.min_regions > len(self.regions):
+            raise ValueError(f"min_regions ({self.min_regions}) exceeds the number of regions ({len(self.regions)})")
+        return self
+
+
+class TrainingSpec(_Section):
+    rounds: int = Field(10, ge=1, le=1000)
+    local_epochs: int = Field(1, ge=1, le=100)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    hidden_sizes: list[int] = Field(default_factory=lambda: [32], description="[] = logistic regression")
+    class_weighting: Literal["balanced", "none"] = Field("balanced", description="BCE positive weight = neg/pos")
+    seed: int = 0
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(h < 1 for h in value):
+            raise ValueError("hidden layer sizes must be positive")
+        return value
+
+
+class PrivacySpec(_Section):
+    min_k: int = Field(
+        5, ge=2, description="Small-count threshold: rarer values are suppressed; aggregates need ≥ k rows."
+    )
+
+
+class FeatureSpec(_Section):
+    clip_z: float = Field(5.0, gt=0, description="Standardised numerics are clipped to ±clip_z.")
+
+
+class HoldoutSpec(_Section):
+    fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class FedcrmConfig(_Section):
+    use_case: str = "lead-scoring"
+    contract: Path | None = Field(None, description="Default: contracts/<use_case>.yaml (bundled).")
+    state_dir: Path = Field(Path(".fedcrm"), description="Embedded mode's stand-in for all regional and central state.")
+    expectations_dir: Path = EXPECTATIONS_DIR
+    federation: FederationSpec = FederationSpec()
+    training: TrainingSpec = TrainingSpec()
+    privacy: PrivacySpec = PrivacySpec()
+    features: FeatureSpec = FeatureSpec()
+    holdout: HoldoutSpec = HoldoutSpec()
+
+    @property
+    def contract_path(self) -> Path:
+        return self.contract or BUNDLED_CONTRACTS / f"{self.use_case}.yaml"
+
+    def load_contract(self) -> DataContract:
+        contract = load_contract(self.contract_path)
+        if contract.use_case != self.use_case:
+            raise ConfigError(
+                f"contract {self.contract_path} is for use case {contract.use_case!r}, the job for {self.use_case!r}",
+                hint="pass a matching --use-case, or point `contract:` at the right file",
+            )
+        if contract.min_rows < self.privacy.min_k:
+            raise ConfigError(
+                f"contract min_rows ({contract.min_rows}) is below privacy.min_k ({self.privacy.min_k})",
+                hint="aggregates must cover at least k rows: raise min_rows in the contract",
+            )
+        return contract
+
+    def region_store(self, region: str) -> Path:
+        spec = self.federation.regions[region]
+        return spec.store or self.state_dir / "regions" / region
+
+    def region_source(self, region: str) -> LocalSource:
+        spec = self.federation.regions[region]
+        return spec.source or LocalSource(path=self.region_store(region) / "crm" / f"{self.use_case}.parquet")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not KEY=VALUE", hint="e.g. --set training.rounds=20")
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section", hint="check the key path")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            node[parts[-1]] = text
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **fields: Any) -> FedcrmConfig:
+    """Parse a config file plus overrides into a validated ``FedcrmConfig``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist", hint="pass an existing --config, or omit it") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a YAML mapping")
+        data = loaded or {}
+    data.update({k: v for k, v in fields.items() if v is not None})
+    data = apply_overrides(data, overrides or [])
+    try:
+        return FedcrmConfig.model_validate(data)
+    except ValidationError as exc:
+        where = f"config {path}" if path else "configuration"
+        raise ConfigError(
+            f"{where} is invalid:\n{format_validation_error(exc)}",
+            hint="fix the fields above (see 'Configuration reference' in README.md)",
+        ) from None

@@ -1,0 +1,83 @@
+"""Federated evaluation: each region scores its own holdout and returns aggregates only.
+
+``evaluate_predictions`` runs in the region and refuses holdouts smaller than k rows (an
+aggregate over fewer rows could reveal individual records). ``combine_metrics`` runs at the
+coordinator: example-weighted global metrics plus the largest gap between regions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+from fedcrm.errors import FedcrmError
+
+METRICS = ("auc", "pr_auc", "log_loss", "brier", "ece")
+
+
+class RegionMetrics(BaseModel):
+    n: int
+    positives: int
+    auc: float
+    pr_auc: float
+    log_loss: float
+    brier: float
+    ece: float
+
+
+class GlobalMetrics(BaseModel):
+    n: int
+    auc: float
+    pr_auc: float
+    log_loss: float
+    brier: float
+    ece: float
+    auc_gap: float
+    """Largest minus smallest regional AUC."""
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """Mean |observed rate - predicted probability| over equal-width bins, weighted by bin size."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.sum() * abs(labels[mask].mean() - probs[mask].mean())
+    return float(total / len(labels))
+
+
+def evaluate_predictions(labels: np.ndarray, probs: np.ndarray, *, min_k: int) -> RegionMetrics:
+    labels = np.asarray(labels, dtype=np.float64)
+    probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    positives = int(labels.sum())
+    if len(labels) < min_k or positives < 1 or positives == len(labels):
+        raise FedcrmError(
+            f"holdout has {len(labels)} rows with {positives} positive(s); metrics need at least {min_k} rows and both classes",
+            hint="raise holdout.fraction, or this region cannot be evaluated",
+        )
+    metrics = RegionMetrics(
+        n=len(labels),
+        positives=positives,
+        auc=float(roc_auc_score(labels, probs)),
+        pr_auc=float(average_precision_score(labels, probs)),
+        log_loss=float(log_loss(labels, probs, labels=[0, 1])),
+        brier=float(brier_score_loss(labels, probs)),
+        ece=expected_calibration_error(labels, probs),
+    )
+    if not all(math.isfinite(getattr(metrics, m)) for m in METRICS):  # pragma: no cover - defensive
+        raise FedcrmError("evaluation produced a non-finite metric", hint="report this as a bug")
+    return metrics
+
+
+def combine_metrics(per_region: dict[str, RegionMetrics]) -> GlobalMetrics:
+    if not per_region:
+        raise FedcrmError("no region returned metrics", hint="see the per-region reasons")
+    total = sum(m.n for m in per_region.values())
+    weighted = {k: sum(getattr(m, k) * m.n for m in per_region.values()) / total for k in METRICS}
+    aucs = [m.auc for m in per_region.values()]
+    return GlobalMetrics(n=total, auc_gap=max(aucs) - min(aucs), **weighted)

@@ -1,0 +1,159 @@
+"""Local feature engineering that is identical in every region.
+
+Three steps, all inside the region:
+
+1. ``suppress_rare_values``: the small-count privacy filter. A category (or a value of an
+   integer column) seen fewer than k times in the region is replaced by ``__other__`` (or the
+   region's median), so no rare value can single out a customer through the model.
+2. ``local_statistics``: count, sum and sum of squares of each numeric column. Only these
+   aggregates leave the region, through an ``Aggregator``; their element-wise sum is all the
+   coordinator needs for the pooled mean and standard deviation.
+3. ``FeaturePipeline.transform``: impute with the federated mean, standardise, clip extreme
+   values to ±``clip_z`` standard deviations, and one-hot categories over the contract
+   vocabulary plus ``__other__``.
+
+The fitted ``FeaturePipeline`` holds only the contract vocabulary and pooled moments, no
+row-level value, so it can travel with the model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedcrm.contract import OTHER, DataContract
+from fedcrm.errors import FeatureError
+
+
+def suppress_rare_values(frame: pd.DataFrame, contract: DataContract, k: int) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Apply the small-count filter; returns the filtered frame and cells suppressed per column.
+
+    Categories outside the vocabulary and missing categories also map to ``__other__`` here
+    (counted separately by validation as 'unseen' / 'missing').
+    """
+    out = frame.copy()
+    suppressed: dict[str, int] = {}
+    for name, spec in contract.categorical.items():
+        values = out[name].where(out[name].isin(spec.vocabulary), OTHER).fillna(OTHER)
+        counts = values.value_counts()
+        rare = values.isin(counts.index[counts < k]) & (values != OTHER)
+        if rare.any():
+            suppressed[name] = int(rare.sum())
+        out[name] = values.mask(rare, OTHER).astype("object")
+    for name, spec in contract.numeric.items():
+        if spec.dtype != "int":
+            continue
+        values = out[name]
+        counts = values.value_counts()
+        rare = values.isin(counts.index[counts < k])
+        if rare.any():
+            suppressed[name] = int(rare.sum())
+            out[name] = values.mask(rare, float(values.median()))
+    return out, suppressed
+
+
+def local_statistics(frame: pd.DataFrame, numeric_columns: list[str]) -> np.ndarray:
+    """[count_1..m, sum_1..m, sumsq_1..m] over the finite values of each numeric column."""
+    values = frame[numeric_columns].to_numpy(dtype="float64", na_value=np.nan) if numeric_columns else np.empty((len(frame), 0))
+    finite = np.isfinite(values)
+    safe = np.where(finite, values, 0.0)
+    return np.concatenate([finite.sum(axis=0), safe.sum(axis=0), (safe * safe).sum(axis=0)]).astype("float64")
+
+
+def pooled_moments(total: np.ndarray, numeric_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) standard deviation from summed ``local_statistics`` vectors."""
+    m = len(numeric_columns)
+    if total.shape != (3 * m,) or not np.all(np.isfinite(total)):
+        raise FeatureError(
+            f"aggregated feature statistics have shape {total.shape}, expected ({3 * m},) and finite values",
+            hint="every region must run the same contract version; re-run `fedcrm data split`/validation",
+        )
+    count, sums, sumsq = total[:m], total[m : 2 * m], total[2 * m :]
+    empty = [numeric_columns[i] for i in np.flatnonzero(count < 1)]
+    if empty:
+        raise FeatureError(f"no region has any value for numeric column(s) {empty}", hint="check the contract")
+    mean = sums / count
+    variance = np.maximum(sumsq / count - mean * mean, 0.0)
+    std = np.sqrt(variance)
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
+class NumericFeature(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    mean: float
+    std: float = Field(gt=0)
+
+
+class CategoricalFeature(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    vocabulary: list[str]
+
+    @property
+    def levels(self) -> list[str]:
+        return [*self.vocabulary, OTHER]
+
+
+class FeaturePipeline(BaseModel):
+    """The fitted, serialisable transform from contract columns to model inputs."""
+
+    model_config = ConfigDict(frozen=True)
+    use_case: str
+    numeric: list[NumericFeature]
+    categorical: list[CategoricalFeature]
+    clip_z: float = Field(5.0, gt=0)
+
+    @classmethod
+    def fit(cls, contract: DataContract, aggregated_statistics: np.ndarray, *, clip_z: float = 5.0) -> FeaturePipeline:
+        names = list(contract.numeric)
+        mean, std = pooled_moments(np.asarray(aggregated_statistics, dtype="float64"), names)
+        return cls(
+            use_case=contract.use_case,
+            numeric=[NumericFeature(name=n, mean=float(mu), std=float(s)) for n, mu, s in zip(names, mean, std)],
+            categorical=[CategoricalFeature(name=n, vocabulary=list(c.vocabulary)) for n, c in contract.categorical.items()],
+            clip_z=clip_z,
+        )
+
+    @property
+    def feature_names(self) -> list[str]:
+        names = [f.name for f in self.numeric]
+        for feature in self.categorical:
+            names.extend(f"{feature.name}={level}" for level in feature.levels)
+        return names
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Model inputs (float32); never returns NaN (asserted, so a bug cannot train silently)."""
+        missing = [f.name for f in (*self.numeric, *self.categorical) if f.name not in frame.columns]
+        if missing:
+            raise FeatureError(f"records lack feature column(s) {missing}", hint="validate the data against the contract first")
+        blocks = []
+        if self.numeric:
+            names = [f.name for f in self.numeric]
+            mean = np.array([f.mean for f in self.numeric])
+            std = np.array([f.std for f in self.numeric])
+            values = frame[names].to_numpy(dtype="float64", na_value=np.nan)
+            values = np.where(np.isfinite(values), values, mean)
+            blocks.append(np.clip((values - mean) / std, -self.clip_z, self.clip_z))
+        for feature in self.categorical:
+            levels = feature.levels
+            codes = pd.Categorical(frame[feature.name].where(frame[feature.name].isin(feature.vocabulary), OTHER), categories=levels).codes
+            blocks.append(np.eye(len(levels))[codes])
+        matrix = np.hstack(blocks).astype("float32") if blocks else np.empty((len(frame), 0), dtype="float32")
+        if not np.all(np.isfinite(matrix)):  # pragma: no cover - defensive: the maths above cannot produce it
+            raise FeatureError("feature transform produced non-finite values", hint="report this as a bug")
+        return matrix
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeaturePipeline:
+        return cls.model_validate(json.loads(text))

@@ -1,0 +1,100 @@
+"""The region-side steps of a job, as pure functions over frames.
+
+Orchestration (``tasks/``) reads the region's records through a connector, calls these, keeps
+the frames in the region's private store, and sends onward only what these functions mark as
+releasable: validation reports (counts), feature statistics (sums over ≥ k rows), model
+updates and evaluation aggregates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fedcrm.config import FedcrmConfig
+from fedcrm.contract import DataContract
+from fedcrm.errors import ContractError, FeatureError
+from fedcrm.evaluation import RegionMetrics, evaluate_predictions
+from fedcrm.features import FeaturePipeline, local_statistics, suppress_rare_values
+from fedcrm.model import build_model, predict_proba, set_vector
+from fedcrm.records import TARGET, parse_records
+from fedcrm.split import holdout_mask, label_counts
+from fedcrm.training import LocalUpdate, positive_weight, train_locally
+from fedcrm.validation import ValidationReport, failed_report, validate_records
+
+
+@dataclass
+class PreparedRegion:
+    report: ValidationReport
+    train: pd.DataFrame | None = None
+    holdout: pd.DataFrame | None = None
+    quarantined: pd.DataFrame | None = None
+    suppressed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def usable(self) -> bool:
+        return self.report.success and self.train is not None
+
+
+def prepare_region(
+    raw: pd.DataFrame, contract: DataContract, config: FedcrmConfig, *, region: str, suite: dict[str, Any], source: str
+) -> PreparedRegion:
+    """Parse, validate, quarantine, split off the holdout and apply the small-count filter."""
+    if raw.shape[0] == 0:
+        return PreparedRegion(failed_report(region, contract, f"{source} holds no records; the region has nothing to contribute"))
+    try:
+        parsed = parse_records(raw, contract, source=source)
+    except ContractError as exc:
+        return PreparedRegion(failed_report(region, contract, exc.message + (f" → {exc.hint}" if exc.hint else ""), n_rows=len(raw)))
+    report = validate_records(parsed, contract, region=region, suite=suite)
+    quarantined = raw.reset_index(drop=True).loc[parsed.malformed.to_numpy()]
+    if not report.success:
+        return PreparedRegion(report, quarantined=quarantined)
+    clean = parsed.clean
+    in_holdout = holdout_mask(clean, contract, fraction=config.holdout.fraction, seed=config.holdout.seed)
+    train, holdout = clean.loc[~in_holdout].reset_index(drop=True), clean.loc[in_holdout].reset_index(drop=True)
+    k = config.privacy.min_k
+    for name, part in (("training", train), ("holdout", holdout)):
+        negatives, positives = label_counts(part)
+        if min(negatives, positives) < 1 or len(part) < k:
+            report.success = False
+            report.failures.append(
+                f"the {name} split has {len(part)} record(s) ({positives} positive); it needs at least {k} "
+                "records of both classes: the region is too small or too one-sided"
+            )
+    if not report.success:
+        return PreparedRegion(report, quarantined=quarantined)
+    train, suppressed = suppress_rare_values(train, contract, k)
+    return PreparedRegion(report, train=train, holdout=holdout, quarantined=quarantined, suppressed=suppressed)
+
+
+def feature_statistics(train: pd.DataFrame, contract: DataContract, *, min_k: int) -> np.ndarray:
+    """This region's contribution to the federated moments (a sum over ≥ k rows)."""
+    if len(train) < min_k:
+        raise FeatureError(f"only {len(train)} training rows; statistics need at least {min_k}")
+    return local_statistics(train, list(contract.numeric))
+
+
+def local_round(
+    train: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, config: FedcrmConfig, *, seed: int
+) -> LocalUpdate:
+    labels = train[TARGET].to_numpy(dtype=np.float32)
+    return train_locally(
+        global_vector,
+        pipeline.transform(train),
+        labels,
+        config.training,
+        pos_weight=positive_weight(labels, config.training.class_weighting),
+        seed=seed,
+    )
+
+
+def local_evaluation(
+    holdout: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, config: FedcrmConfig
+) -> RegionMetrics:
+    model = set_vector(build_model(pipeline.n_features, config.training.hidden_sizes), global_vector)
+    probs = predict_proba(model, pipeline.transform(holdout))
+    return evaluate_predictions(holdout[TARGET].to_numpy(), probs, min_k=config.privacy.min_k)

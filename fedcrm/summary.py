@@ -1,0 +1,53 @@
+"""The machine-readable summary of a job (``fedcrm run --json-summary PATH``).
+
+It holds only what may leave regions (validation counts, aggregate metrics) plus the job's
+configuration, so it is safe to archive centrally.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from fedcrm.evaluation import GlobalMetrics, RegionMetrics
+from fedcrm.validation import ValidationReport
+
+SUMMARY_SCHEMA_VERSION = 1
+
+
+class RegionSummary(BaseModel):
+    status: Literal["included", "excluded"]
+    excluded_at: str | None = Field(None, description="Step at which the region was excluded.")
+    reason: str = ""
+    n_train: int = 0
+    n_holdout: int = 0
+    n_quarantined: int = 0
+    suppressed: dict[str, int] = Field(default_factory=dict, description="Cells hit by the small-count filter.")
+    validation: ValidationReport | None = None
+    metrics: RegionMetrics | None = None
+
+
+class RoundSummary(BaseModel):
+    round: int
+    participants: list[str]
+    mean_loss: float
+    metrics: GlobalMetrics | None = None
+    region_metrics: dict[str, RegionMetrics] = Field(default_factory=dict)
+
+
+class JobSummary(BaseModel):
+    schema_version: int = SUMMARY_SCHEMA_VERSION
+    job_id: str
+    use_case: str
+    status: Literal["completed", "failed"]
+    error: str = ""
+    contract_sha256: str
+    started_at: str
+    finished_at: str
+    regions: dict[str, RegionSummary]
+    rounds: list[RoundSummary] = Field(default_factory=list)
+    metrics: GlobalMetrics | None = None
+    model: dict[str, object] = Field(default_factory=dict)
+    privacy: dict[str, object] = Field(default_factory=dict)
+    config: dict[str, object] = Field(default_factory=dict)

@@ -1,0 +1,223 @@
+"""Great Expectations validation of a region's records against its contract.
+
+The suite is generated from the contract and stored as JSON under ``expectations/`` (users may
+add expectations to the file; the contract's hash in its ``meta`` detects a stale suite). It is
+run inside the region on the parsed records. What may leave the region is a
+``ValidationReport``: per expectation only pass/fail, severity and counts. Result fields are
+copied from GX through a *whitelist*, so sample values (``partial_unexpected_list``,
+``observed_value`` of value sets, exception text) can never escape, whatever GX adds later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from fedcrm.contract import DataContract
+from fedcrm.records import MALFORMED, TARGET, ParsedRecords
+
+SAFE_RESULT_FIELDS = ("element_count", "unexpected_count", "unexpected_percent", "missing_count")
+"""The only GX result fields that may leave a region (all are counts or rates)."""
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+class CheckResult(BaseModel):
+    expectation: str
+    column: str | None = None
+    severity: str
+    success: bool
+    counts: dict[str, float] = Field(default_factory=dict)
+    message: str = ""
+
+
+class ValidationReport(BaseModel):
+    """Everything a region reveals about its validation: pass/fail and counts, never values."""
+
+    region: str
+    use_case: str
+    success: bool
+    n_rows: int
+    n_quarantined: int = 0
+    checks: list[CheckResult] = Field(default_factory=list)
+    problems: dict[str, dict[str, int]] = Field(default_factory=dict, description="Per-column parse problem counts.")
+    failures: list[str] = Field(default_factory=list, description="Why the region fails (critical checks).")
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.failures) if self.failures else ""
+
+
+def contract_fingerprint(contract: DataContract) -> str:
+    return hashlib.sha256(contract.model_dump_json().encode()).hexdigest()[:16]
+
+
+def suite_path(expectations_dir: Path, contract: DataContract) -> Path:
+    return Path(expectations_dir) / f"{contract.use_case}.json"
+
+
+def build_suite_dict(contract: DataContract) -> dict[str, Any]:
+    """The expectation suite for a contract, as the JSON dict GX 1.x reads and writes."""
+    mostly = round(1.0 - contract.max_malformed_fraction, 6)
+    ex: list[dict[str, Any]] = []
+
+    def add(kind: str, severity: str, **kwargs: Any) -> None:
+        ex.append({"type": kind, "kwargs": kwargs, "meta": {}, "severity": severity})
+
+    add("expect_table_row_count_to_be_between", "critical", min_value=contract.min_rows)
+    add("expect_column_values_to_be_in_set", "critical", column=MALFORMED, value_set=[False], mostly=mostly)
+    add("expect_column_values_to_not_be_null", "critical", column=contract.id_column)
+    add("expect_column_values_to_be_unique", "critical", column=contract.id_column)
+    add("expect_column_values_to_not_be_null", "critical", column=TARGET, mostly=mostly)
+    add("expect_column_distinct_values_to_contain_set", "critical", column=TARGET, value_set=[0.0, 1.0])
+    for name, spec in contract.numeric.items():
+        severity = "critical" if spec.on_missing == "quarantine" else "warning"
+        add("expect_column_values_to_not_be_null", severity, column=name, mostly=mostly if severity == "critical" else 1.0)
+        if spec.min is not None or spec.max is not None:
+            add("expect_column_values_to_be_between", "critical", column=name, min_value=spec.min, max_value=spec.max, mostly=mostly)
+    for name, spec in contract.categorical.items():
+        if spec.on_missing == "quarantine":
+            add("expect_column_values_to_not_be_null", "critical", column=name, mostly=mostly)
+        else:
+            add("expect_column_values_to_not_be_null", "warning", column=name)
+        add("expect_column_values_to_be_in_set", "warning", column=name, value_set=list(spec.vocabulary))
+    return {
+        "name": f"fedcrm-{contract.use_case}",
+        "expectations": ex,
+        "meta": {"contract_sha256": contract_fingerprint(contract), "generated_by": "fedcrm expectations generate"},
+        "notes": "Generated from the data contract. Add expectations freely; regenerate when the contract changes.",
+    }
+
+
+def write_suite(contract: DataContract, expectations_dir: Path) -> Path:
+    path = suite_path(expectations_dir, contract)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(build_suite_dict(contract), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_suite_dict(contract: DataContract, expectations_dir: Path | None) -> dict[str, Any]:
+    """The stored suite if there is one for this contract, else one generated on the fly."""
+    from fedcrm.errors import ContractError
+
+    if expectations_dir is None or not suite_path(expectations_dir, contract).exists():
+        return build_suite_dict(contract)
+    path = suite_path(expectations_dir, contract)
+    try:
+        suite = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"expectation suite {path} is not valid JSON ({exc.msg})", hint="fix or regenerate it") from None
+    stored = (suite.get("meta") or {}).get("contract_sha256")
+    if stored != contract_fingerprint(contract):
+        raise ContractError(
+            f"expectation suite {path} was generated from a different version of contract {contract.use_case!r}",
+            hint=f"run `fedcrm expectations generate --use-case {contract.use_case}` and review the diff",
+        )
+    return suite
+
+
+def _describe_failure(check: CheckResult, contract: DataContract) -> str:
+    n = int(check.counts.get("unexpected_count", 0))
+    col = check.column
+    kind = check.expectation
+    if kind == "expect_table_row_count_to_be_between":
+        return f"only {int(check.counts.get('observed_rows', 0))} record(s); the contract needs at least {contract.min_rows}"
+    if col == MALFORMED:
+        pct = check.counts.get("unexpected_percent", 0.0)
+        return (
+            f"{n} malformed record(s) ({pct:.1f}%), more than the contract allows "
+            f"({contract.max_malformed_fraction:.0%}); see the per-column problems"
+        )
+    if kind == "expect_column_values_to_be_unique":
+        return f"{n} record(s) share their {col!r} with another record (duplicate ids): deduplicate the export"
+    if kind == "expect_column_distinct_values_to_contain_set":
+        return (
+            f"target {contract.target.column!r} has only one class in this region; training needs both "
+            f"{contract.target.positive!r} and {contract.target.negative!r} records"
+        )
+    if col == TARGET:
+        return f"{n} record(s) have a missing or unknown {contract.target.column!r} label"
+    if kind == "expect_column_values_to_be_between":
+        return f"{n} value(s) of {col!r} lie outside the contract range"
+    if kind == "expect_column_values_to_not_be_null":
+        if check.severity != "critical" and col in contract.numeric:
+            return f"{n} record(s) have a blank {col!r} (imputed with the federated mean)"
+        if check.severity != "critical":
+            return f"{n} record(s) have a blank {col!r} (mapped to __other__)"
+        return f"{n} record(s) have no usable value in {col!r}"
+    if kind == "expect_column_values_to_be_in_set":
+        return f"{n} value(s) of {col!r} are outside the contract vocabulary (mapped to __other__)"
+    return f"{kind} failed on {col!r}" if col else f"{kind} failed"
+
+
+def _sanitise(result: Any) -> CheckResult:
+    config = result.expectation_config
+    raw = result.result or {}
+    counts = {k: float(raw[k]) for k in SAFE_RESULT_FIELDS if isinstance(raw.get(k), (int, float))}
+    if config.type == "expect_table_row_count_to_be_between" and isinstance(raw.get("observed_value"), int):
+        counts["observed_rows"] = float(raw["observed_value"])
+    severity = getattr(config.severity, "value", str(config.severity))
+    raised = bool((result.exception_info or {}).get("raised_exception"))
+    return CheckResult(
+        expectation=config.type,
+        column=config.kwargs.get("column"),
+        severity=severity,
+        success=bool(result.success) and not raised,
+        counts=counts,
+        message="the expectation raised an error inside the region (details stay there)" if raised else "",
+    )
+
+
+def run_suite(frame: pd.DataFrame, suite: dict[str, Any]) -> list[CheckResult]:
+    """Validate with GX in an ephemeral context (nothing written to disk, no progress bars)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    gx_suite = context.suites.add(gx.ExpectationSuite(**suite))
+    batch = (
+        context.data_sources.add_pandas("region")
+        .add_dataframe_asset("records")
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    outcome = batch.validate(gx_suite, result_format="BASIC")
+    return [_sanitise(r) for r in outcome.results]
+
+
+def validate_records(
+    parsed: ParsedRecords, contract: DataContract, *, region: str, suite: dict[str, Any]
+) -> ValidationReport:
+    """Run the suite on parsed records and summarise it as counts only."""
+    checks = run_suite(parsed.frame, suite)
+    for check in checks:
+        if not check.success:
+            check.message = check.message or _describe_failure(check, contract)
+    failures = [c.message for c in checks if not c.success and c.severity == "critical"]
+    warnings = [c.message for c in checks if not c.success and c.severity != "critical"]
+    return ValidationReport(
+        region=region,
+        use_case=contract.use_case,
+        success=not failures,
+        n_rows=len(parsed.frame),
+        n_quarantined=parsed.n_malformed,
+        checks=checks,
+        problems=parsed.problems,
+        failures=failures,
+        warnings=warnings,
+    )
+
+
+def failed_report(region: str, contract: DataContract, reason: str, *, n_rows: int = 0) -> ValidationReport:
+    """A report for a region whose records could not even be parsed (e.g. a missing column)."""
+    return ValidationReport(region=region, use_case=contract.use_case, success=False, n_rows=n_rows, failures=[reason])
