@@ -4,7 +4,7 @@ Real federations partition by geography; the bundled public datasets have no reg
 ``partition`` also offers two documented, seeded non-IID splits used by the demo:
 
 * ``dirichlet`` (label skew): for each class, the share of its rows going to each region is
-  drawn from Dirichlet(alpha). Small alpha = strong skew (alpha=0.5 is a common benchmark).
+  drawn from Dirichlet(alpha). Small alpha = strong skew (default 1.0; 0.5 is a common harder benchmark).
 * ``covariate`` (feature skew): rows are grouped by the values of one column and whole groups
   are dealt to regions (largest group first, to the currently smallest region), so each
   region sees a different part of feature space.
@@ -34,7 +34,7 @@ def partition(
     regions: tuple[str, ...] = DEFAULT_REGIONS,
     strategy: SplitStrategy | None = None,
     seed: int = 42,
-    alpha: float = 0.5,
+    alpha: float = 1.0,
     by: str | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Split raw records into ``{region: records}``; the default strategy follows the contract."""

@@ -1,0 +1,1 @@
+"""The ``fedcrm`` command line (the embedded-mode launcher)."""

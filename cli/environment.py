@@ -1,0 +1,26 @@
+"""Process environment for embedded mode, set before Prefect/MLflow/GX are imported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+QUIET_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",
+}
+
+
+def prepare_environment(state_dir: Path) -> None:
+    """Embedded mode keeps Prefect's ephemeral database under the project's state directory.
+
+    A user who points ``PREFECT_API_URL`` (or ``PREFECT_HOME``) elsewhere keeps that setting.
+    """
+    for key, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
+        home = (state_dir / "prefect").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home)

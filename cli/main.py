@@ -1,0 +1,274 @@
+"""``fedcrm``: split data into regions, validate, and run federated jobs (embedded mode)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.environment import prepare_environment
+from fedcrm.config import FedcrmConfig, load_config
+from fedcrm.errors import FedcrmError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Federated lead scoring and churn across CRM regions.")
+data_app = typer.Typer(no_args_is_help=True, help="Regional data stores (embedded stand-ins for regional CRMs).")
+expectations_app = typer.Typer(no_args_is_help=True, help="Great Expectations suites generated from contracts.")
+app.add_typer(data_app, name="data")
+app.add_typer(expectations_app, name="expectations")
+
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]
+UseCaseOpt = Annotated[Optional[str], typer.Option("--use-case", "-u", help="lead-scoring | churn | your own.")]
+ContractOpt = Annotated[Optional[Path], typer.Option("--contract", help="Contract YAML (default: contracts/<use case>.yaml).")]
+StateOpt = Annotated[Optional[Path], typer.Option("--state-dir", help="Embedded state directory (default .fedcrm).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config field: KEY=VALUE (repeatable).")]
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Show fedcrm errors as a message plus what to do, never as a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FedcrmError as exc:
+            errors.print(f"[bold red]error ({type(exc).__name__}):[/] {exc.message}", highlight=False)
+            if exc.hint:
+                errors.print(f"[yellow]→ {exc.hint}[/]", highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            errors.print("[red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _config(config: Path | None, use_case: str | None, contract: Path | None, state_dir: Path | None, overrides: list[str] | None) -> FedcrmConfig:
+    cfg = load_config(config, overrides, use_case=use_case, contract=contract, state_dir=state_dir)
+    prepare_environment(cfg.state_dir)
+    return cfg
+
+
+@data_app.command("split")
+@friendly_errors
+def data_split(
+    use_case: UseCaseOpt = None,
+    input_path: Annotated[Optional[Path], typer.Option("--input", "-i", help="Your CRM export (CSV/parquet); default: bundled data.")] = None,
+    contract: ContractOpt = None,
+    strategy: Annotated[Optional[str], typer.Option(help="column | dirichlet | covariate (default: column if the contract has a region column, else dirichlet).")] = None,
+    regions: Annotated[str, typer.Option(help="Comma-separated region names for synthetic splits.")] = "eu,us,apac",
+    alpha: Annotated[float, typer.Option(help="Dirichlet concentration (smaller = more label skew).")] = 1.0,
+    by: Annotated[Optional[str], typer.Option(help="Column for the covariate split.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic split.")] = 42,
+    config: ConfigOpt = None,
+    state_dir: StateOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Write one local store per region: the embedded stand-in for each regional CRM."""
+    from connectors import LocalFileSource, LocalRegionStore, load_bundled
+    from fedcrm.split import partition
+
+    if strategy not in (None, "column", "dirichlet", "covariate"):
+        raise FedcrmError(f"unknown strategy {strategy!r}", hint="use column, dirichlet or covariate")
+    cfg = _config(config, use_case, contract, state_dir, overrides)
+    spec = cfg.load_contract()
+    if input_path is not None:
+        source = LocalFileSource(input_path, separator=spec.source.separator, encoding=spec.source.encoding)
+        raw, described = source.read_records(), source.description
+    else:
+        raw, described = load_bundled(cfg.use_case), f"bundled {cfg.use_case} data"
+    spec.check_columns([str(c) for c in raw.columns], source=described)
+    names = tuple(r.strip() for r in regions.split(",") if r.strip())
+    parts = partition(raw, spec, regions=names, strategy=strategy, seed=seed, alpha=alpha, by=by)  # type: ignore[arg-type]
+
+    table = Table(title=f"{cfg.use_case}: {len(raw)} records from {described} → {len(parts)} regions")
+    for column in ("region", "records", f"{spec.target.column}={spec.target.positive}", "store"):
+        table.add_column(column, justify="right" if column != "store" else "left")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
+        job = bar.add_task("writing regional stores", total=len(parts))
+        for region, frame in parts.items():
+            store = LocalRegionStore(cfg.state_dir / "regions" / region)
+            where = store.write_frame(f"crm/{cfg.use_case}.parquet", frame)
+            labels = frame[spec.target.column].astype("string").str.strip()
+            rate = float((labels == spec.target.positive).mean()) if len(frame) else 0.0
+            table.add_row(region, f"{len(frame)}", f"{rate:.1%}", where)
+            bar.advance(job)
+    console.print(table)
+    if set(parts) != set(cfg.federation.regions) or input_path is not None or contract is not None:
+        path = cfg.state_dir / f"{cfg.use_case}.yaml"
+        document = {"use_case": cfg.use_case, "state_dir": str(cfg.state_dir), "federation": {"regions": sorted(parts)}}
+        if cfg.contract:
+            document["contract"] = str(cfg.contract)
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        console.print(f"Wrote config {path}. Next: [bold]fedcrm run --config {path}[/]")
+    else:
+        console.print(f"Next: [bold]fedcrm run --use-case {cfg.use_case}[/]")
+
+
+@expectations_app.command("generate")
+@friendly_errors
+def expectations_generate(
+    use_case: UseCaseOpt = None,
+    contract: ContractOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the suite JSON (default: expectations/).")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Generate the GX expectation suite of a contract and store it as JSON."""
+    from fedcrm.validation import write_suite
+
+    cfg = load_config(config, overrides, use_case=use_case, contract=contract)
+    path = write_suite(cfg.load_contract(), out or cfg.expectations_dir)
+    console.print(f"Wrote expectation suite {path}")
+
+
+def _quiet_prefect_console(verbose: bool) -> None:
+    """Prefect's per-task console lines would tear the progress bar; they still go to the Prefect API."""
+    if verbose:
+        return
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.setLevel(logging.WARNING)
+
+
+class _ProgressHandler(logging.Handler):
+    """Turns the flow's progress log records into rich progress-bar updates."""
+
+    def __init__(self, progress: Progress):
+        super().__init__(logging.INFO)
+        self.progress = progress
+        self.bars: dict[str, Any] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        info = getattr(record, "fedcrm_progress", None)
+        if not info:
+            return
+        stage = info["stage"]
+        if stage not in self.bars:
+            label = {"prepare": "validating regions & agreeing features", "train": "federated rounds"}.get(stage, stage)
+            self.bars[stage] = self.progress.add_task(label, total=info["total"])
+        self.progress.update(self.bars[stage], completed=info["done"], total=info["total"])
+
+
+@app.command()
+@friendly_errors
+def validate(
+    config: ConfigOpt = None,
+    use_case: UseCaseOpt = None,
+    contract: ContractOpt = None,
+    state_dir: StateOpt = None,
+    overrides: SetOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines.")] = False,
+) -> None:
+    """Validate every region against the contract (inside each region) and show the report."""
+    cfg = _config(config, use_case, contract, state_dir, overrides)
+    from flows.validation import validate_federation
+
+    _quiet_prefect_console(verbose)
+    with console.status("validating regions inside each region…"):
+        regions = validate_federation(cfg)
+    table = Table(title=f"Validation: {cfg.use_case}")
+    for column in ("region", "status", "records", "quarantined", "checks passed", "details"):
+        table.add_column(column)
+    for region, entry in regions.items():
+        report = entry.validation
+        passed = f"{sum(c.success for c in report.checks)}/{len(report.checks)}" if report and report.checks else "-"
+        details = entry.reason or "; ".join(report.warnings if report else []) or "ok"
+        style = "green" if entry.status == "included" else "red"
+        table.add_row(region, f"[{style}]{'pass' if entry.status == 'included' else 'FAIL'}[/]",
+                      str(report.n_rows if report else "-"), str(entry.n_quarantined), passed, details)
+    console.print(table)
+    if any(e.status == "excluded" for e in regions.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly_errors
+def run(
+    config: ConfigOpt = None,
+    use_case: UseCaseOpt = None,
+    contract: ContractOpt = None,
+    state_dir: StateOpt = None,
+    overrides: SetOpt = None,
+    json_summary: Annotated[Optional[Path], typer.Option("--json-summary", help="Write the machine-readable job summary here.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines.")] = False,
+) -> None:
+    """Run the federated training job end to end and print per-region results."""
+    cfg = _config(config, use_case, contract, state_dir, overrides)
+    cfg.load_contract()  # fail fast on a bad contract, before starting Prefect
+    from flows.training import federated_training
+
+    _quiet_prefect_console(verbose)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    handler = _ProgressHandler(progress)
+    flow_logger = logging.getLogger("prefect.flow_runs")
+    flow_logger.addHandler(handler)
+    try:
+        with progress:
+            starting = progress.add_task("starting Prefect (embedded)", total=None)
+            handler.bars["start"] = starting
+            state = federated_training(cfg, return_state=True)
+            progress.update(starting, total=1, completed=1)
+    finally:
+        flow_logger.removeHandler(handler)
+    summary = state.result(raise_on_failure=False)
+    if not hasattr(summary, "job_id"):
+        raise FedcrmError(f"the training flow ended {state.type.value} without a summary: {state.message}",
+                          hint="re-run with --verbose to see Prefect's log")
+    _print_summary(summary)
+    if json_summary is not None:
+        json_summary.parent.mkdir(parents=True, exist_ok=True)
+        json_summary.write_text(json.dumps(summary.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+        console.print(f"summary written to {json_summary}")
+    if summary.status != "completed":
+        errors.print(f"[bold red]job failed:[/] {summary.error}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _print_summary(summary: Any) -> None:
+    table = Table(title=f"fedcrm {summary.use_case} · job {summary.job_id} · {summary.status}")
+    for column in ("region", "status", "train", "holdout", "quar.", "AUC", "PR-AUC", "logloss", "Brier", "ECE"):
+        table.add_column(column, justify="left" if column in ("region", "status") else "right", no_wrap=True)
+    notes = []
+    for region, entry in summary.regions.items():
+        m = entry.metrics
+        if entry.status == "excluded":
+            notes.append(f"[red]{region}[/] excluded at {entry.excluded_at}: {entry.reason}")
+        elif entry.validation and entry.validation.warnings:
+            notes.append(f"[yellow]{region}[/] " + "; ".join(entry.validation.warnings))
+        style = "green" if entry.status == "included" else "red"
+        table.add_row(region, f"[{style}]{entry.status}[/]", str(entry.n_train), str(entry.n_holdout), str(entry.n_quarantined),
+                      _fmt(m and m.auc), _fmt(m and m.pr_auc), _fmt(m and m.log_loss), _fmt(m and m.brier), _fmt(m and m.ece))
+    g = summary.metrics
+    if g is not None:
+        table.add_row("[bold]global[/]", "", "", str(g.n), "", _fmt(g.auc), _fmt(g.pr_auc), _fmt(g.log_loss), _fmt(g.brier), _fmt(g.ece))
+        notes.append(f"global = example-weighted over regional holdouts; largest regional AUC gap {g.auc_gap:.4f}")
+    console.print(table)
+    for note in notes:
+        console.print(f"  • {note}", highlight=False)
+    console.print(f"[dim]{summary.privacy.get('note', '')}[/]")
+
+
+def main() -> None:  # pragma: no cover - console-script entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The federated training job, as a DAG:
+
+    prepare-region (each region: read → parse → GX validate → quarantine → holdout split)
+      → exclude failing regions, check quorum
+    feature-statistics (each region) → fit-feature-pipeline (coordinator, sums only)
+    initial-model
+    for each round:
+        local-training (each region) → federated-average (coordinator)
+        local-evaluation (each region, holdout aggregates) → combine-metrics
+    save-job (coordinator store) → JobSummary
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed, Failed
+
+from fedcrm.config import FedcrmConfig
+from fedcrm.errors import FedcrmError
+from fedcrm.roster import Roster
+from fedcrm.summary import JobSummary, RoundSummary
+from fedcrm.validation import contract_fingerprint, load_suite_dict
+from flows.dispatch import in_each_region
+from tasks import coordinator, regional
+from tasks.guard import RegionReply, unwrap
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _apply(roster: Roster, step: str, replies: dict[str, RegionReply]) -> None:
+    for region, reply in replies.items():
+        if not reply.ok:
+            roster.exclude(region, step, reply.reason)
+
+
+@flow(name="fedcrm-train", persist_result=False, log_prints=False)
+def federated_training(config: FedcrmConfig, job_id: str | None = None):
+    """Train one model across the configured regions; returns the JobSummary (also when it fails)."""
+    logger = get_run_logger()
+    job_id = job_id or uuid.uuid4().hex[:12]
+    started = _now()
+    contract = config.load_contract()
+    suite = load_suite_dict(contract, config.expectations_dir)
+    roster = Roster(list(config.federation.regions))
+    rounds: list[RoundSummary] = []
+    pipeline = vector = metrics = None
+
+    def progress(stage: str, done: int, total: int, message: str, *args: object) -> None:
+        logger.info(message, *args, extra={"fedcrm_progress": {"stage": stage, "done": done, "total": total}})
+
+    def summary(status: str, error: str = "") -> JobSummary:
+        if metrics is not None:
+            for region, m in rounds[-1].region_metrics.items():
+                roster.regions[region].metrics = m
+        return JobSummary(
+            job_id=job_id,
+            use_case=config.use_case,
+            status=status,
+            error=error,
+            contract_sha256=contract_fingerprint(contract),
+            started_at=started,
+            finished_at=_now(),
+            regions=roster.regions,
+            rounds=rounds,
+            metrics=metrics,
+            model={} if pipeline is None else {
+                "n_features": pipeline.n_features,
+                "n_parameters": int(vector.shape[0]) if vector is not None else 0,
+                "hidden_sizes": config.training.hidden_sizes,
+            },
+            privacy={
+                "differential_privacy": False,
+                "note": "plain FedAvg: model updates are not yet differentially private (issue 3 adds DP-SGD)",
+                "min_k": config.privacy.min_k,
+            },
+            config=config.model_dump(mode="json"),
+        )
+
+    try:
+        progress("prepare", 0, 1, "job %s: validating %d region(s)", job_id, len(roster.active))
+        prepared = in_each_region(regional.prepare_region, roster.active, config=config, job_id=job_id, suite=suite)
+        for region, reply in prepared.items():
+            if reply.ok:
+                info = reply.value
+                entry = roster.regions[region]
+                entry.validation, entry.n_train, entry.n_holdout = info.report, info.n_train, info.n_holdout
+                entry.n_quarantined, entry.suppressed = info.report.n_quarantined, info.suppressed
+                if not info.report.success:
+                    roster.exclude(region, "validation", info.report.reason)
+            else:
+                roster.exclude(region, "preparation", reply.reason)
+        for region, entry in roster.regions.items():
+            if entry.status == "excluded":
+                logger.warning("region %s excluded at %s: %s", region, entry.excluded_at, entry.reason)
+        roster.require_quorum(config.federation.min_regions, "validation")
+
+        statistics = in_each_region(regional.feature_statistics, roster.active, config=config, job_id=job_id)
+        _apply(roster, "feature statistics", statistics)
+        roster.require_quorum(config.federation.min_regions, "feature statistics")
+        pipeline = coordinator.fit_feature_pipeline(config, unwrap(statistics))
+        vector = coordinator.initial_model(config, pipeline.n_features)
+        progress("prepare", 1, 1, "feature pipeline agreed: %d features from %d region(s)", pipeline.n_features, len(roster.active))
+
+        total = config.training.rounds
+        for number in range(1, total + 1):
+            updates = in_each_region(
+                regional.local_training, roster.active,
+                config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number,
+            )
+            _apply(roster, f"round {number} training", updates)
+            roster.require_quorum(config.federation.min_regions, f"round {number} training")
+            accepted = unwrap(updates)
+            vector = coordinator.federated_average(accepted)
+            evaluations = in_each_region(
+                regional.local_evaluation, roster.active,
+                config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number,
+            )
+            _apply(roster, f"round {number} evaluation", evaluations)
+            roster.require_quorum(config.federation.min_regions, f"round {number} evaluation")
+            region_metrics = unwrap(evaluations)
+            metrics = coordinator.global_metrics(region_metrics)
+            loss = sum(u.mean_loss * u.n_examples for u in accepted.values()) / sum(u.n_examples for u in accepted.values())
+            rounds.append(RoundSummary(
+                round=number, participants=sorted(accepted), mean_loss=loss, metrics=metrics, region_metrics=region_metrics,
+            ))
+            progress("train", number, total, "round %d/%d: global AUC %.4f (gap %.4f) from %d region(s)",
+                     number, total, metrics.auc, metrics.auc_gap, len(accepted))
+    except FedcrmError as exc:
+        logger.error("job %s failed: %s", job_id, exc)
+        result = summary("failed", str(exc))
+        coordinator.save_job(config, result, None, None)
+        return Failed(message=str(exc), data=result)
+    result = summary("completed")
+    coordinator.save_job(config, result, pipeline, vector)
+    return Completed(message=f"global AUC {metrics.auc:.4f}", data=result)

@@ -1,0 +1,56 @@
+"""Tasks that run at the coordinator. They only ever see aggregates."""
+
+from __future__ import annotations
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from connectors import LocalRegionStore
+from fedcrm.aggregation import PlainSumAggregator, weighted_mean
+from fedcrm.config import FedcrmConfig
+from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
+from fedcrm.features import FeaturePipeline
+from fedcrm.model import build_model, get_vector
+from fedcrm.summary import JobSummary
+from tasks.regional import UpdateMessage
+
+COORDINATOR_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="fit-feature-pipeline", **COORDINATOR_TASK)
+def fit_feature_pipeline(config: FedcrmConfig, statistics: dict[str, np.ndarray]) -> FeaturePipeline:
+    """Sum the regions' moment vectors and fit the shared pipeline from the total alone."""
+    total = PlainSumAggregator().sum(statistics)
+    return FeaturePipeline.fit(config.load_contract(), total, clip_z=config.features.clip_z)
+
+
+@task(name="initial-model", **COORDINATOR_TASK)
+def initial_model(config: FedcrmConfig, n_features: int) -> np.ndarray:
+    return get_vector(build_model(n_features, config.training.hidden_sizes, seed=config.training.seed))
+
+
+@task(name="federated-average", **COORDINATOR_TASK)
+def federated_average(updates: dict[str, UpdateMessage]) -> np.ndarray:
+    """FedAvg: example-weighted mean of the regions' parameters, from one aggregated sum."""
+    return weighted_mean(
+        PlainSumAggregator(),
+        {r: u.vector for r, u in updates.items()},
+        {r: float(u.n_examples) for r, u in updates.items()},
+    )
+
+
+@task(name="combine-metrics", **COORDINATOR_TASK)
+def global_metrics(per_region: dict[str, RegionMetrics]) -> GlobalMetrics:
+    return combine_metrics(per_region)
+
+
+@task(name="save-job", **COORDINATOR_TASK)
+def save_job(config: FedcrmConfig, summary: JobSummary, pipeline: FeaturePipeline | None, vector: np.ndarray | None) -> str:
+    """Keep the global model, its feature pipeline and the summary in the coordinator's store."""
+    store = LocalRegionStore(config.state_dir / "coordinator")
+    base = f"jobs/{summary.job_id}"
+    if pipeline is not None and vector is not None:
+        store.write_json(f"{base}/feature_pipeline.json", pipeline.model_dump())
+        store.write_json(f"{base}/model.json", {"hidden_sizes": config.training.hidden_sizes, "parameters": vector.tolist()})
+    return store.write_json(f"{base}/summary.json", summary.model_dump(mode="json"))

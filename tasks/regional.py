@@ -1,0 +1,118 @@
+"""Tasks that run inside one region."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from connectors import LocalRegionStore, source_from_spec
+from fedcrm import regional
+from fedcrm.config import FedcrmConfig
+from fedcrm.evaluation import RegionMetrics
+from fedcrm.features import FeaturePipeline
+from fedcrm.validation import ValidationReport
+from tasks.guard import RegionReply, in_region
+
+REGION_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@dataclass(frozen=True)
+class PreparedSummary:
+    """What a region reveals about its preparation: counts only."""
+
+    report: ValidationReport
+    n_train: int
+    n_holdout: int
+    suppressed: dict[str, int]
+
+
+@dataclass(frozen=True)
+class UpdateMessage:
+    vector: np.ndarray
+    n_examples: int
+    mean_loss: float
+
+
+def _store(config: FedcrmConfig, region: str) -> LocalRegionStore:
+    return LocalRegionStore(config.region_store(region))
+
+
+def _job_key(config: FedcrmConfig, job_id: str, name: str) -> str:
+    return f"work/{config.use_case}/{job_id}/{name}.parquet"
+
+
+@task(name="prepare-region", task_run_name="prepare-{region}", **REGION_TASK)
+def prepare_region(region: str, config: FedcrmConfig, job_id: str, suite: dict) -> RegionReply[PreparedSummary]:
+    """Read, parse, validate (GX), quarantine and split this region's records."""
+    store = _store(config, region)
+
+    def run() -> PreparedSummary:
+        contract = config.load_contract()
+        source = source_from_spec(
+            config.region_source(region), default_separator=contract.source.separator, encoding=contract.source.encoding
+        )
+        raw = source.read_records()
+        prepared = regional.prepare_region(raw, contract, config, region=region, suite=suite, source=source.description)
+        store.write_json(f"work/{config.use_case}/{job_id}/validation.json", prepared.report.model_dump())
+        if prepared.quarantined is not None and len(prepared.quarantined):
+            store.write_frame(f"quarantine/{config.use_case}/{job_id}.parquet", prepared.quarantined)
+        if prepared.usable:
+            store.write_frame(_job_key(config, job_id, "train"), prepared.train)
+            store.write_frame(_job_key(config, job_id, "holdout"), prepared.holdout)
+        return PreparedSummary(
+            report=prepared.report,
+            n_train=0 if prepared.train is None else len(prepared.train),
+            n_holdout=0 if prepared.holdout is None else len(prepared.holdout),
+            suppressed=prepared.suppressed,
+        )
+
+    return in_region(region, store, "preparation", run)
+
+
+@task(name="feature-statistics", task_run_name="feature-statistics-{region}", **REGION_TASK)
+def feature_statistics(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[np.ndarray]:
+    """Count, sum and sum of squares of each numeric column (a sum over ≥ k rows)."""
+    store = _store(config, region)
+    return in_region(
+        region,
+        store,
+        "feature statistics",
+        lambda: regional.feature_statistics(
+            store.read_frame(_job_key(config, job_id, "train")), config.load_contract(), min_k=config.privacy.min_k
+        ),
+    )
+
+
+@task(name="local-training", task_run_name="local-training-{region}-r{round_number}", **REGION_TASK)
+def local_training(
+    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: np.ndarray, round_number: int
+) -> RegionReply[UpdateMessage]:
+    store = _store(config, region)
+
+    def run() -> UpdateMessage:
+        update = regional.local_round(
+            store.read_frame(_job_key(config, job_id, "train")),
+            pipeline,
+            global_vector,
+            config,
+            seed=config.training.seed * 100_003 + round_number,
+        )
+        return UpdateMessage(vector=update.vector, n_examples=update.n_examples, mean_loss=update.mean_loss)
+
+    return in_region(region, store, f"round {round_number} training", run)
+
+
+@task(name="local-evaluation", task_run_name="local-evaluation-{region}-r{round_number}", **REGION_TASK)
+def local_evaluation(
+    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: np.ndarray, round_number: int
+) -> RegionReply[RegionMetrics]:
+    store = _store(config, region)
+    return in_region(
+        region,
+        store,
+        f"round {round_number} evaluation",
+        lambda: regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, global_vector, config),
+    )
