@@ -13,13 +13,17 @@ QUIET_DEFAULTS = {
 }
 
 
-def prepare_environment(state_dir: Path) -> None:
+def prepare_environment(state_dir: Path, *, verbose: bool = False) -> None:
     """Embedded mode keeps Prefect's ephemeral database under the project's state directory.
 
     A user who points ``PREFECT_API_URL`` (or ``PREFECT_HOME``) elsewhere keeps that setting.
+    Unless ``verbose``, Prefect's console shows warnings only (the CLI draws its own progress);
+    every log line still reaches the Prefect API and UI.
     """
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
         home = (state_dir / "prefect").resolve()
         home.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(expectations_app, name="expectations")
 
 console = Console()
-errors = Console(stderr=True)
+if not console.is_terminal:  # logs and CI: wide enough for the results table
+    console = Console(width=130)
+errors = Console(stderr=True, width=None if console.is_terminal else 130)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]
 UseCaseOpt = Annotated[Optional[str], typer.Option("--use-case", "-u", help="lead-scoring | churn | your own.")]
@@ -55,9 +57,12 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _config(config: Path | None, use_case: str | None, contract: Path | None, state_dir: Path | None, overrides: list[str] | None) -> FedcrmConfig:
+def _config(
+    config: Path | None, use_case: str | None, contract: Path | None, state_dir: Path | None, overrides: list[str] | None,
+    *, verbose: bool = False,
+) -> FedcrmConfig:
     cfg = load_config(config, overrides, use_case=use_case, contract=contract, state_dir=state_dir)
-    prepare_environment(cfg.state_dir)
+    prepare_environment(cfg.state_dir, verbose=verbose)
     return cfg
 
 
@@ -134,16 +139,6 @@ def expectations_generate(
     console.print(f"Wrote expectation suite {path}")
 
 
-def _quiet_prefect_console(verbose: bool) -> None:
-    """Prefect's per-task console lines would tear the progress bar; they still go to the Prefect API."""
-    if verbose:
-        return
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.setLevel(logging.WARNING)
-
-
 class _ProgressHandler(logging.Handler):
     """Turns the flow's progress log records into rich progress-bar updates."""
 
@@ -174,10 +169,9 @@ def validate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines.")] = False,
 ) -> None:
     """Validate every region against the contract (inside each region) and show the report."""
-    cfg = _config(config, use_case, contract, state_dir, overrides)
+    cfg = _config(config, use_case, contract, state_dir, overrides, verbose=verbose)
     from flows.validation import validate_federation
 
-    _quiet_prefect_console(verbose)
     with console.status("validating regions inside each region…"):
         regions = validate_federation(cfg)
     table = Table(title=f"Validation: {cfg.use_case}")
@@ -207,11 +201,10 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines.")] = False,
 ) -> None:
     """Run the federated training job end to end and print per-region results."""
-    cfg = _config(config, use_case, contract, state_dir, overrides)
+    cfg = _config(config, use_case, contract, state_dir, overrides, verbose=verbose)
     cfg.load_contract()  # fail fast on a bad contract, before starting Prefect
     from flows.training import federated_training
 
-    _quiet_prefect_console(verbose)
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     handler = _ProgressHandler(progress)
     flow_logger = logging.getLogger("prefect.flow_runs")

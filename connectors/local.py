@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,13 @@ class LocalRegionStore:
         except OSError as exc:
             raise ConnectorError(f"could not append to {key} ({exc.strerror})", source=self.description) from None
         return str(path)
+
+    def remove(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConnectorError(f"could not remove {key} ({exc.strerror})", source=self.description) from None

@@ -51,7 +51,10 @@ def suppress_rare_values(frame: pd.DataFrame, contract: DataContract, k: int) ->
         rare = values.isin(counts.index[counts < k])
         if rare.any():
             suppressed[name] = int(rare.sum())
-            out[name] = values.mask(rare, float(values.median()))
+            # The median of the *frequent* values, so the replacement is never itself rare;
+            # with no frequent value at all, blank the cells (the federated mean is imputed).
+            frequent = values[~rare & values.notna()]
+            out[name] = values.mask(rare, float(frequent.median()) if len(frequent) else np.nan)
     return out, suppressed
 
 
@@ -78,7 +81,9 @@ def pooled_moments(total: np.ndarray, numeric_columns: list[str]) -> tuple[np.nd
     mean = sums / count
     variance = np.maximum(sumsq / count - mean * mean, 0.0)
     std = np.sqrt(variance)
-    return mean, np.where(std > 1e-12, std, 1.0)
+    # sumsq/n - mean² keeps rounding noise of order |mean|·1e-8: below that a column is constant.
+    constant = std <= 1e-6 * np.maximum(1.0, np.abs(mean))
+    return mean, np.where(constant, 1.0, std)
 
 
 class NumericFeature(BaseModel):

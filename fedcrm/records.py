@@ -54,6 +54,9 @@ def _parse_numeric(series: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
         return values, values.isna(), pd.Series(False, index=series.index)
     text, blank = _as_text(series)
     values = pd.to_numeric(text, errors="coerce").astype("float64")
+    # A literal "nan" is a non-finite value written by some tool, not a blank: count it as such.
+    nan_literal = text.str.lower().isin(["nan", "+nan", "-nan"]).fillna(False).astype(bool)
+    values = values.mask(nan_literal, np.inf)
     return values, blank, values.isna() & ~blank
 
 

@@ -67,6 +67,7 @@ def _by_region_column(raw: pd.DataFrame, contract: DataContract) -> dict[str, pd
             hint="set `region_column` in the contract to an existing column, or use --strategy dirichlet",
         )
     names = raw[column].astype("string").str.strip().str.lower()
+    names = names.mask(names == "")
     if names.isna().any():
         raise ContractError(
             f"{int(names.isna().sum())} record(s) have no value in region column {column!r}",
@@ -121,16 +122,24 @@ def holdout_mask(
     """
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"holdout fraction must be in (0, 1), got {fraction}")
-    if contract.event_time_column:
-        times = frame[contract.event_time_column]
-        cutoff = times.quantile(1.0 - fraction)
-        return times > cutoff
     salt = str(seed).encode()
-    unit = [
-        int.from_bytes(hashlib.blake2b(str(rid).encode(), key=salt, digest_size=8).digest(), "big") / 2.0**64
-        for rid in frame[contract.id_column]
-    ]
-    return pd.Series(np.asarray(unit, dtype="float64") < fraction, index=frame.index)
+    unit = np.asarray(
+        [
+            int.from_bytes(hashlib.blake2b(str(rid).encode(), key=salt, digest_size=8).digest(), "big") / 2.0**64
+            for rid in frame[contract.id_column]
+        ],
+        dtype="float64",
+    )
+    if contract.event_time_column:
+        # The latest records by time; ties (e.g. date-only exports) are broken by the id hash,
+        # so the holdout has its intended size even when many records share a timestamp.
+        times = frame[contract.event_time_column].to_numpy()
+        order = np.lexsort((unit, times))
+        n_holdout = int(np.ceil(fraction * len(frame)))
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[order[len(frame) - n_holdout :]] = True
+        return pd.Series(mask, index=frame.index)
+    return pd.Series(unit < fraction, index=frame.index)
 
 
 def label_counts(frame: pd.DataFrame) -> tuple[int, int]:

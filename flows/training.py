@@ -7,7 +7,7 @@
     for each round:
         local-training (each region) → federated-average (coordinator)
         local-evaluation (each region, holdout aggregates) → combine-metrics
-    save-job (coordinator store) → JobSummary
+    release-workspace (each region; the quarantine stays) → save-job (coordinator store) → JobSummary
 """
 
 from __future__ import annotations
@@ -135,6 +135,10 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         result = summary("failed", str(exc))
         coordinator.save_job(config, result, None, None)
         return Failed(message=str(exc), data=result)
+    finally:
+        for region, reply in in_each_region(regional.release_workspace, list(roster.regions), config=config, job_id=job_id).items():
+            if not reply.ok:
+                logger.warning("region %s could not release its workspace: %s", region, reply.reason)
     result = summary("completed")
     coordinator.save_job(config, result, pipeline, vector)
     return Completed(message=f"global AUC {metrics.auc:.4f}", data=result)

@@ -20,7 +20,8 @@ def validate_federation(config: FedcrmConfig) -> dict[str, RegionSummary]:
     contract = config.load_contract()
     roster = Roster(list(config.federation.regions))
     replies = in_each_region(
-        regional.prepare_region, roster.active, config=config, job_id=job_id, suite=load_suite_dict(contract, config.expectations_dir)
+        regional.prepare_region, roster.active, config=config, job_id=job_id, suite=load_suite_dict(contract, config.expectations_dir),
+        keep=False,
     )
     for region, reply in replies.items():
         entry = roster.regions[region]

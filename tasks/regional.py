@@ -40,13 +40,23 @@ def _store(config: FedcrmConfig, region: str) -> LocalRegionStore:
     return LocalRegionStore(config.region_store(region))
 
 
+def _workspace(config: FedcrmConfig, job_id: str) -> str:
+    return f"work/{config.use_case}/{job_id}"
+
+
 def _job_key(config: FedcrmConfig, job_id: str, name: str) -> str:
-    return f"work/{config.use_case}/{job_id}/{name}.parquet"
+    return f"{_workspace(config, job_id)}/{name}.parquet"
 
 
 @task(name="prepare-region", task_run_name="prepare-{region}", **REGION_TASK)
-def prepare_region(region: str, config: FedcrmConfig, job_id: str, suite: dict) -> RegionReply[PreparedSummary]:
-    """Read, parse, validate (GX), quarantine and split this region's records."""
+def prepare_region(
+    region: str, config: FedcrmConfig, job_id: str, suite: dict, keep: bool = True
+) -> RegionReply[PreparedSummary]:
+    """Read, parse, validate (GX), quarantine and split this region's records.
+
+    With ``keep`` (training) the prepared frames and the quarantined rows stay in the region's
+    store for the job; without it (a validation-only run) nothing is written.
+    """
     store = _store(config, region)
 
     def run() -> PreparedSummary:
@@ -56,10 +66,9 @@ def prepare_region(region: str, config: FedcrmConfig, job_id: str, suite: dict) 
         )
         raw = source.read_records()
         prepared = regional.prepare_region(raw, contract, config, region=region, suite=suite, source=source.description)
-        store.write_json(f"work/{config.use_case}/{job_id}/validation.json", prepared.report.model_dump())
-        if prepared.quarantined is not None and len(prepared.quarantined):
+        if keep and prepared.quarantined is not None and len(prepared.quarantined):
             store.write_frame(f"quarantine/{config.use_case}/{job_id}.parquet", prepared.quarantined)
-        if prepared.usable:
+        if keep and prepared.usable:
             store.write_frame(_job_key(config, job_id, "train"), prepared.train)
             store.write_frame(_job_key(config, job_id, "holdout"), prepared.holdout)
         return PreparedSummary(
@@ -116,3 +125,10 @@ def local_evaluation(
         f"round {round_number} evaluation",
         lambda: regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, global_vector, config),
     )
+
+
+@task(name="release-workspace", task_run_name="release-workspace-{region}", **REGION_TASK)
+def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[None]:
+    """Delete the job's prepared copies of the region's data (the quarantine is kept)."""
+    store = _store(config, region)
+    return in_region(region, store, "workspace clean-up", lambda: store.remove(_workspace(config, job_id)))

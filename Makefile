@@ -1,0 +1,50 @@
+# fedcrm: every target installs what it needs into .venv first.
+#   make demo   - install, split the bundled lead-scoring data into eu/us/apac, run the federated job
+#   make test   - install (with test extras) and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+USE_CASE ?= lead-scoring
+export PREFECT_SERVER_ANALYTICS_ENABLED = false
+export MLFLOW_DISABLE_TELEMETRY = true
+export GX_ANALYTICS_ENABLED = false
+
+.PHONY: install install-dev demo test test-fast test-e2e expectations clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch first and pinned on its own: pip then takes the local CPU wheel instead of a multi-GB CUDA build.
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+demo: install
+	$(BIN)/fedcrm data split --use-case $(USE_CASE)
+	$(BIN)/fedcrm run --use-case $(USE_CASE) --json-summary .fedcrm/summary-$(USE_CASE).json
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "not e2e"
+
+test-e2e: install-dev
+	$(BIN)/python -m pytest -m e2e
+
+expectations: install
+	$(BIN)/fedcrm expectations generate --use-case lead-scoring
+	$(BIN)/fedcrm expectations generate --use-case churn
+
+clean:
+	rm -rf .fedcrm .pytest_cache .hypothesis

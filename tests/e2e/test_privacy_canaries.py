@@ -1,0 +1,148 @@
+"""No row-level value leaves a region.
+
+A user's own CRM export (with a region column and an extra PII column) is split into regions
+and trained on through Prefect. Unique canary strings are planted in ids, categories, numbers
+and PII; one region has duplicate ids and must be excluded with its reason. Then everything
+that exists outside the regional stores (CLI output, the JSON summary, the coordinator's
+store, Prefect's database, results and logs) is scanned byte-wise for the canaries.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+CANARIES = ("CANARYID", "CANARY-CAT", "CANARY-NUM", "CANARYDUP", "987654.125", "canary.person")
+
+CONTRACT = {
+    "use_case": "my-leads",
+    "id_column": "lead_ref",
+    "target": {"column": "won", "positive": "1", "negative": "0"},
+    "region_column": "crm_region",
+    "numeric": {"age": {"dtype": "int", "min": 18, "max": 100}, "spend": {"dtype": "float", "min": 0, "on_missing": "impute"}},
+    "categorical": {"channel": {"vocabulary": ["web", "phone", "store"]}},
+    "min_rows": 50,
+    "max_malformed_fraction": 0.05,
+}
+
+
+def _export(n_per_region: int = 300, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for region in ("EU", "US", "APAC"):
+        age = rng.integers(18, 90, n_per_region)
+        channel = rng.choice(["web", "phone", "store"], n_per_region)
+        logit = (age - 50) / 12 + np.where(channel == "web", 1.0, -0.6)
+        frames.append(pd.DataFrame({
+            "crm_region": region,
+            "lead_ref": [f"CANARYID-{region}-{i:05d}" for i in range(n_per_region)],
+            "age": age.astype(str),
+            "spend": rng.gamma(2.0, 40.0, n_per_region).round(2).astype(str),
+            "channel": channel,
+            "email": [f"canary.person{i}@example.com" for i in range(n_per_region)],
+            "won": (rng.random(n_per_region) < 1 / (1 + np.exp(-logit))).astype(int).astype(str),
+        }))
+    data = pd.concat(frames, ignore_index=True)
+    eu = data.index[data.crm_region == "EU"]
+    data.loc[eu[:3], "channel"] = "CANARY-CAT-unseen"  # outside the vocabulary → __other__ + warning
+    data.loc[eu[3:5], "age"] = "CANARY-NUM"  # unparsable → quarantined in the region
+    us = data.index[data.crm_region == "US"]
+    data.loc[us[:2], "lead_ref"] = "CANARYDUP-1"  # duplicate ids → US fails validation
+    apac = data.index[data.crm_region == "APAC"]
+    data.loc[apac[0], "spend"] = "987654.125"  # a unique, extreme numeric value
+    return data
+
+
+@pytest.fixture(scope="module")
+def byo_job(tmp_path_factory, cli):
+    work = tmp_path_factory.mktemp("byo")
+    home = work / "prefect-home"
+    _export().to_csv(work / "export.csv", index=False)
+    (work / "contract.yaml").write_text(yaml.safe_dump(CONTRACT))
+    split = cli(["data", "split", "--input", "export.csv", "--contract", "contract.yaml", "--use-case", "my-leads",
+                 "--state-dir", "state"], cwd=work, prefect_home=home)
+    assert split.returncode == 0, split.output
+    run = cli(["run", "--config", "state/my-leads.yaml", "--set", "training.rounds=2", "--json-summary", "out/summary.json"],
+              cwd=work, prefect_home=home)
+    validate = cli(["validate", "--config", "state/my-leads.yaml"], cwd=work, prefect_home=home)
+    quorum = cli(["run", "--config", "state/my-leads.yaml", "--set", "federation.min_regions=3", "--set", "training.rounds=1",
+                  "--json-summary", "out/failed.json"], cwd=work, prefect_home=home)
+    return work, home, {"split": split, "run": run, "validate": validate, "quorum": quorum}
+
+
+def test_byo_export_split_by_its_region_column(byo_job):
+    work, _, results = byo_job
+    config = yaml.safe_load((work / "state" / "my-leads.yaml").read_text())
+    assert config["federation"]["regions"] == ["apac", "eu", "us"]
+    assert "fedcrm run --config" in results["split"].stdout
+
+
+def test_failing_region_is_excluded_with_reason_and_job_goes_on(byo_job):
+    work, _, results = byo_job
+    assert results["run"].returncode == 0, results["run"].output
+    summary = json.loads((work / "out" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    us = summary["regions"]["us"]
+    assert us["status"] == "excluded" and us["excluded_at"] == "validation"
+    assert "duplicate ids" in us["reason"]
+    assert summary["regions"]["eu"]["status"] == summary["regions"]["apac"]["status"] == "included"
+    assert summary["rounds"][-1]["participants"] == ["apac", "eu"]
+    assert summary["regions"]["eu"]["n_quarantined"] == 2
+    assert any("__other__" in w for w in summary["regions"]["eu"]["validation"]["warnings"])
+    assert "us excluded at validation" in results["run"].stdout
+
+
+def test_validate_reports_the_failing_region(byo_job):
+    _, _, results = byo_job
+    assert results["validate"].returncode == 1
+    assert "FAIL" in results["validate"].stdout and "duplicate" in results["validate"].stdout
+
+
+def test_too_few_regions_fails_clearly_with_every_reason(byo_job):
+    work, _, results = byo_job
+    quorum = results["quorum"]
+    assert quorum.returncode == 1
+    assert "min_regions" in quorum.stderr and "duplicate ids" in quorum.stderr
+    assert "Traceback" not in quorum.output
+    failed = json.loads((work / "out" / "failed.json").read_text())
+    assert failed["status"] == "failed" and failed["rounds"] == [] and failed["metrics"] is None
+
+
+def _files_outside_regions(work: Path, home: Path) -> list[Path]:
+    outside = [p for p in (work / "out").rglob("*") if p.is_file()]
+    outside += [p for p in (work / "state" / "coordinator").rglob("*") if p.is_file()]
+    outside += [p for p in home.rglob("*") if p.is_file()]
+    return outside
+
+
+def test_canaries_are_present_inside_the_regions(byo_job):
+    """Positive control: the scan below would find the canaries if they had leaked."""
+    work, _, _ = byo_job
+    eu = work / "state" / "regions" / "eu"
+    jobs = sorted((eu / "quarantine").rglob("*.parquet"))
+    assert len(jobs) == 2, "one quarantine per training job (run and quorum run); validation writes none"
+    for job in jobs:
+        assert (pd.read_parquet(job)["age"] == "CANARY-NUM").sum() == 2
+    assert not any((eu / "work").rglob("*.parquet")), "a finished job leaves no prepared copies behind"
+    assert pd.read_parquet(eu / "crm" / "my-leads.parquet")["lead_ref"].str.startswith("CANARYID").all()
+
+
+def test_no_canary_leaves_a_region(byo_job):
+    work, home, results = byo_job
+    files = _files_outside_regions(work, home)
+    assert any(p.name == "prefect.db" for p in files), "Prefect's database (parameters, states, logs) must be scanned"
+    assert any(p.name == "summary.json" for p in files)
+    for path in files:
+        blob = path.read_bytes()
+        for canary in CANARIES:
+            assert canary.encode() not in blob, f"{canary!r} leaked into {path.relative_to(work)}"
+    for name, result in results.items():
+        for canary in CANARIES:
+            assert canary not in result.output, f"{canary!r} leaked into the output of `fedcrm {name}`"

@@ -1,0 +1,338 @@
+"""Feature engineering: the small-count filter, federated moments and the fitted pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from fedcrm.contract import OTHER, DataContract
+from fedcrm.errors import FeatureError
+from fedcrm.features import FeaturePipeline, local_statistics, pooled_moments, suppress_rare_values
+
+NUMERIC = ["age", "spend"]
+
+
+def frame(**columns) -> pd.DataFrame:
+    """A frame like ``parse_records`` makes: text columns as object dtype, numerics as float."""
+    return pd.DataFrame(
+        {
+            name: pd.Series(values, dtype=object) if any(isinstance(v, str) for v in values) else values
+            for name, values in columns.items()
+        }
+    )
+
+
+def fitted(contract: DataContract, data: pd.DataFrame, **kwargs) -> FeaturePipeline:
+    return FeaturePipeline.fit(contract, local_statistics(data, list(contract.numeric)), **kwargs)
+
+
+@pytest.fixture
+def typed() -> pd.DataFrame:
+    """Parsed-looking records: float numerics, object categories."""
+    return frame(
+        age=[20.0, 30.0, 40.0, 50.0, 60.0, 30.0],
+        spend=[10.0, 20.0, np.nan, 40.0, 50.0, 30.0],
+        channel=["web", "phone", "store", "web", None, "fax"],
+    )
+
+
+# --- suppress_rare_values ---------------------------------------------------------------------
+
+
+def test_out_of_vocabulary_and_missing_categories_become_other(contract):
+    data = frame(age=[30.0] * 4, spend=[1.0] * 4, channel=["web", "fax", None, "web"])
+
+    out, suppressed = suppress_rare_values(data, contract, k=1)
+
+    assert out["channel"].tolist() == ["web", OTHER, OTHER, "web"]
+    assert suppressed == {}  # unseen/missing are not counted as suppressed
+
+
+def test_rare_in_vocabulary_categories_are_suppressed(contract):
+    data = frame(age=[30.0] * 7, spend=[1.0] * 7, channel=["web"] * 3 + ["phone"] * 2 + ["store", "fax"])
+
+    out, suppressed = suppress_rare_values(data, contract, k=3)
+
+    assert out["channel"].tolist() == ["web"] * 3 + [OTHER] * 4
+    assert suppressed == {"channel": 3}
+
+
+def test_rare_int_values_are_replaced_by_the_median(contract):
+    ages = [20.0] * 3 + [30.0] * 4 + [40.0] * 3 + [99.0, np.nan]  # median 30
+    data = frame(age=ages, spend=[5.0] * 12, channel=["web"] * 12)
+
+    out, suppressed = suppress_rare_values(data, contract, k=3)
+
+    assert out["age"].tolist()[:-1] == [20.0] * 3 + [30.0] * 4 + [40.0] * 3 + [30.0]
+    assert np.isnan(out["age"].iloc[-1])  # missing stays missing (imputed later)
+    assert suppressed == {"age": 1}
+
+
+def test_float_columns_are_not_suppressed(contract):
+    data = frame(age=[30.0] * 3, spend=[1.5, 2.5, 3.5], channel=["web"] * 3)
+
+    out, suppressed = suppress_rare_values(data, contract, k=3)
+
+    assert out["spend"].tolist() == [1.5, 2.5, 3.5]
+    assert suppressed == {}
+
+
+def test_frequent_values_are_left_alone_and_input_is_not_modified(contract):
+    data = frame(age=[20.0, 20.0, 30.0, 30.0], spend=[1.0] * 4, channel=["web", "web", "phone", "phone"])
+    before = data.copy()
+
+    out, suppressed = suppress_rare_values(data, contract, k=2)
+
+    pd.testing.assert_frame_equal(out, before)
+    pd.testing.assert_frame_equal(data, before)
+    assert suppressed == {}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    channels=st.lists(st.sampled_from(["web", "phone", "store", "fax", None]), min_size=1, max_size=40),
+    k=st.integers(2, 6),
+)
+def test_after_suppression_every_real_category_has_at_least_k_rows(channels, k):
+    contract = DataContract.model_validate(
+        {
+            "use_case": "tiny",
+            "id_column": "id",
+            "target": {"column": "y", "positive": "1", "negative": "0"},
+            "categorical": {"channel": {"vocabulary": ["web", "phone", "store"]}},
+        }
+    )
+
+    out, _ = suppress_rare_values(frame(channel=channels), contract, k=k)
+
+    counts = out["channel"].value_counts()
+    assert set(counts.index) <= {"web", "phone", "store", OTHER}
+    assert all(n >= k for level, n in counts.items() if level != OTHER)
+    assert len(out) == len(channels)
+
+
+def test_int_column_without_any_frequent_value_is_blanked(contract):
+    data = frame(age=[20.0, 30.0, 40.0], spend=[1.0] * 3, channel=["web"] * 3)
+
+    out, suppressed = suppress_rare_values(data, contract, k=3)
+
+    assert out["age"].isna().all()  # imputed with the federated mean later
+    assert suppressed == {"age": 3}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="source bug: rare int values are replaced by the median of the frequent values, which for an "
+    "even number of them is the midpoint of two values, i.e. possibly a rare value (here 50 itself) or "
+    "a non-integer; the replacement should be a frequent value (e.g. quantile(0.5, interpolation='lower'))",
+)
+def test_rare_int_values_never_survive_suppression(contract):
+    ages = [20.0] * 5 + [50.0] + [80.0] * 5  # 50 occurs once; the frequent values' median is (20+80)/2
+    data = frame(age=ages, spend=[1.0] * 11, channel=["web"] * 11)
+
+    out, _ = suppress_rare_values(data, contract, k=5)
+
+    assert out["age"].value_counts().min() >= 5
+
+
+# --- local_statistics / pooled_moments --------------------------------------------------------
+
+
+def test_local_statistics_layout_ignores_missing_and_infinite_values():
+    data = frame(a=[1.0, 2.0, np.nan], b=[3.0, np.inf, 5.0])
+
+    stats = local_statistics(data, ["a", "b"])
+
+    np.testing.assert_array_equal(stats, [2, 2, 3, 8, 5, 34])
+
+
+def test_pooled_moments_of_a_known_sample():
+    mean, std = pooled_moments(local_statistics(frame(a=[1.0, 3.0], b=[2.0, 2.0]), ["a", "b"]), ["a", "b"])
+
+    np.testing.assert_allclose(mean, [2.0, 2.0])
+    np.testing.assert_allclose(std, [1.0, 1.0])  # b is constant: std falls back to 1
+
+
+@pytest.mark.parametrize(
+    "total",
+    [np.zeros(5), np.zeros((2, 3)), np.array([1.0, 2.0, np.nan, 1.0, 1.0, 1.0]), np.array([1.0, 1.0, np.inf, 2.0, 1.0, 1.0])],
+    ids=["wrong-length", "wrong-rank", "nan", "inf"],
+)
+def test_pooled_moments_rejects_wrong_shape_or_non_finite(total):
+    with pytest.raises(FeatureError, match="expected \\(6,\\)"):
+        pooled_moments(total, ["a", "b"])
+
+
+def test_pooled_moments_rejects_a_column_no_region_has_values_for():
+    total = local_statistics(frame(a=[1.0, 2.0], b=[np.nan, np.nan]), ["a", "b"])
+
+    with pytest.raises(FeatureError, match=r"\['b'\]"):
+        pooled_moments(total, ["a", "b"])
+
+
+@st.composite
+def regional_data(draw):
+    """(values with some NaN, region sizes ≥ 1, a second partition of a shuffled copy)."""
+    n_cols = draw(st.integers(1, 3))
+    sizes = draw(st.lists(st.integers(1, 25), min_size=1, max_size=6))
+    n = sum(sizes)
+    values = draw(hnp.arrays(np.float64, (n, n_cols), elements=st.floats(-1e3, 1e3, allow_nan=False)))
+    missing = draw(hnp.arrays(np.bool_, (n, n_cols)))
+    missing[0, missing.all(axis=0)] = False  # every column keeps at least one value
+    values[missing] = np.nan
+    order = np.array(draw(st.permutations(range(n))))
+    cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=6))) if n > 1 else []
+    return values, sizes, values[order], cuts
+
+
+def split(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    return np.split(values, np.cumsum(sizes)[:-1])
+
+
+def summed_statistics(parts: list[np.ndarray], names: list[str]) -> np.ndarray:
+    return sum(local_statistics(pd.DataFrame(p, columns=names), names) for p in parts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(regional_data())
+def test_summed_regional_statistics_give_the_pooled_mean_and_std(data):
+    values, sizes, shuffled, cuts = data
+    names = [f"x{j}" for j in range(values.shape[1])]
+
+    total = summed_statistics(split(values, sizes), names)
+    mean, std = pooled_moments(total, names)
+
+    # Partition independence: any split of any ordering of the same rows sums to the same vector.
+    other = summed_statistics(np.split(shuffled, cuts), names)
+    bound = local_statistics(pd.DataFrame(np.abs(values), columns=names), names)
+    np.testing.assert_array_equal(other[: len(names)], total[: len(names)])  # counts are exact
+    assert np.all(np.abs(other - total) <= 1e-9 * np.abs(total) + 1e-12 * bound + 1e-12)
+
+    for j in range(len(names)):
+        column = values[:, j][~np.isnan(values[:, j])]
+        expected_mean, expected_std = column.mean(), column.std(ddof=0)
+        assert mean[j] == pytest.approx(expected_mean, rel=1e-9, abs=1e-9)
+        # sumsq/n - mean² cancels: allow an absolute error of that order (relative to E[x²]).
+        noise = float(np.sqrt(1e-11 * np.mean(column**2))) + 1e-12
+        if std[j] == 1.0 and expected_std <= noise + 1e-6 * max(1.0, abs(expected_mean)):
+            continue  # a (numerically) constant column: std is replaced by 1 by design
+        assert std[j] == pytest.approx(expected_std, rel=1e-9, abs=noise)
+
+
+@pytest.mark.parametrize("value", [0.1, 1 / 3, 1000.1, 12345.678])
+def test_constant_column_gets_unit_std_despite_rounding(value):
+    """sumsq/n - mean² leaves rounding noise of order |mean|·1e-8, which must not count as spread."""
+    mean, std = pooled_moments(local_statistics(frame(a=[value] * 7), ["a"]), ["a"])
+
+    assert mean[0] == pytest.approx(value)
+    assert std[0] == 1.0
+
+
+# --- FeaturePipeline --------------------------------------------------------------------------
+
+
+def test_feature_names_and_count(contract, typed):
+    pipeline = fitted(contract, typed)
+
+    assert pipeline.feature_names == ["age", "spend", "channel=web", "channel=phone", "channel=store", f"channel={OTHER}"]
+    assert pipeline.n_features == 6
+    assert pipeline.use_case == "tiny"
+
+
+def test_fit_uses_the_pooled_moments(contract, typed):
+    pipeline = fitted(contract, typed)
+
+    age, spend = pipeline.numeric
+    assert age.mean == pytest.approx(typed["age"].mean())
+    assert age.std == pytest.approx(typed["age"].std(ddof=0))
+    assert spend.mean == pytest.approx(30.0)  # NaN ignored
+
+
+def test_transform_shape_dtype_and_standardisation(contract, typed):
+    pipeline = fitted(contract, typed)
+
+    x = pipeline.transform(typed)
+
+    assert x.shape == (len(typed), pipeline.n_features)
+    assert x.dtype == np.float32
+    assert np.isfinite(x).all()
+    assert x[:, 0].mean() == pytest.approx(0.0, abs=1e-6)
+    assert x[:, 0].std() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_missing_numeric_is_imputed_with_the_mean_so_becomes_zero(contract, typed):
+    x = fitted(contract, typed).transform(typed)
+
+    assert not np.isnan(x).any()
+    assert x[2, 1] == 0.0  # spend was NaN in row 2
+
+
+def test_extreme_values_are_clipped_to_clip_z(contract, typed):
+    pipeline = fitted(contract, typed, clip_z=2.0)
+    extreme = frame(age=[1e9, -1e9, typed["age"].mean()], spend=[30.0] * 3, channel=["web"] * 3)
+
+    x = pipeline.transform(extreme)
+
+    assert x[:, 0].tolist() == [2.0, -2.0, 0.0]
+    assert np.abs(fitted(contract, typed).transform(extreme)[:2, 0]).tolist() == [5.0, 5.0]  # default clip_z
+
+
+def test_one_hot_rows_sum_to_one_per_categorical(contract, typed):
+    two = DataContract.model_validate(
+        {**contract.model_dump(), "categorical": {"channel": {"vocabulary": ["web", "phone", "store"]}, "tier": {"vocabulary": ["a", "b"]}}}
+    )
+    data = typed.assign(tier=["a", "b", "a", "zzz", None, "b"])
+    pipeline = fitted(two, data)
+
+    x = pipeline.transform(data)
+
+    channel = [i for i, n in enumerate(pipeline.feature_names) if n.startswith("channel=")]
+    tier = [i for i, n in enumerate(pipeline.feature_names) if n.startswith("tier=")]
+    assert len(channel) == 4 and len(tier) == 3
+    np.testing.assert_array_equal(x[:, channel].sum(axis=1), 1.0)
+    np.testing.assert_array_equal(x[:, tier].sum(axis=1), 1.0)
+    assert set(np.unique(x[:, channel + tier])) == {0.0, 1.0}
+
+
+def test_categories_go_to_their_column_and_unseen_or_missing_to_other(contract, typed):
+    pipeline = fitted(contract, typed)
+    column = {name: i for i, name in enumerate(pipeline.feature_names)}
+
+    x = pipeline.transform(typed)  # channels: web, phone, store, web, None, fax
+
+    hot = [pipeline.feature_names[i] for i in x[:, 2:].argmax(axis=1) + 2]
+    assert hot == ["channel=web", "channel=phone", "channel=store", "channel=web", f"channel={OTHER}", f"channel={OTHER}"]
+    assert x[5, column[f"channel={OTHER}"]] == 1.0
+
+
+def test_transform_rejects_missing_feature_columns(contract, typed):
+    with pytest.raises(FeatureError, match="channel"):
+        fitted(contract, typed).transform(typed.drop(columns=["channel"]))
+
+
+def test_json_round_trip_gives_an_identical_transform(contract, typed):
+    pipeline = fitted(contract, typed, clip_z=3.0)
+
+    restored = FeaturePipeline.from_json(pipeline.to_json())
+
+    assert restored == pipeline
+    np.testing.assert_array_equal(restored.transform(typed), pipeline.transform(typed))
+
+
+def test_pipeline_json_contains_no_row_level_value(contract):
+    rng = np.random.default_rng(0)
+    data = frame(
+        age=np.r_[rng.integers(18, 90, 49).astype(float), 87.654321],
+        spend=np.r_[rng.gamma(2.0, 50.0, 49).round(2), 98765.4321],
+        channel=["web"] * 49 + ["CANARY-c4f3"],
+    )
+
+    text = fitted(contract, data).to_json()
+
+    assert "CANARY" not in text and "c4f3" not in text
+    assert "87.654321" not in text and "98765.4321" not in text
+    assert set(FeaturePipeline.model_fields) == {"use_case", "numeric", "categorical", "clip_z"}
