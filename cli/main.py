@@ -172,8 +172,10 @@ def validate(
     cfg = _config(config, use_case, contract, state_dir, overrides, verbose=verbose)
     from flows.validation import validate_federation
 
+    from cli.launcher import run_embedded
+
     with console.status("validating regions inside each region…"):
-        regions = validate_federation(cfg)
+        regions = run_embedded(validate_federation, cfg).result()
     table = Table(title=f"Validation: {cfg.use_case}")
     for column in ("region", "status", "records", "quarantined", "checks passed", "details"):
         table.add_column(column)
@@ -203,6 +205,7 @@ def run(
     """Run the federated training job end to end and print per-region results."""
     cfg = _config(config, use_case, contract, state_dir, overrides, verbose=verbose)
     cfg.load_contract()  # fail fast on a bad contract, before starting Prefect
+    from cli.launcher import run_embedded
     from flows.training import federated_training
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
@@ -213,7 +216,7 @@ def run(
         with progress:
             starting = progress.add_task("starting Prefect (embedded)", total=None)
             handler.bars["start"] = starting
-            state = federated_training(cfg, return_state=True)
+            state = run_embedded(federated_training, cfg)
             progress.update(starting, total=1, completed=1)
     finally:
         flow_logger.removeHandler(handler)

@@ -67,7 +67,9 @@ class TrainingSpec(_Section):
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(0.05, gt=0)
     hidden_sizes: list[int] = Field(default_factory=lambda: [32], description="[] = logistic regression")
-    class_weighting: Literal["balanced", "none"] = Field("balanced", description="BCE positive weight = neg/pos")
+    class_weighting: Literal["balanced", "none"] = Field(
+        "none", description="'balanced': BCE positive weight = neg/pos (better recall, uncalibrated scores)"
+    )
     seed: int = 0
 
     @field_validator("hidden_sizes")

@@ -51,10 +51,12 @@ def suppress_rare_values(frame: pd.DataFrame, contract: DataContract, k: int) ->
         rare = values.isin(counts.index[counts < k])
         if rare.any():
             suppressed[name] = int(rare.sum())
-            # The median of the *frequent* values, so the replacement is never itself rare;
-            # with no frequent value at all, blank the cells (the federated mean is imputed).
+            # The (lower) median of the *frequent* values: an actual frequent value, so the
+            # replacement is never itself rare nor fractional. With no frequent value at all,
+            # blank the cells (the federated mean is imputed).
             frequent = values[~rare & values.notna()]
-            out[name] = values.mask(rare, float(frequent.median()) if len(frequent) else np.nan)
+            median = float(frequent.quantile(0.5, interpolation="lower")) if len(frequent) else np.nan
+            out[name] = values.mask(rare, median)
     return out, suppressed
 
 

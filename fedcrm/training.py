@@ -69,7 +69,7 @@ def train_locally(
                 )
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     vector = get_vector(model)
     if not np.all(np.isfinite(vector)):
         raise TrainingError("local training produced non-finite parameters", hint="lower training.learning_rate")

@@ -124,12 +124,6 @@ def test_int_column_without_any_frequent_value_is_blanked(contract):
     assert suppressed == {"age": 3}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: rare int values are replaced by the median of the frequent values, which for an "
-    "even number of them is the midpoint of two values, i.e. possibly a rare value (here 50 itself) or "
-    "a non-integer; the replacement should be a frequent value (e.g. quantile(0.5, interpolation='lower'))",
-)
 def test_rare_int_values_never_survive_suppression(contract):
     ages = [20.0] * 5 + [50.0] + [80.0] * 5  # 50 occurs once; the frequent values' median is (20+80)/2
     data = frame(age=ages, spend=[1.0] * 11, channel=["web"] * 11)

@@ -1,0 +1,42 @@
+"""Embedded launcher: run a flow in this process on Prefect's ephemeral server.
+
+Prefect records task runs from events that its server consumes asynchronously. The ephemeral
+server stops when this process exits, so without a wait the last events can be dropped (and
+Prefect prints a traceback while shutting down). ``wait_until_recorded`` polls the API, with a
+bound, until every task run of the flow run is recorded in a final state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import UUID
+
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def wait_until_recorded(flow_run_id: UUID, *, timeout_s: float = 20.0, poll_s: float = 0.5) -> bool:
+    """True once the flow run's task runs are all final and their count is stable for two polls."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout_s
+    previous = -1
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            settled = all(r.state is not None and r.state.type.value in FINAL for r in runs)
+            if settled and len(runs) == previous:
+                return True
+            previous = len(runs) if settled else -1
+            time.sleep(poll_s)
+    return False
+
+
+def run_embedded(flow: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``flow`` and return its final State once Prefect has recorded all of it."""
+    state = flow(*args, return_state=True, **kwargs)
+    flow_run_id = state.state_details.flow_run_id
+    if flow_run_id is not None:
+        wait_until_recorded(flow_run_id)
+    return state
