@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from fedcrm.contract import DataContract
+from fedcrm.errors import ContractError, DataValidationError
 from fedcrm.records import MALFORMED, TARGET, ParsedRecords
 
 SAFE_RESULT_FIELDS = ("element_count", "unexpected_count", "unexpected_percent", "missing_count")
@@ -54,6 +55,16 @@ class ValidationReport(BaseModel):
     @property
     def reason(self) -> str:
         return "; ".join(self.failures) if self.failures else ""
+
+    def raise_for_failures(self) -> ValidationReport:
+        """Raise ``DataValidationError`` if a critical expectation failed (for use in your own pipelines)."""
+        if not self.success:
+            raise DataValidationError(
+                f"region {self.region} failed validation against contract {self.use_case!r}: {self.reason}",
+                failures=list(self.failures),
+                hint="fix the region's data (see the failures), or the contract if it is too strict",
+            )
+        return self
 
 
 def contract_fingerprint(contract: DataContract) -> str:
@@ -106,8 +117,6 @@ def write_suite(contract: DataContract, expectations_dir: Path) -> Path:
 
 def load_suite_dict(contract: DataContract, expectations_dir: Path | None) -> dict[str, Any]:
     """The stored suite if there is one for this contract, else one generated on the fly."""
-    from fedcrm.errors import ContractError
-
     if expectations_dir is None or not suite_path(expectations_dir, contract).exists():
         return build_suite_dict(contract)
     path = suite_path(expectations_dir, contract)

@@ -10,6 +10,7 @@ store, Prefect's database, results and logs) is scanned byte-wise for the canari
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,15 @@ def test_canaries_are_present_inside_the_regions(byo_job):
         assert (pd.read_parquet(job)["age"] == "CANARY-NUM").sum() == 2
     assert not any((eu / "work").rglob("*.parquet")), "a finished job leaves no prepared copies behind"
     assert pd.read_parquet(eu / "crm" / "my-leads.parquet")["lead_ref"].str.startswith("CANARYID").all()
+
+
+def test_prefect_database_holds_the_job_logs(byo_job):
+    """Positive control: the logs really reach the database the next test scans."""
+    _, home, _ = byo_job
+    with sqlite3.connect(home / "prefect.db") as db:
+        messages = [row[0] for row in db.execute("SELECT message FROM log")]
+    assert any("round 2/2" in m for m in messages)
+    assert any("region us excluded at validation" in m for m in messages)
 
 
 def test_no_canary_leaves_a_region(byo_job):

@@ -253,3 +253,14 @@ def test_failed_report(contract):
     assert report.failures == ["records.csv lacks column(s) ['age']"]
     assert report.reason == "records.csv lacks column(s) ['age']"
     assert failed_report("south", contract, "x").n_rows == 0
+
+
+def test_raise_for_failures_raises_data_validation_error_with_the_failures(contract):
+    from fedcrm.errors import DataValidationError
+    from fedcrm.validation import failed_report
+
+    report = failed_report("eu", contract, "the region holds no records")
+    with pytest.raises(DataValidationError) as info:
+        report.raise_for_failures()
+    assert info.value.failures == ["the region holds no records"]
+    assert "eu" in str(info.value) and info.value.hint
