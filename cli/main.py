@@ -204,7 +204,9 @@ def run(
 ) -> None:
     """Run the federated training job end to end and print per-region results."""
     cfg = _config(config, use_case, contract, state_dir, overrides, verbose=verbose)
-    cfg.load_contract()  # fail fast on a bad contract, before starting Prefect
+    from fedcrm.validation import load_suite_dict
+
+    load_suite_dict(cfg.load_contract(), cfg.expectations_dir)  # fail fast on a bad contract or stale suite, before Prefect starts
     from cli.launcher import run_embedded
     from flows.training import federated_training
 

@@ -23,19 +23,12 @@ from fedcrm.errors import FedcrmError
 from fedcrm.roster import Roster
 from fedcrm.summary import JobSummary, RoundSummary
 from fedcrm.validation import contract_fingerprint, load_suite_dict
-from flows.dispatch import in_each_region
+from flows.dispatch import in_each_region, record_preparation, run_step
 from tasks import coordinator, regional
-from tasks.guard import RegionReply, unwrap
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _apply(roster: Roster, step: str, replies: dict[str, RegionReply]) -> None:
-    for region, reply in replies.items():
-        if not reply.ok:
-            roster.exclude(region, step, reply.reason)
 
 
 @flow(name="fedcrm-train", persist_result=False, log_prints=False)
@@ -82,54 +75,36 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         )
 
     try:
+        minimum = config.federation.min_regions
         progress("prepare", 0, 1, "job %s: validating %d region(s)", job_id, len(roster.active))
-        prepared = in_each_region(regional.prepare_region, roster.active, config=config, job_id=job_id, suite=suite)
-        for region, reply in prepared.items():
-            if reply.ok:
-                info = reply.value
-                entry = roster.regions[region]
-                entry.validation, entry.n_train, entry.n_holdout = info.report, info.n_train, info.n_holdout
-                entry.n_quarantined, entry.suppressed = info.report.n_quarantined, info.suppressed
-                if not info.report.success:
-                    roster.exclude(region, "validation", info.report.reason)
-            else:
-                roster.exclude(region, "preparation", reply.reason)
+        record_preparation(
+            roster, in_each_region(regional.prepare_region, roster.active, config=config, job_id=job_id, suite=suite)
+        )
         for region, entry in roster.regions.items():
             if entry.status == "excluded":
                 logger.warning("region %s excluded at %s: %s", region, entry.excluded_at, entry.reason)
-        roster.require_quorum(config.federation.min_regions, "validation")
+        roster.require_quorum(minimum, "validation")
 
-        statistics = in_each_region(regional.feature_statistics, roster.active, config=config, job_id=job_id)
-        _apply(roster, "feature statistics", statistics)
-        roster.require_quorum(config.federation.min_regions, "feature statistics")
-        pipeline = coordinator.fit_feature_pipeline(config, unwrap(statistics))
+        statistics = run_step(roster, "feature statistics", regional.feature_statistics,
+                              min_regions=minimum, config=config, job_id=job_id)
+        pipeline = coordinator.fit_feature_pipeline(config, statistics)
         vector = coordinator.initial_model(config, pipeline.n_features)
         progress("prepare", 1, 1, "feature pipeline agreed: %d features from %d region(s)", pipeline.n_features, len(roster.active))
 
         total = config.training.rounds
         for number in range(1, total + 1):
-            updates = in_each_region(
-                regional.local_training, roster.active,
-                config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number,
-            )
-            _apply(roster, f"round {number} training", updates)
-            roster.require_quorum(config.federation.min_regions, f"round {number} training")
-            accepted = unwrap(updates)
-            vector = coordinator.federated_average(accepted)
-            evaluations = in_each_region(
-                regional.local_evaluation, roster.active,
-                config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number,
-            )
-            _apply(roster, f"round {number} evaluation", evaluations)
-            roster.require_quorum(config.federation.min_regions, f"round {number} evaluation")
-            region_metrics = unwrap(evaluations)
+            updates = run_step(roster, f"round {number} training", regional.local_training, min_regions=minimum,
+                               config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number)
+            vector = coordinator.federated_average(updates)
+            region_metrics = run_step(roster, f"round {number} evaluation", regional.local_evaluation, min_regions=minimum,
+                                      config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number)
             metrics = coordinator.global_metrics(region_metrics)
-            loss = sum(u.mean_loss * u.n_examples for u in accepted.values()) / sum(u.n_examples for u in accepted.values())
+            loss = sum(u.mean_loss * u.n_examples for u in updates.values()) / sum(u.n_examples for u in updates.values())
             rounds.append(RoundSummary(
-                round=number, participants=sorted(accepted), mean_loss=loss, metrics=metrics, region_metrics=region_metrics,
+                round=number, participants=sorted(updates), mean_loss=loss, metrics=metrics, region_metrics=region_metrics,
             ))
             progress("train", number, total, "round %d/%d: global AUC %.4f (gap %.4f) from %d region(s)",
-                     number, total, metrics.auc, metrics.auc_gap, len(accepted))
+                     number, total, metrics.auc, metrics.auc_gap, len(updates))
     except FedcrmError as exc:
         logger.error("job %s failed: %s", job_id, exc)
         result = summary("failed", str(exc))

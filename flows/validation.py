@@ -10,7 +10,7 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.roster import Roster
 from fedcrm.summary import RegionSummary
 from fedcrm.validation import load_suite_dict
-from flows.dispatch import in_each_region
+from flows.dispatch import in_each_region, record_preparation
 from tasks import regional
 
 
@@ -20,16 +20,8 @@ def validate_federation(config: FedcrmConfig) -> dict[str, RegionSummary]:
     contract = config.load_contract()
     roster = Roster(list(config.federation.regions))
     replies = in_each_region(
-        regional.prepare_region, roster.active, config=config, job_id=job_id, suite=load_suite_dict(contract, config.expectations_dir),
-        keep=False,
+        regional.prepare_region, roster.active, config=config, job_id=job_id,
+        suite=load_suite_dict(contract, config.expectations_dir), keep=False,
     )
-    for region, reply in replies.items():
-        entry = roster.regions[region]
-        if not reply.ok:
-            roster.exclude(region, "preparation", reply.reason)
-            continue
-        entry.validation, entry.n_train, entry.n_holdout = reply.value.report, reply.value.n_train, reply.value.n_holdout
-        entry.n_quarantined, entry.suppressed = reply.value.report.n_quarantined, reply.value.suppressed
-        if not reply.value.report.success:
-            roster.exclude(region, "validation", reply.value.report.reason)
+    record_preparation(roster, replies)
     return roster.regions
