@@ -11,6 +11,7 @@ safe to log and to send across regions.
     ├── DataValidationError    a region's data failed a critical expectation
     ├── FeatureError           features could not be fitted or applied
     ├── TrainingError          local training failed (e.g. non-finite loss)
+    ├── PrivacyError           a privacy requirement cannot be met (δ ≥ 1/n, unreachable ε)
     └── FederationError        the federation cannot proceed
         └── InsufficientRegionsError   too few regions remain after exclusions
 """
@@ -65,6 +66,10 @@ class FeatureError(FedcrmError):
 
 class TrainingError(FedcrmError):
     """Local training failed, e.g. the loss became non-finite."""
+
+
+class PrivacyError(FedcrmError):
+    """A privacy requirement cannot be met: δ not below 1/n, an ε the plan cannot reach, ..."""
 
 
 class FederationError(FedcrmError):
