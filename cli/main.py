@@ -242,7 +242,7 @@ def _fmt(value: float | None) -> str:
 
 def _print_summary(summary: Any) -> None:
     table = Table(title=f"fedcrm {summary.use_case} · job {summary.job_id} · {summary.status}")
-    for column in ("region", "status", "train", "holdout", "quar.", "AUC", "PR-AUC", "logloss", "Brier", "ECE"):
+    for column in ("region", "status", "train", "holdout", "quar.", "AUC", "PR-AUC", "logloss", "Brier", "ECE", "ε spent"):
         table.add_column(column, justify="left" if column in ("region", "status") else "right", no_wrap=True)
     notes = []
     for region, entry in summary.regions.items():
@@ -252,11 +252,12 @@ def _print_summary(summary: Any) -> None:
         elif entry.validation and entry.validation.warnings:
             notes.append(f"[yellow]{region}[/] " + "; ".join(entry.validation.warnings))
         style = "green" if entry.status == "included" else "red"
+        eps = "-" if entry.epsilon_spent is None else f"{entry.epsilon_spent:.2f}/{entry.privacy_plan.target_epsilon:g}"
         table.add_row(region, f"[{style}]{entry.status}[/]", str(entry.n_train), str(entry.n_holdout), str(entry.n_quarantined),
-                      _fmt(m and m.auc), _fmt(m and m.pr_auc), _fmt(m and m.log_loss), _fmt(m and m.brier), _fmt(m and m.ece))
+                      _fmt(m and m.auc), _fmt(m and m.pr_auc), _fmt(m and m.log_loss), _fmt(m and m.brier), _fmt(m and m.ece), eps)
     g = summary.metrics
     if g is not None:
-        table.add_row("[bold]global[/]", "", "", str(g.n), "", _fmt(g.auc), _fmt(g.pr_auc), _fmt(g.log_loss), _fmt(g.brier), _fmt(g.ece))
+        table.add_row("[bold]global[/]", "", "", str(g.n), "", _fmt(g.auc), _fmt(g.pr_auc), _fmt(g.log_loss), _fmt(g.brier), _fmt(g.ece), "")
         notes.append(f"global = example-weighted over regional holdouts; largest regional AUC gap {g.auc_gap:.4f}")
     console.print(table)
     for note in notes:

@@ -81,8 +81,31 @@ class TrainingSpec(_Section):
 
 
 class PrivacySpec(_Section):
+    mode: Literal["dp", "off"] = Field(
+        "dp", description="'dp': record-level DP-SGD in every region; 'off': non-private (research only, warned loudly)"
+    )
+    target_epsilon: float = Field(3.0, gt=0, description="Each region's total ε for the whole job (all rounds).")
+    delta: float = Field(1e-5, gt=0, lt=1, description="Must be below 1/n for every region's training records.")
+    accountant: Literal["prv", "rdp"] = "prv"
+    max_grad_norm: float = Field(1.0, gt=0, description="Per-sample gradient clipping bound C.")
+    max_noise_multiplier: float = Field(50.0, gt=0, description="Refuse plans that need more noise than this.")
     min_k: int = Field(
         5, ge=2, description="Small-count threshold: rarer values are suppressed; aggregates need ≥ k rows."
+    )
+
+
+class StrategySpec(_Section):
+    name: Literal["fedavg", "fedprox", "fedadam", "median", "trimmed_mean"] = Field(
+        "fedavg", description="median/trimmed_mean need a trusted aggregator (incompatible with secure aggregation)"
+    )
+    mu: float = Field(0.01, ge=0, description="FedProx proximal coefficient.")
+    server_learning_rate: float = Field(0.05, gt=0, description="FedAdam server step.")
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    tau: float = Field(1e-3, gt=0, description="FedAdam adaptivity.")
+    trim_fraction: float = Field(0.1, ge=0, lt=0.5, description="Share trimmed at each end (trimmed_mean).")
+    max_update_norm: float = Field(
+        10.0, gt=0, description="Every region clips its update to this L2 norm; larger updates are rejected."
     )
 
 
@@ -102,6 +125,7 @@ class FedcrmConfig(_Section):
     expectations_dir: Path = EXPECTATIONS_DIR
     federation: FederationSpec = FederationSpec()
     training: TrainingSpec = TrainingSpec()
+    strategy: StrategySpec = StrategySpec()
     privacy: PrivacySpec = PrivacySpec()
     features: FeatureSpec = FeatureSpec()
     holdout: HoldoutSpec = HoldoutSpec()

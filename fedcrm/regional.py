@@ -20,9 +20,10 @@ from fedcrm.errors import ContractError, FeatureError
 from fedcrm.evaluation import RegionMetrics, evaluate_predictions
 from fedcrm.features import FeaturePipeline, local_statistics, suppress_rare_values
 from fedcrm.model import build_model, predict_proba, set_vector
+from fedcrm.privacy.plan import PrivacyPlan, make_plan
 from fedcrm.records import TARGET, parse_records
 from fedcrm.split import holdout_mask, label_counts
-from fedcrm.training import LocalUpdate, positive_weight, train_locally
+from fedcrm.training import DPSGDTrainer, LocalTrainer, LocalUpdate, SGDTrainer, positive_weight
 from fedcrm.validation import ValidationReport, failed_report, validate_records
 
 
@@ -78,18 +79,46 @@ def feature_statistics(train: pd.DataFrame, contract: DataContract, *, min_k: in
     return local_statistics(train, list(contract.numeric))
 
 
+def privacy_plan(n_train: int, config: FedcrmConfig, *, region: str) -> PrivacyPlan | None:
+    """This region's DP-SGD plan for the job (None when privacy.mode is 'off')."""
+    if config.privacy.mode == "off":
+        return None
+    return make_plan(
+        n_train,
+        batch_size=config.training.batch_size,
+        local_epochs=config.training.local_epochs,
+        rounds=config.training.rounds,
+        target_epsilon=config.privacy.target_epsilon,
+        delta=config.privacy.delta,
+        accountant=config.privacy.accountant,
+        max_grad_norm=config.privacy.max_grad_norm,
+        max_noise_multiplier=config.privacy.max_noise_multiplier,
+        region=region,
+    )
+
+
+def make_trainer(config: FedcrmConfig, plan: PrivacyPlan | None, labels: np.ndarray, *, prox_mu: float = 0.0) -> LocalTrainer:
+    """DP-SGD when the region has a privacy plan, plain SGD otherwise: chosen once, here."""
+    pos_weight = positive_weight(labels, config.training.class_weighting)
+    if plan is None:
+        return SGDTrainer(config.training, pos_weight=pos_weight, prox_mu=prox_mu)
+    return DPSGDTrainer(
+        config.training,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        sample_rate=plan.sample_rate,
+        pos_weight=pos_weight,
+        prox_mu=prox_mu,
+    )
+
+
 def local_round(
-    train: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, config: FedcrmConfig, *, seed: int
+    train: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, config: FedcrmConfig, *,
+    seed: int, plan: PrivacyPlan | None = None, prox_mu: float = 0.0,
 ) -> LocalUpdate:
     labels = train[TARGET].to_numpy(dtype=np.float32)
-    return train_locally(
-        global_vector,
-        pipeline.transform(train),
-        labels,
-        config.training,
-        pos_weight=positive_weight(labels, config.training.class_weighting),
-        seed=seed,
-    )
+    trainer = make_trainer(config, plan, labels, prox_mu=prox_mu)
+    return trainer.train(global_vector, pipeline.transform(train), labels, seed=seed)
 
 
 def local_evaluation(

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics
+from fedcrm.privacy.plan import PrivacyPlan
 from fedcrm.validation import ValidationReport
 
 SUMMARY_SCHEMA_VERSION = 1
@@ -26,6 +27,9 @@ class RegionSummary(BaseModel):
     suppressed: dict[str, int] = Field(default_factory=dict, description="Cells hit by the small-count filter.")
     validation: ValidationReport | None = None
     metrics: RegionMetrics | None = None
+    privacy_plan: PrivacyPlan | None = None
+    epsilon_spent: float | None = Field(None, description="Cumulative ε of this job in this region (accountant-composed).")
+    dp_steps: int = 0
 
 
 class RoundSummary(BaseModel):
@@ -34,6 +38,8 @@ class RoundSummary(BaseModel):
     mean_loss: float
     metrics: GlobalMetrics | None = None
     region_metrics: dict[str, RegionMetrics] = Field(default_factory=dict)
+    epsilon_spent: dict[str, float] = Field(default_factory=dict, description="Cumulative ε per region after this round.")
+    dropped: dict[str, str] = Field(default_factory=dict, description="Regions whose update was rejected this round, and why.")
 
 
 class JobSummary(BaseModel):

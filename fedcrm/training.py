@@ -1,16 +1,26 @@
 """Local training inside a region (the region-side half of a federated round).
 
-Kept apart from orchestration, like Flower's ``task.py``: a pure function from the global
-parameter vector and the region's features to the region's new parameter vector.
+Kept apart from orchestration, like Flower's ``task.py``. Two trainers share one interface:
+
+* ``SGDTrainer``: plain minibatch SGD (non-private; research baselines only).
+* ``DPSGDTrainer``: record-level DP-SGD with Opacus: Poisson sampling, per-sample gradient
+  clipping to ``max_grad_norm`` and Gaussian noise of ``noise_multiplier × max_grad_norm``.
+  Noise is added to clipped per-sample gradients at every step, never to the model delta.
+
+FedProx's proximal term is applied as a separate, data-independent step after each update, so
+it is exact for both trainers and costs no privacy (Opacus would ignore a loss term that does
+not flow through the per-sample hooks).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from fedcrm.config import TrainingSpec
 from fedcrm.errors import TrainingError
@@ -19,11 +29,16 @@ from fedcrm.model import build_model, get_vector, set_vector
 
 @dataclass(frozen=True)
 class LocalUpdate:
-    """What a region returns from a round: parameters, example count and mean training loss."""
+    """What a region returns from a round: parameters, example count, loss and DP steps taken."""
 
     vector: np.ndarray
     n_examples: int
     mean_loss: float
+    steps: int
+
+
+class LocalTrainer(Protocol):
+    def train(self, global_vector: np.ndarray, features: np.ndarray, labels: np.ndarray, *, seed: int) -> LocalUpdate: ...
 
 
 def positive_weight(labels: np.ndarray, weighting: str) -> float:
@@ -35,42 +50,97 @@ def positive_weight(labels: np.ndarray, weighting: str) -> float:
     return negatives / positives
 
 
-def train_locally(
-    global_vector: np.ndarray,
-    features: np.ndarray,
-    labels: np.ndarray,
-    spec: TrainingSpec,
-    *,
-    pos_weight: float,
-    seed: int,
-) -> LocalUpdate:
-    """Run ``spec.local_epochs`` of minibatch SGD from the global model on this region's rows."""
+def _tensors(features: np.ndarray, labels: np.ndarray) -> TensorDataset:
     if len(features) == 0:
         raise TrainingError("the region has no training rows", hint="check its validation report and quarantine")
-    torch.manual_seed(seed)
-    model = set_vector(build_model(features.shape[1], spec.hidden_sizes), global_vector)
-    optimiser = torch.optim.SGD(model.parameters(), lr=spec.learning_rate)
+    return TensorDataset(
+        torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32)),
+    )
+
+
+def _fit(
+    model: nn.Module, optimiser: torch.optim.Optimizer, loader: DataLoader, spec: TrainingSpec, pos_weight: float,
+    prox_mu: float, anchor: list[torch.Tensor],
+) -> tuple[float, int]:
+    """Run the local epochs; returns (mean loss, optimiser steps drawn, empty batches included)."""
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32))
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))
-    generator = torch.Generator().manual_seed(seed)
-    losses = []
+    losses, steps = [], 0
     model.train()
     for _ in range(spec.local_epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), spec.batch_size):
-            idx = order[start : start + spec.batch_size]
+        for xb, yb in loader:
+            steps += 1
+            if len(xb) == 0:  # Poisson sampling can draw an empty batch; the step still counts for privacy
+                continue
             optimiser.zero_grad()
-            loss = loss_fn(model(x[idx]).reshape(-1), y[idx])
+            loss = loss_fn(model(xb).reshape(-1), yb)
             if not torch.isfinite(loss):
-                raise TrainingError(
-                    "local training loss became non-finite",
-                    hint="lower training.learning_rate, or check the region's features",
-                )
+                raise TrainingError("local training loss became non-finite", hint="lower training.learning_rate")
             loss.backward()
             optimiser.step()
+            if prox_mu > 0:
+                with torch.no_grad():
+                    for p, p0 in zip(model.parameters(), anchor):
+                        p.sub_(spec.learning_rate * prox_mu * (p - p0))
             losses.append(loss.item())
+    return (float(np.mean(losses)) if losses else float("nan")), steps
+
+
+def _finish(model: nn.Module, n: int, loss: float, steps: int) -> LocalUpdate:
     vector = get_vector(model)
     if not np.all(np.isfinite(vector)):
         raise TrainingError("local training produced non-finite parameters", hint="lower training.learning_rate")
-    return LocalUpdate(vector=vector, n_examples=len(x), mean_loss=float(np.mean(losses)))
+    return LocalUpdate(vector=vector, n_examples=n, mean_loss=loss, steps=steps)
+
+
+@dataclass(frozen=True)
+class SGDTrainer:
+    spec: TrainingSpec
+    pos_weight: float = 1.0
+    prox_mu: float = 0.0
+
+    def train(self, global_vector: np.ndarray, features: np.ndarray, labels: np.ndarray, *, seed: int) -> LocalUpdate:
+        data = _tensors(features, labels)
+        torch.manual_seed(seed)
+        model = set_vector(build_model(features.shape[1], self.spec.hidden_sizes), global_vector)
+        anchor = [p.detach().clone() for p in model.parameters()]
+        loader = DataLoader(data, batch_size=self.spec.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        optimiser = torch.optim.SGD(model.parameters(), lr=self.spec.learning_rate)
+        loss, steps = _fit(model, optimiser, loader, self.spec, self.pos_weight, self.prox_mu, anchor)
+        return _finish(model, len(data), loss, steps)
+
+
+@dataclass(frozen=True)
+class DPSGDTrainer:
+    spec: TrainingSpec
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    pos_weight: float = 1.0
+    prox_mu: float = 0.0
+
+    def train(self, global_vector: np.ndarray, features: np.ndarray, labels: np.ndarray, *, seed: int) -> LocalUpdate:
+        from opacus import GradSampleModule
+        from opacus.data_loader import DPDataLoader
+        from opacus.optimizers import DPOptimizer
+
+        data = _tensors(features, labels)
+        torch.manual_seed(seed)
+        model = GradSampleModule(set_vector(build_model(features.shape[1], self.spec.hidden_sizes), global_vector))
+        anchor = [p.detach().clone() for p in model.parameters()]
+        loader = DPDataLoader(data, sample_rate=self.sample_rate, generator=torch.Generator().manual_seed(seed))
+        optimiser = DPOptimizer(
+            torch.optim.SGD(model.parameters(), lr=self.spec.learning_rate),
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.max_grad_norm,
+            expected_batch_size=max(1, round(self.sample_rate * len(data))),
+        )
+        loss, steps = _fit(model, optimiser, loader, self.spec, self.pos_weight, self.prox_mu, anchor)
+        return _finish(model, len(data), loss, steps)
+
+
+def train_locally(
+    global_vector: np.ndarray, features: np.ndarray, labels: np.ndarray, spec: TrainingSpec, *, pos_weight: float, seed: int
+) -> LocalUpdate:
+    """Non-private local training (kept for tests and research baselines)."""
+    return SGDTrainer(spec, pos_weight=pos_weight).train(global_vector, features, labels, seed=seed)

@@ -4,8 +4,10 @@
       → exclude failing regions, check quorum
     feature-statistics (each region) → fit-feature-pipeline (coordinator, sums only)
     initial-model
+    plan-privacy (each region: calibrate DP-SGD noise for the whole job, open its ledger)
     for each round:
-        local-training (each region) → federated-average (coordinator)
+        local-training (each region: DP-SGD, charge the ledger, clip the update)
+          → aggregate-round (coordinator: screen updates, strategy aggregates)
         local-evaluation (each region, holdout aggregates) → combine-metrics
     release-workspace (each region; the quarantine stays) → save-job (coordinator store) → JobSummary
 """
@@ -19,8 +21,9 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import FedcrmError
+from fedcrm.errors import FederationError, FedcrmError
 from fedcrm.roster import Roster
+from fedcrm.strategies import make_strategy
 from fedcrm.summary import JobSummary, RoundSummary
 from fedcrm.validation import contract_fingerprint, load_suite_dict
 from flows.dispatch import in_each_region, record_preparation, run_step
@@ -29,6 +32,26 @@ from tasks import coordinator, regional
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
+    private = config.privacy.mode == "dp"
+    return {
+        "differential_privacy": private,
+        "unit": "record",
+        "target_epsilon": config.privacy.target_epsilon if private else None,
+        "delta": config.privacy.delta if private else None,
+        "accountant": config.privacy.accountant if private else None,
+        "strategy": strategy,
+        "min_k": config.privacy.min_k,
+        "note": (
+            f"record-level DP-SGD in every region: ε ≤ {config.privacy.target_epsilon:g} per region for this job "
+            f"(δ = {config.privacy.delta:g}, {config.privacy.accountant.upper()} accountant); feature statistics are "
+            "k-aggregates, not yet DP (issue 5)"
+            if private
+            else "privacy.mode is 'off': model updates are NOT differentially private (research use only)"
+        ),
+    }
 
 
 @flow(name="fedcrm-train", persist_result=False, log_prints=False)
@@ -40,6 +63,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
     contract = config.load_contract()
     suite = load_suite_dict(contract, config.expectations_dir)
     roster = Roster(list(config.federation.regions))
+    strategy = make_strategy(config.strategy)
     rounds: list[RoundSummary] = []
     pipeline = vector = metrics = None
 
@@ -50,6 +74,9 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         if metrics is not None:
             for region, m in rounds[-1].region_metrics.items():
                 roster.regions[region].metrics = m
+        for past in rounds:
+            for region, epsilon in past.epsilon_spent.items():
+                roster.regions[region].epsilon_spent = epsilon
         return JobSummary(
             job_id=job_id,
             use_case=config.use_case,
@@ -66,11 +93,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
                 "n_parameters": int(vector.shape[0]) if vector is not None else 0,
                 "hidden_sizes": config.training.hidden_sizes,
             },
-            privacy={
-                "differential_privacy": False,
-                "note": "plain FedAvg: model updates are not yet differentially private (issue 3 adds DP-SGD)",
-                "min_k": config.privacy.min_k,
-            },
+            privacy=_privacy_note(config, strategy.name),
             config=config.model_dump(mode="json"),
         )
 
@@ -85,6 +108,12 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
                 logger.warning("region %s excluded at %s: %s", region, entry.excluded_at, entry.reason)
         roster.require_quorum(minimum, "validation")
 
+        plans = run_step(roster, "privacy planning", regional.plan_privacy, min_regions=minimum, config=config, job_id=job_id)
+        for region, plan in plans.items():
+            roster.regions[region].privacy_plan = plan
+        if config.privacy.mode == "off":
+            logger.warning("privacy.mode is 'off': model updates are NOT differentially private. Research use only.")
+
         statistics = run_step(roster, "feature statistics", regional.feature_statistics,
                               min_regions=minimum, config=config, job_id=job_id)
         pipeline = coordinator.fit_feature_pipeline(config, statistics)
@@ -94,17 +123,30 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         total = config.training.rounds
         for number in range(1, total + 1):
             updates = run_step(roster, f"round {number} training", regional.local_training, min_regions=minimum,
-                               config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number)
-            vector = coordinator.federated_average(updates)
+                               config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number,
+                               prox_mu=strategy.prox_mu)
+            new_vector, dropped = coordinator.aggregate_round(config, strategy, vector, updates)
+            for region, reason in dropped.items():
+                logger.warning("round %d: update of region %s dropped: %s", number, region, reason)
+            if new_vector is None:
+                raise FederationError(
+                    f"round {number}: only {len(updates) - len(dropped)} acceptable update(s), federation.min_regions is {minimum}",
+                    hint="see the dropped regions' reasons (update norm, NaN/Inf)",
+                )
+            vector = new_vector
             region_metrics = run_step(roster, f"round {number} evaluation", regional.local_evaluation, min_regions=minimum,
                                       config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number)
             metrics = coordinator.global_metrics(region_metrics)
-            loss = sum(u.mean_loss * u.n_examples for u in updates.values()) / sum(u.n_examples for u in updates.values())
+            accepted = {r: u for r, u in updates.items() if r not in dropped}
+            loss = sum(u.mean_loss * u.n_examples for u in accepted.values()) / sum(u.n_examples for u in accepted.values())
+            spent = {r: u.epsilon_spent for r, u in updates.items() if u.epsilon_spent is not None}
             rounds.append(RoundSummary(
-                round=number, participants=sorted(updates), mean_loss=loss, metrics=metrics, region_metrics=region_metrics,
+                round=number, participants=sorted(accepted), mean_loss=loss, metrics=metrics, region_metrics=region_metrics,
+                epsilon_spent=spent, dropped=dropped,
             ))
-            progress("train", number, total, "round %d/%d: global AUC %.4f (gap %.4f) from %d region(s)",
-                     number, total, metrics.auc, metrics.auc_gap, len(updates))
+            eps_text = ", ".join(f"{r} {e:.2f}" for r, e in spent.items()) or "not private"
+            progress("train", number, total, "round %d/%d: global AUC %.4f (gap %.4f) from %d region(s); cumulative ε: %s",
+                     number, total, metrics.auc, metrics.auc_gap, len(accepted), eps_text)
     except FedcrmError as exc:
         logger.error("job %s failed: %s", job_id, exc)
         result = summary("failed", str(exc))

@@ -7,11 +7,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import LocalRegionStore
-from fedcrm.aggregation import PlainSumAggregator, weighted_mean
+from fedcrm.aggregation import PlainSumAggregator
 from fedcrm.config import FedcrmConfig
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
+from fedcrm.strategies import ClientUpdate, Strategy, screen_updates
 from fedcrm.summary import JobSummary
 from tasks.regional import UpdateMessage
 
@@ -30,14 +31,23 @@ def initial_model(config: FedcrmConfig, n_features: int) -> np.ndarray:
     return get_vector(build_model(n_features, config.training.hidden_sizes, seed=config.training.seed))
 
 
-@task(name="federated-average", **COORDINATOR_TASK)
-def federated_average(updates: dict[str, UpdateMessage]) -> np.ndarray:
-    """FedAvg: example-weighted mean of the regions' parameters, from one aggregated sum."""
-    return weighted_mean(
-        PlainSumAggregator(),
-        {r: u.vector for r, u in updates.items()},
-        {r: float(u.n_examples) for r, u in updates.items()},
+@task(name="aggregate-round", **COORDINATOR_TASK)
+def aggregate_round(
+    config: FedcrmConfig, strategy: Strategy, global_vector: np.ndarray, updates: dict[str, UpdateMessage]
+) -> tuple[np.ndarray | None, dict[str, str]]:
+    """Screen the updates (norm bound, finiteness) and aggregate the accepted ones with the strategy.
+
+    Returns the new global vector (None when no update was acceptable) and the rejected regions
+    with their reasons; a rejected region is dropped from this round only.
+    """
+    accepted, rejected = screen_updates(
+        global_vector,
+        {r: ClientUpdate(vector=u.vector, weight=float(u.n_examples)) for r, u in updates.items()},
+        config.strategy.max_update_norm,
     )
+    if len(accepted) < config.federation.min_regions:
+        return None, rejected
+    return strategy.aggregate(global_vector, accepted, PlainSumAggregator()), rejected
 
 
 @task(name="combine-metrics", **COORDINATOR_TASK)

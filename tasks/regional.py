@@ -13,6 +13,8 @@ from fedcrm import regional
 from fedcrm.config import FedcrmConfig
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
+from fedcrm.privacy.plan import JobLedger, PrivacyPlan
+from fedcrm.strategies import clip_update
 from fedcrm.validation import ValidationReport
 from tasks.guard import RegionReply, in_region
 
@@ -34,6 +36,9 @@ class UpdateMessage:
     vector: np.ndarray
     n_examples: int
     mean_loss: float
+    steps: int
+    epsilon_spent: float | None
+    """Cumulative ε of this region in this job after the round (None when not private)."""
 
 
 def _store(config: FedcrmConfig, region: str) -> LocalRegionStore:
@@ -46,6 +51,10 @@ def _workspace(config: FedcrmConfig, job_id: str) -> str:
 
 def _job_key(config: FedcrmConfig, job_id: str, name: str) -> str:
     return f"{_workspace(config, job_id)}/{name}.parquet"
+
+
+def _ledger_key(config: FedcrmConfig, job_id: str) -> str:
+    return f"privacy/{config.use_case}/{job_id}.json"
 
 
 @task(name="prepare-region", task_run_name="prepare-{region}", **REGION_TASK)
@@ -95,21 +104,52 @@ def feature_statistics(region: str, config: FedcrmConfig, job_id: str) -> Region
     )
 
 
+@task(name="plan-privacy", task_run_name="plan-privacy-{region}", **REGION_TASK)
+def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[PrivacyPlan | None]:
+    """Calibrate this region's DP-SGD noise for the whole job and open its job ledger, in the region."""
+    store = _store(config, region)
+
+    def run() -> PrivacyPlan | None:
+        n_train = len(store.read_frame(_job_key(config, job_id, "train")))
+        plan = regional.privacy_plan(n_train, config, region=region)
+        if plan is not None:
+            store.write_json(_ledger_key(config, job_id), JobLedger(plan=plan).model_dump())
+        return plan
+
+    return in_region(region, store, "privacy planning", run)
+
+
 @task(name="local-training", task_run_name="local-training-{region}-r{round_number}", **REGION_TASK)
 def local_training(
-    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: np.ndarray, round_number: int
+    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: np.ndarray,
+    round_number: int, prox_mu: float = 0.0,
 ) -> RegionReply[UpdateMessage]:
+    """One round of local training; under DP the region's own ledger is checked and charged."""
     store = _store(config, region)
 
     def run() -> UpdateMessage:
+        ledger = None
+        if config.privacy.mode == "dp":
+            ledger = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
+            ledger.check_round()
         update = regional.local_round(
             store.read_frame(_job_key(config, job_id, "train")),
             pipeline,
             global_vector,
             config,
             seed=config.training.seed * 100_003 + round_number,
+            plan=ledger.plan if ledger else None,
+            prox_mu=prox_mu,
         )
-        return UpdateMessage(vector=update.vector, n_examples=update.n_examples, mean_loss=update.mean_loss)
+        vector = clip_update(global_vector, update.vector, config.strategy.max_update_norm)
+        epsilon = None
+        if ledger is not None:
+            epsilon = ledger.charge(update.steps)
+            store.write_json(_ledger_key(config, job_id), ledger.model_dump())
+        return UpdateMessage(
+            vector=vector, n_examples=update.n_examples, mean_loss=update.mean_loss, steps=update.steps,
+            epsilon_spent=epsilon,
+        )
 
     return in_region(region, store, f"round {round_number} training", run)
 

@@ -1,0 +1,103 @@
+"""A region's privacy plan for one job and the ledger of what it actually spent.
+
+The plan is made *inside the region* before training: from its own record count it derives
+the Poisson sample rate, the DP-SGD steps the whole job will take (all rounds × local
+epochs), and the noise multiplier that makes the *total* ε of those steps meet the target.
+The ledger records each round's actual steps; ε spent is the accountant's composition of all
+of them (cumulative, never per round), and a round that would go past the plan is refused.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from fedcrm.errors import PrivacyError
+from fedcrm.privacy.accountant import AccountantName, PrivacyEvent, calibrate_noise_multiplier, check_delta, compose_epsilon
+
+
+class PrivacyPlan(BaseModel):
+    target_epsilon: float
+    delta: float
+    accountant: AccountantName
+    max_grad_norm: float
+    noise_multiplier: float
+    sample_rate: float
+    steps_per_round: int
+    planned_steps: int
+    planned_epsilon: float
+
+
+def dp_steps_per_epoch(sample_rate: float) -> int:
+    """Opacus' Poisson sampler draws int(1/q) batches per epoch."""
+    return max(1, int(1 / sample_rate))
+
+
+def make_plan(
+    n_train: int,
+    *,
+    batch_size: int,
+    local_epochs: int,
+    rounds: int,
+    target_epsilon: float,
+    delta: float,
+    accountant: AccountantName,
+    max_grad_norm: float,
+    max_noise_multiplier: float,
+    region: str | None = None,
+) -> PrivacyPlan:
+    check_delta(delta, n_train, region=region)
+    sample_rate = min(1.0, batch_size / n_train)
+    steps_per_round = local_epochs * dp_steps_per_epoch(sample_rate)
+    planned_steps = rounds * steps_per_round
+    try:
+        sigma = calibrate_noise_multiplier(
+            target_epsilon=target_epsilon,
+            delta=delta,
+            sample_rate=sample_rate,
+            steps=planned_steps,
+            accountant=accountant,
+            max_noise_multiplier=max_noise_multiplier,
+        )
+    except PrivacyError as exc:
+        raise PrivacyError(f"{n_train} training records: {exc.message}", hint=exc.hint, region=region) from None
+    planned = compose_epsilon([PrivacyEvent(noise_multiplier=sigma, sample_rate=sample_rate, steps=planned_steps)], delta, accountant)
+    return PrivacyPlan(
+        target_epsilon=target_epsilon,
+        delta=delta,
+        accountant=accountant,
+        max_grad_norm=max_grad_norm,
+        noise_multiplier=sigma,
+        sample_rate=sample_rate,
+        steps_per_round=steps_per_round,
+        planned_steps=planned_steps,
+        planned_epsilon=planned,
+    )
+
+
+class JobLedger(BaseModel):
+    """One region's privacy spend in one job: the plan and every round's actual steps."""
+
+    plan: PrivacyPlan
+    events: list[PrivacyEvent] = Field(default_factory=list)
+
+    @property
+    def steps_taken(self) -> int:
+        return sum(e.steps for e in self.events)
+
+    def epsilon_spent(self) -> float:
+        return compose_epsilon(self.events, self.plan.delta, self.plan.accountant)
+
+    def check_round(self) -> None:
+        """Refuse a round that would take more steps than the plan calibrated for."""
+        if self.steps_taken + self.plan.steps_per_round > self.plan.planned_steps:
+            raise PrivacyError(
+                f"this job's privacy plan is used up ({self.steps_taken} of {self.plan.planned_steps} DP-SGD steps taken)",
+                hint="start a new job; the plan covers exactly training.rounds rounds",
+            )
+
+    def charge(self, steps: int) -> float:
+        """Record a round's steps; returns the cumulative ε."""
+        self.events.append(
+            PrivacyEvent(noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate, steps=steps)
+        )
+        return self.epsilon_spent()

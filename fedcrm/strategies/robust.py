@@ -1,0 +1,39 @@
+"""Robust aggregation for a *trusted* aggregator: coordinate-wise median and trimmed mean.
+
+Both need every region's individual update, so they cannot run under secure aggregation
+(which reveals only the sum). They ignore example weights by design: one region cannot
+dominate by claiming many examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedcrm.aggregation import Aggregator
+from fedcrm.strategies.base import ClientUpdate
+
+
+@dataclass
+class CoordinateMedian:
+    name: str = "median"
+    prox_mu: float = 0.0
+    needs_individual_updates: bool = True
+
+    def aggregate(self, global_vector: np.ndarray, updates: Mapping[str, ClientUpdate], aggregator: Aggregator) -> np.ndarray:
+        return np.median(np.stack([u.vector for u in updates.values()]), axis=0)
+
+
+@dataclass
+class TrimmedMean:
+    trim_fraction: float = 0.1
+    name: str = "trimmed_mean"
+    prox_mu: float = 0.0
+    needs_individual_updates: bool = True
+
+    def aggregate(self, global_vector: np.ndarray, updates: Mapping[str, ClientUpdate], aggregator: Aggregator) -> np.ndarray:
+        stacked = np.sort(np.stack([u.vector for u in updates.values()]), axis=0)
+        k = int(np.floor(self.trim_fraction * len(stacked)))
+        return stacked[k : len(stacked) - k].mean(axis=0)
