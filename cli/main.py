@@ -236,6 +236,32 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command()
+@friendly_errors
+def track(
+    job_id: Annotated[str, typer.Argument(help="Job id printed by `fedcrm run` (see .fedcrm/coordinator/jobs/).")],
+    config: ConfigOpt = None,
+    use_case: UseCaseOpt = None,
+    state_dir: StateOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Register a finished job's saved model in MLflow (e.g. after the tracking server was down)."""
+    from connectors.tracking import MlflowTracker
+    from fedcrm.summary import JobSummary
+
+    cfg = _config(config, use_case, None, state_dir, overrides)
+    folder = cfg.state_dir / "coordinator" / "jobs" / job_id
+    if not (folder / "model.json").is_file():
+        raise FedcrmError(f"no saved model for job {job_id!r} in {folder}", hint="check the job id and --state-dir")
+    summary = JobSummary.model_validate(json.loads((folder / "summary.json").read_text(encoding="utf-8")))
+    result = MlflowTracker(cfg.tracking_uri, artifact_root=cfg.state_dir / "mlartifacts").log_job(
+        folder, experiment=cfg.experiment_name, model_name=cfg.model_name
+    )
+    summary.tracking = {"status": "registered", **result.model_dump()}
+    (folder / "summary.json").write_text(json.dumps(summary.model_dump(mode="json"), indent=2), encoding="utf-8")
+    _print_tracking(job_id, summary.tracking)
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -263,6 +289,20 @@ def _print_summary(summary: Any) -> None:
     for note in notes:
         console.print(f"  • {note}", highlight=False)
     console.print(f"[dim]{summary.privacy.get('note', '')}[/]")
+    _print_tracking(summary.job_id, summary.tracking)
+
+
+def _print_tracking(job_id: str, tracking: dict[str, Any]) -> None:
+    status = tracking.get("status")
+    if status == "registered":
+        console.print(
+            f"MLflow: registered [bold]{tracking['model_name']}[/] version [bold]{tracking['model_version']}[/] "
+            f"(run {tracking['run_id']}). Open the UI: [bold]{tracking['ui_command']}[/]",
+            highlight=False,
+        )
+    elif status == "failed":
+        errors.print(f"[yellow]MLflow registration failed; the model is saved.[/] {tracking['error']}", highlight=False)
+        errors.print(f"[yellow]→ retry with: fedcrm track {job_id}[/]", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console-script entry point

@@ -109,6 +109,13 @@ class StrategySpec(_Section):
     )
 
 
+class TrackingSpec(_Section):
+    enabled: bool = True
+    uri: str | None = Field(None, description="MLflow tracking URI. Default: sqlite:///<state_dir>/mlflow.db (embedded).")
+    experiment: str | None = Field(None, description="Default: fedcrm-<use_case>.")
+    model_name: str | None = Field(None, description="Registered model. Default: fedcrm-<use_case>.")
+
+
 class FeatureSpec(_Section):
     clip_z: float = Field(5.0, gt=0, description="Standardised numerics are clipped to ±clip_z.")
 
@@ -129,6 +136,19 @@ class FedcrmConfig(_Section):
     privacy: PrivacySpec = PrivacySpec()
     features: FeatureSpec = FeatureSpec()
     holdout: HoldoutSpec = HoldoutSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{(self.state_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def model_name(self) -> str:
+        return self.tracking.model_name or f"fedcrm-{self.use_case}"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or f"fedcrm-{self.use_case}"
 
     @property
     def contract_path(self) -> Path:

@@ -8,6 +8,7 @@ updates and evaluation aggregates.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,13 @@ from fedcrm.records import TARGET, parse_records
 from fedcrm.split import holdout_mask, label_counts
 from fedcrm.training import DPSGDTrainer, LocalTrainer, LocalUpdate, SGDTrainer, positive_weight
 from fedcrm.validation import ValidationReport, failed_report, validate_records
+
+
+def fingerprint(raw: pd.DataFrame) -> str:
+    """sha256 over the extracted records: lineage for a model version, revealing no value."""
+    digest = hashlib.sha256(",".join(map(str, raw.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(raw.astype("string"), index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass

@@ -27,6 +27,7 @@ class RegionSummary(BaseModel):
     suppressed: dict[str, int] = Field(default_factory=dict, description="Cells hit by the small-count filter.")
     validation: ValidationReport | None = None
     metrics: RegionMetrics | None = None
+    data_fingerprint: str = Field("", description="sha256 of the region's extracted records (never the records).")
     privacy_plan: PrivacyPlan | None = None
     epsilon_spent: float | None = Field(None, description="Cumulative ε of this job in this region (accountant-composed).")
     dp_steps: int = 0
@@ -57,3 +58,4 @@ class JobSummary(BaseModel):
     model: dict[str, object] = Field(default_factory=dict)
     privacy: dict[str, object] = Field(default_factory=dict)
     config: dict[str, object] = Field(default_factory=dict)
+    tracking: dict[str, object] = Field(default_factory=dict, description="MLflow run and model version, or why it failed.")

@@ -14,6 +14,7 @@ not flow through the per-sample hooks).
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -110,6 +111,13 @@ class SGDTrainer:
         return _finish(model, len(data), loss, steps)
 
 
+def noise_generator() -> torch.Generator:
+    """A generator for DP noise seeded from OS entropy: fresh and unpredictable in every round and
+    region. (Seeding noise from a config value would let anyone who knows it subtract the noise;
+    issue 5 replaces this with a cryptographically secure Gaussian source.)"""
+    return torch.Generator().manual_seed(secrets.randbits(63))
+
+
 @dataclass(frozen=True)
 class DPSGDTrainer:
     spec: TrainingSpec
@@ -134,6 +142,7 @@ class DPSGDTrainer:
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm,
             expected_batch_size=max(1, round(self.sample_rate * len(data))),
+            generator=noise_generator(),
         )
         loss, steps = _fit(model, optimiser, loader, self.spec, self.pos_weight, self.prox_mu, anchor)
         return _finish(model, len(data), loss, steps)

@@ -37,5 +37,6 @@ def record_preparation(roster: Roster, replies: dict[str, RegionReply[Any]]) -> 
         entry, info = roster.regions[region], reply.value
         entry.validation, entry.n_train, entry.n_holdout = info.report, info.n_train, info.n_holdout
         entry.n_quarantined, entry.suppressed = info.report.n_quarantined, info.suppressed
+        entry.data_fingerprint = info.fingerprint
         if not info.report.success:
             roster.exclude(region, "validation", info.report.reason)

@@ -9,7 +9,8 @@
         local-training (each region: DP-SGD, charge the ledger, clip the update)
           → aggregate-round (coordinator: screen updates, strategy aggregates)
         local-evaluation (each region, holdout aggregates) → combine-metrics
-    release-workspace (each region; the quarantine stays) → save-job (coordinator store) → JobSummary
+    release-workspace (each region; the quarantine stays) → save-job (coordinator store)
+    track-job (MLflow run + registered model version with lineage and ε tags) → JobSummary
 """
 
 from __future__ import annotations
@@ -157,5 +158,9 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             if not reply.ok:
                 logger.warning("region %s could not release its workspace: %s", region, reply.reason)
     result = summary("completed")
+    coordinator.save_job(config, result, pipeline, vector)
+    result.tracking = coordinator.track_job(config, result)
+    if result.tracking.get("status") == "failed":
+        logger.warning("MLflow registration failed (the model is saved): %s", result.tracking["error"])
     coordinator.save_job(config, result, pipeline, vector)
     return Completed(message=f"global AUC {metrics.auc:.4f}", data=result)

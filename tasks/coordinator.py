@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import LocalRegionStore
+from connectors.tracking import MlflowTracker
 from fedcrm.aggregation import PlainSumAggregator
 from fedcrm.config import FedcrmConfig
+from fedcrm.errors import FedcrmError
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
@@ -55,6 +59,10 @@ def global_metrics(per_region: dict[str, RegionMetrics]) -> GlobalMetrics:
     return combine_metrics(per_region)
 
 
+def job_dir(config: FedcrmConfig, job_id: str) -> Path:
+    return config.state_dir / "coordinator" / "jobs" / job_id
+
+
 @task(name="save-job", **COORDINATOR_TASK)
 def save_job(config: FedcrmConfig, summary: JobSummary, pipeline: FeaturePipeline | None, vector: np.ndarray | None) -> str:
     """Keep the global model, its feature pipeline and the summary in the coordinator's store."""
@@ -64,3 +72,16 @@ def save_job(config: FedcrmConfig, summary: JobSummary, pipeline: FeaturePipelin
         store.write_json(f"{base}/feature_pipeline.json", pipeline.model_dump())
         store.write_json(f"{base}/model.json", {"hidden_sizes": config.training.hidden_sizes, "parameters": vector.tolist()})
     return store.write_json(f"{base}/summary.json", summary.model_dump(mode="json"))
+
+
+@task(name="track-job", **COORDINATOR_TASK)
+def track_job(config: FedcrmConfig, summary: JobSummary) -> dict[str, object]:
+    """Register the saved job in MLflow; a failure is reported, never fatal (the model is saved)."""
+    if not config.tracking.enabled:
+        return {"status": "disabled"}
+    tracker = MlflowTracker(config.tracking_uri, artifact_root=config.state_dir / "mlartifacts")
+    try:
+        result = tracker.log_job(job_dir(config, summary.job_id), experiment=config.experiment_name, model_name=config.model_name)
+    except FedcrmError as exc:
+        return {"status": "failed", "error": str(exc), "retry": f"fedcrm track {summary.job_id}"}
+    return {"status": "registered", **result.model_dump()}

@@ -29,6 +29,7 @@ class PreparedSummary:
     n_train: int
     n_holdout: int
     suppressed: dict[str, int]
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def prepare_region(
             n_train=0 if prepared.train is None else len(prepared.train),
             n_holdout=0 if prepared.holdout is None else len(prepared.holdout),
             suppressed=prepared.suppressed,
+            fingerprint=regional.fingerprint(raw),
         )
 
     return in_region(region, store, "preparation", run)

@@ -28,6 +28,9 @@ class CoordinateMedian:
 
 @dataclass
 class TrimmedMean:
+    """Drops the ``trim_fraction`` largest and smallest values of each coordinate, and at least one
+    at each end whenever there are three or more regions (else 0.1 of 3 regions would trim nothing)."""
+
     trim_fraction: float = 0.1
     name: str = "trimmed_mean"
     prox_mu: float = 0.0
@@ -36,4 +39,6 @@ class TrimmedMean:
     def aggregate(self, global_vector: np.ndarray, updates: Mapping[str, ClientUpdate], aggregator: Aggregator) -> np.ndarray:
         stacked = np.sort(np.stack([u.vector for u in updates.values()]), axis=0)
         k = int(np.floor(self.trim_fraction * len(stacked)))
+        if self.trim_fraction > 0 and len(stacked) >= 3:
+            k = max(k, 1)
         return stacked[k : len(stacked) - k].mean(axis=0)

@@ -67,12 +67,15 @@ def bad_job(tmp_path_factory, cli):
         "training": {"rounds": 2},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
-    result = cli(["run", "--config", "config.yaml", "--json-summary", "summary.json"], cwd=work, prefect_home=work / "home")
-    return result, json.loads((work / "summary.json").read_text())
+    result = cli(["run", "--config", "config.yaml", "--json-summary", "summary.json", "--set", "tracking.uri=http://127.0.0.1:9"],
+                 cwd=work, prefect_home=work / "home")
+    summary = json.loads((work / "summary.json").read_text())
+    retry = cli(["track", summary["job_id"], "--config", "config.yaml"], cwd=work, prefect_home=work / "home")
+    return result, summary, retry
 
 
 def test_job_completes_on_the_healthy_regions(bad_job):
-    result, summary = bad_job
+    result, summary, _ = bad_job
     assert result.returncode == 0, result.output
     assert "Traceback" not in result.output
     assert summary["status"] == "completed"
@@ -93,7 +96,7 @@ def test_job_completes_on_the_healthy_regions(bad_job):
     ],
 )
 def test_each_bad_region_is_excluded_with_an_actionable_reason(bad_job, region, step, phrases):
-    _, summary = bad_job
+    _, summary, _ = bad_job
     entry = summary["regions"][region]
     assert entry["status"] == "excluded" and entry["excluded_at"] == step
     for phrase in phrases:
@@ -102,6 +105,15 @@ def test_each_bad_region_is_excluded_with_an_actionable_reason(bad_job, region, 
 
 
 def test_malformed_cells_are_counted_by_kind(bad_job):
-    _, summary = bad_job
+    _, summary, _ = bad_job
     problems = summary["regions"]["non-finite"]["validation"]["problems"]["spend"]
     assert problems == {"non_finite": 30, "unparsable": 30}
+
+
+def test_mlflow_down_keeps_the_model_and_track_registers_it_later(bad_job):
+    result, summary, retry = bad_job
+    assert summary["tracking"]["status"] == "failed"
+    assert "MLflow at http://127.0.0.1:9" in summary["tracking"]["error"]
+    assert f"fedcrm track {summary['job_id']}" in result.stderr
+    assert retry.returncode == 0, retry.output
+    assert "registered fedcrm-bad-inputs version 1" in retry.stdout

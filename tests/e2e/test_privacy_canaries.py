@@ -117,8 +117,10 @@ def test_too_few_regions_fails_clearly_with_every_reason(byo_job):
 
 
 def _files_outside_regions(work: Path, home: Path) -> list[Path]:
+    """Everything but the regional stores: outputs, coordinator, MLflow (db + artifacts), Prefect."""
+    regions = work / "state" / "regions"
     outside = [p for p in (work / "out").rglob("*") if p.is_file()]
-    outside += [p for p in (work / "state" / "coordinator").rglob("*") if p.is_file()]
+    outside += [p for p in (work / "state").rglob("*") if p.is_file() and regions not in p.parents]
     outside += [p for p in home.rglob("*") if p.is_file()]
     return outside
 
@@ -149,6 +151,8 @@ def test_no_canary_leaves_a_region(byo_job):
     files = _files_outside_regions(work, home)
     assert any(p.name == "prefect.db" for p in files), "Prefect's database (parameters, states, logs) must be scanned"
     assert any(p.name == "summary.json" for p in files)
+    assert any(p.name == "mlflow.db" for p in files), "MLflow's params, tags and metrics must be scanned"
+    assert any(p.name == "input_example.json" for p in files), "MLflow's model artifacts must be scanned"
     for path in files:
         blob = path.read_bytes()
         for canary in CANARIES:

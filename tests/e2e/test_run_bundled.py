@@ -76,3 +76,30 @@ def test_model_and_pipeline_are_kept_at_the_coordinator(churn_job):
     pipeline = json.loads((jobs[0] / "feature_pipeline.json").read_text())
     model = json.loads((jobs[0] / "model.json").read_text())
     assert pipeline["use_case"] == "churn" and len(model["parameters"]) > 0
+
+
+def test_every_region_spent_at_most_its_target_epsilon(churn_job):
+    work, _, _, _ = churn_job
+    summary = json.loads((work / "out" / "summary.json").read_text())
+    assert summary["privacy"]["differential_privacy"] is True
+    for entry in summary["regions"].values():
+        plan = entry["privacy_plan"]
+        assert 0 < entry["epsilon_spent"] <= plan["target_epsilon"] == 3.0
+        assert entry["epsilon_spent"] > 0.9 * plan["target_epsilon"], "the plan should use the budget it was given"
+    spent = [r["epsilon_spent"]["eu"] for r in summary["rounds"]]
+    assert spent == sorted(spent) and len(set(spent)) == 3, "ε is cumulative over rounds"
+
+
+def test_the_global_model_is_registered_in_mlflow_with_its_privacy_spend(churn_job):
+    from mlflow.tracking import MlflowClient
+
+    work, _, _, run = churn_job
+    summary = json.loads((work / "out" / "summary.json").read_text())
+    tracking = summary["tracking"]
+    assert tracking["status"] == "registered" and tracking["model_name"] == "fedcrm-churn"
+    assert f"version {tracking['model_version']}" in run.stdout and "mlflow ui --backend-store-uri" in run.stdout
+    client = MlflowClient(f"sqlite:///{work / 'state' / 'mlflow.db'}")
+    tags = client.get_model_version("fedcrm-churn", tracking["model_version"]).tags
+    for region in ("eu", "us", "apac"):
+        assert float(tags[f"epsilon_spent.{region}"]) <= float(tags[f"epsilon_target.{region}"])
+    assert tags["participating_regions"] == "eu,us,apac" and tags["accountant"] == "prv"

@@ -1,0 +1,200 @@
+"""MLflow: one run per training job and a registered model version per global model.
+
+Registration runs *after* the job has saved its model and summary in the coordinator's store,
+from those files. If MLflow is unreachable the trained model is therefore never lost:
+``fedcrm track JOB_ID`` registers it later. Errors become ``ConnectorError`` naming the tracking
+URI without credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel
+
+from fedcrm import __version__
+from fedcrm.errors import ConnectorError
+from fedcrm.features import FeaturePipeline
+from fedcrm.summary import JobSummary
+
+PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==3.1.1", "numpy==2.4.6", "pydantic==2.14.3", "scikit-learn==1.9.1"]
+
+
+class TrackingResult(BaseModel):
+    tracking_uri: str
+    experiment: str
+    run_id: str
+    model_name: str
+    model_version: str
+    ui_command: str
+
+
+def redact(uri: str) -> str:
+    """The URI without user:password."""
+    parts = urlsplit(uri)
+    if parts.password or parts.username:
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return uri
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return out
+
+
+def version_tags(summary: JobSummary) -> dict[str, str]:
+    """Lineage and privacy spend of a model version (all aggregates, no row-level value)."""
+    privacy = summary.privacy
+    included = [r for r, e in summary.regions.items() if e.status == "included"]
+    tags = {
+        "job_id": summary.job_id,
+        "use_case": summary.use_case,
+        "strategy": str(privacy.get("strategy")),
+        "differential_privacy": str(privacy.get("differential_privacy")),
+        "delta": str(privacy.get("delta")),
+        "accountant": str(privacy.get("accountant")),
+        "rounds": str(len(summary.rounds)),
+        "participating_regions": ",".join(included),
+        "contract_sha256": summary.contract_sha256,
+        "code_version": code_version(),
+        "global_auc": f"{summary.metrics.auc:.4f}" if summary.metrics else "",
+    }
+    for region, entry in summary.regions.items():
+        if entry.data_fingerprint:
+            tags[f"data_fingerprint.{region}"] = entry.data_fingerprint
+        if entry.privacy_plan is not None:
+            plan = entry.privacy_plan
+            tags[f"epsilon_target.{region}"] = f"{plan.target_epsilon:g}"
+            tags[f"noise_multiplier.{region}"] = f"{plan.noise_multiplier:.6g}"
+            tags[f"sample_rate.{region}"] = f"{plan.sample_rate:.6g}"
+            tags["clip_norm"] = f"{plan.max_grad_norm:g}"
+        if entry.epsilon_spent is not None:
+            tags[f"epsilon_spent.{region}"] = f"{entry.epsilon_spent:.4f}"
+    return tags
+
+
+def _plot(summary: JobSummary, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [r.round for r in summary.rounds]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(rounds, [r.metrics.auc for r in summary.rounds], marker="o", label="global")
+    for region in summary.regions:
+        left.plot(rounds, [r.region_metrics[region].auc if region in r.region_metrics else float("nan") for r in summary.rounds],
+                  alpha=0.6, label=region)
+    left.set(title="AUC per round", xlabel="round", ylabel="AUC")
+    left.legend()
+    for region in summary.regions:
+        right.plot(rounds, [r.epsilon_spent.get(region, float("nan")) for r in summary.rounds], marker=".", label=region)
+    right.set(title="cumulative ε per region", xlabel="round", ylabel="ε")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+class MlflowTracker:
+    """Logs a saved job to MLflow and registers its model as ``fedcrm-<use case>``."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None):
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+
+    @property
+    def description(self) -> str:
+        return f"MLflow at {redact(self.tracking_uri)}"
+
+    def log_job(self, job_dir: Path, *, experiment: str, model_name: str) -> TrackingResult:
+        try:
+            return self._log_job(job_dir, experiment=experiment, model_name=model_name)
+        except ConnectorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any MLflow/IO failure: the job's files are intact
+            raise ConnectorError(
+                f"could not record job in MLflow ({type(exc).__name__})",
+                source=self.description,
+                hint=f"the trained model is safe in {job_dir}; when MLflow is reachable run `fedcrm track {job_dir.name}`",
+            ) from None
+
+    def _log_job(self, job_dir: Path, *, experiment: str, model_name: str) -> TrackingResult:
+        import mlflow
+        from mlflow.entities import Param
+        from mlflow.models import infer_signature
+        from mlflow.tracking import MlflowClient
+
+        from fedcrm.scoring import Scorer, pyfunc_model, synthetic_example
+
+        summary = JobSummary.model_validate(json.loads((job_dir / "summary.json").read_text(encoding="utf-8")))
+        pipeline = FeaturePipeline.model_validate(json.loads((job_dir / "feature_pipeline.json").read_text(encoding="utf-8")))
+        model = json.loads((job_dir / "model.json").read_text(encoding="utf-8"))
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(
+            experiment, artifact_location=self.artifact_root.resolve().as_uri() if self.artifact_root else None
+        )
+        example = synthetic_example(pipeline)
+        scores = Scorer(pipeline, model["hidden_sizes"], model["parameters"]).score(example)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{summary.use_case}-{summary.job_id}") as run:
+            client.log_batch(run.info.run_id, params=[
+                Param(k, v[:6000]) for k, v in flatten("", summary.config, {}).items()
+            ])
+            for rnd in summary.rounds:
+                values = {f"global.{k}": getattr(rnd.metrics, k) for k in ("auc", "pr_auc", "log_loss", "brier", "ece", "auc_gap")}
+                for region, m in rnd.region_metrics.items():
+                    values.update({f"region.{region}.{k}": getattr(m, k) for k in ("auc", "pr_auc", "log_loss", "brier", "ece")})
+                values.update({f"epsilon.{region}": e for region, e in rnd.epsilon_spent.items()})
+                values["train.mean_loss"] = rnd.mean_loss
+                mlflow.log_metrics(values, step=rnd.round)
+            with tempfile.TemporaryDirectory() as tmp:
+                plot = Path(tmp) / "auc_and_epsilon_per_round.png"
+                _plot(summary, plot)
+                mlflow.log_artifact(str(plot))
+                mlflow.log_artifact(str(job_dir / "summary.json"))
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=pyfunc_model(),
+                artifacts={"pipeline": str(job_dir / "feature_pipeline.json"), "model": str(job_dir / "model.json")},
+                signature=infer_signature(example, scores),
+                input_example=example,
+                pip_requirements=PIP_REQUIREMENTS,
+                registered_model_name=model_name,
+            )
+            tags = version_tags(summary)
+            mlflow.set_tags(tags)
+        version = str(info.registered_model_version)
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, version, key, value)
+        return TrackingResult(
+            tracking_uri=redact(self.tracking_uri),
+            experiment=experiment,
+            run_id=run.info.run_id,
+            model_name=model_name,
+            model_version=version,
+            ui_command=f"mlflow ui --backend-store-uri {redact(self.tracking_uri)}",
+        )
