@@ -62,7 +62,9 @@ def test_rounds_compose_like_one_long_run(a, b, sigma, q):
     accountant=st.sampled_from(["rdp", "prv"]),
 )
 def test_calibrated_noise_never_exceeds_the_target(target, q, steps, accountant):
-    sigma = calibrate_noise_multiplier(target_epsilon=target, delta=1e-5, sample_rate=q, steps=steps, accountant=accountant)
+    sigma = calibrate_noise_multiplier(
+        target_epsilon=target, delta=1e-5, sample_rate=q, steps=steps, accountant=accountant, max_noise_multiplier=1e4
+    )
     spent = compose_epsilon([_event(sigma, q, steps)], 1e-5, accountant)
     assert spent <= target
     # and it is not wastefully noisy: 10% less noise would overspend (or the noise is already minimal)
