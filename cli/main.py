@@ -106,6 +106,7 @@ def data_split(
         for region, frame in parts.items():
             store = LocalRegionStore(cfg.state_dir / "regions" / region)
             where = store.write_frame(f"crm/{cfg.use_case}.parquet", frame)
+            store.write_json(f"crm/{cfg.use_case}.origin.json", {"origin": "export" if input_path else "bundled", "source": described})
             labels = frame[spec.target.column].astype("string").str.strip()
             rate = float((labels == spec.target.positive).mean()) if len(frame) else 0.0
             table.add_row(region, f"{len(frame)}", f"{rate:.1%}", where)
@@ -199,11 +200,14 @@ def run(
     contract: ContractOpt = None,
     state_dir: StateOpt = None,
     overrides: SetOpt = None,
+    rounds: Annotated[Optional[int], typer.Option("--rounds", help="Federated rounds (= --set training.rounds=N).")] = None,
+    epsilon: Annotated[Optional[float], typer.Option("--epsilon", help="Each region's total ε for the job (= --set privacy.target_epsilon=E).")] = None,
     json_summary: Annotated[Optional[Path], typer.Option("--json-summary", help="Write the machine-readable job summary here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines.")] = False,
 ) -> None:
     """Run the federated training job end to end and print per-region results."""
-    cfg = _config(config, use_case, contract, state_dir, overrides, verbose=verbose)
+    shortcuts = [f"training.rounds={rounds}"] * (rounds is not None) + [f"privacy.target_epsilon={epsilon}"] * (epsilon is not None)
+    cfg = _config(config, use_case, contract, state_dir, [*(overrides or []), *shortcuts], verbose=verbose)
     from fedcrm.validation import load_suite_dict
 
     load_suite_dict(cfg.load_contract(), cfg.expectations_dir)  # fail fast on a bad contract or stale suite, before Prefect starts
@@ -268,7 +272,8 @@ def _fmt(value: float | None) -> str:
 
 def _print_summary(summary: Any) -> None:
     table = Table(title=f"fedcrm {summary.use_case} · job {summary.job_id} · {summary.status}")
-    for column in ("region", "status", "train", "holdout", "quar.", "AUC", "PR-AUC", "logloss", "Brier", "ECE", "ε spent"):
+    columns = ("region", "status", "train", "holdout", "quar.", "AUC", "local-only", "central*", "PR-AUC", "Brier", "ECE", "ε spent")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("region", "status") else "right", no_wrap=True)
     notes = []
     for region, entry in summary.regions.items():
@@ -280,14 +285,28 @@ def _print_summary(summary: Any) -> None:
         style = "green" if entry.status == "included" else "red"
         eps = "-" if entry.epsilon_spent is None else f"{entry.epsilon_spent:.2f}/{entry.privacy_plan.target_epsilon:g}"
         table.add_row(region, f"[{style}]{entry.status}[/]", str(entry.n_train), str(entry.n_holdout), str(entry.n_quarantined),
-                      _fmt(m and m.auc), _fmt(m and m.pr_auc), _fmt(m and m.log_loss), _fmt(m and m.brier), _fmt(m and m.ece), eps)
+                      _fmt(m and m.auc), _fmt(entry.local_only and entry.local_only.auc),
+                      _fmt(entry.central_reference and entry.central_reference.auc),
+                      _fmt(m and m.pr_auc), _fmt(m and m.brier), _fmt(m and m.ece), eps)
     g = summary.metrics
     if g is not None:
-        table.add_row("[bold]global[/]", "", "", str(g.n), "", _fmt(g.auc), _fmt(g.pr_auc), _fmt(g.log_loss), _fmt(g.brier), _fmt(g.ece), "")
+        local = summary.baselines.get("local_only") or {}
+        central = summary.baselines.get("central_reference") or {}
+        table.add_row("[bold]global[/]", "", "", str(g.n), "", _fmt(g.auc), _fmt(local.get("auc")), _fmt(central.get("auc")),
+                      _fmt(g.pr_auc), _fmt(g.brier), _fmt(g.ece), "")
         notes.append(f"global = example-weighted over regional holdouts; largest regional AUC gap {g.auc_gap:.4f}")
     console.print(table)
     for note in notes:
         console.print(f"  • {note}", highlight=False)
+    central = summary.baselines.get("central_reference") or {}
+    if "label" in central:
+        console.print(f"  * {central['label']}", highlight=False)
+    elif "skipped" in central:
+        console.print(f"  * central reference skipped: {central['skipped']}", highlight=False)
+    totals = {r: e.epsilon_job_total for r, e in summary.regions.items() if e.epsilon_job_total is not None}
+    if totals:
+        console.print("  • ε spent by this job in total (federated + local-only baseline): "
+                      + ", ".join(f"{r} {v:.2f}" for r, v in totals.items()), highlight=False)
     console.print(f"[dim]{summary.privacy.get('note', '')}[/]")
     _print_tracking(summary.job_id, summary.tracking)
 

@@ -91,6 +91,8 @@ def version_tags(summary: JobSummary) -> dict[str, str]:
             tags["clip_norm"] = f"{plan.max_grad_norm:g}"
         if entry.epsilon_spent is not None:
             tags[f"epsilon_spent.{region}"] = f"{entry.epsilon_spent:.4f}"
+        if entry.epsilon_job_total is not None:
+            tags[f"epsilon_job_total.{region}"] = f"{entry.epsilon_job_total:.4f}"
     return tags
 
 
@@ -158,6 +160,8 @@ class MlflowTracker:
         )
         example = synthetic_example(pipeline)
         scores = Scorer(pipeline, model["hidden_sizes"], model["parameters"]).score(example)
+        # log_model only works through MLflow's process-wide URIs: the coordinator process points
+        # them at this job's store (all reads in this module pass explicit URIs).
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{summary.use_case}-{summary.job_id}") as run:
@@ -171,6 +175,20 @@ class MlflowTracker:
                 values.update({f"epsilon.{region}": e for region, e in rnd.epsilon_spent.items()})
                 values["train.mean_loss"] = rnd.mean_loss
                 mlflow.log_metrics(values, step=rnd.round)
+            baseline_metrics = {}
+            for region, entry in summary.regions.items():
+                if entry.local_only is not None:
+                    baseline_metrics[f"region.{region}.local_only_auc"] = entry.local_only.auc
+                if entry.central_reference is not None:
+                    baseline_metrics[f"region.{region}.central_reference_auc"] = entry.central_reference.auc
+                if entry.epsilon_job_total is not None:
+                    baseline_metrics[f"epsilon_job_total.{region}"] = entry.epsilon_job_total
+            for name in ("local_only", "central_reference"):
+                found = summary.baselines.get(name) or {}
+                if "auc" in found:
+                    baseline_metrics[f"baseline.{name}.auc"] = found["auc"]
+            if baseline_metrics:
+                mlflow.log_metrics(baseline_metrics)
             with tempfile.TemporaryDirectory() as tmp:
                 plot = Path(tmp) / "auc_and_epsilon_per_round.png"
                 _plot(summary, plot)

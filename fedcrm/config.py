@@ -109,6 +109,15 @@ class StrategySpec(_Section):
     )
 
 
+class BaselineSpec(_Section):
+    local_only: bool = Field(
+        True, description="Also train each region alone (same model, same ε; its spend is charged to the region too)."
+    )
+    central_reference: bool = Field(
+        True, description="Demo only: a pooled, non-private model on the bundled public data (illegal in production)."
+    )
+
+
 class TrackingSpec(_Section):
     enabled: bool = True
     uri: str | None = Field(None, description="MLflow tracking URI. Default: sqlite:///<state_dir>/mlflow.db (embedded).")
@@ -137,6 +146,7 @@ class FedcrmConfig(_Section):
     features: FeatureSpec = FeatureSpec()
     holdout: HoldoutSpec = HoldoutSpec()
     tracking: TrackingSpec = TrackingSpec()
+    baselines: BaselineSpec = BaselineSpec()
 
     @property
     def tracking_uri(self) -> str:

@@ -135,3 +135,9 @@ def local_evaluation(
     model = set_vector(build_model(pipeline.n_features, config.training.hidden_sizes), global_vector)
     probs = predict_proba(model, pipeline.transform(holdout))
     return evaluate_predictions(holdout[TARGET].to_numpy(), probs, min_k=config.privacy.min_k)
+
+
+def baseline_spec(config: FedcrmConfig) -> FedcrmConfig:
+    """A baseline sees each record as often as the federated model did: rounds × local epochs."""
+    epochs = config.training.rounds * config.training.local_epochs
+    return config.model_copy(update={"training": config.training.model_copy(update={"local_epochs": epochs, "rounds": 1})})

@@ -29,8 +29,14 @@ class RegionSummary(BaseModel):
     metrics: RegionMetrics | None = None
     data_fingerprint: str = Field("", description="sha256 of the region's extracted records (never the records).")
     privacy_plan: PrivacyPlan | None = None
-    epsilon_spent: float | None = Field(None, description="Cumulative ε of this job in this region (accountant-composed).")
-    dp_steps: int = 0
+    epsilon_spent: float | None = Field(None, description="ε of the federated model's training in this region (composed).")
+    epsilon_job_total: float | None = Field(
+        None, description="ε of everything this job trained on the region's records (federated + local-only baseline)."
+    )
+    local_only: RegionMetrics | None = Field(None, description="Baseline: the same model trained on this region alone.")
+    central_reference: RegionMetrics | None = Field(
+        None, description="Demo only: a pooled non-private model, evaluated on this region's holdout."
+    )
 
 
 class RoundSummary(BaseModel):
@@ -59,3 +65,6 @@ class JobSummary(BaseModel):
     privacy: dict[str, object] = Field(default_factory=dict)
     config: dict[str, object] = Field(default_factory=dict)
     tracking: dict[str, object] = Field(default_factory=dict, description="MLflow run and model version, or why it failed.")
+    baselines: dict[str, object] = Field(
+        default_factory=dict, description="Global metrics of the local-only and central reference baselines."
+    )

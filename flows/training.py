@@ -9,6 +9,7 @@
         local-training (each region: DP-SGD, charge the ledger, clip the update)
           → aggregate-round (coordinator: screen updates, strategy aggregates)
         local-evaluation (each region, holdout aggregates) → combine-metrics
+    local-only-baseline (each region, same ε) and central-reference (bundled demo data only)
     release-workspace (each region; the quarantine stays) → save-job (coordinator store)
     track-job (MLflow run + registered model version with lineage and ε tags) → JobSummary
 """
@@ -23,6 +24,7 @@ from prefect.states import Completed, Failed
 
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FederationError, FedcrmError
+from fedcrm.evaluation import combine_metrics
 from fedcrm.roster import Roster
 from fedcrm.strategies import make_strategy
 from fedcrm.summary import JobSummary, RoundSummary
@@ -33,6 +35,31 @@ from tasks import coordinator, regional
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _run_baselines(config: FedcrmConfig, job_id: str, roster: Roster, pipeline, initial) -> dict[str, object]:
+    """What federation buys: each region alone (same ε), and a pooled ceiling on public demo data."""
+    out: dict[str, object] = {}
+    if config.baselines.local_only:
+        replies = in_each_region(regional.local_only_baseline, roster.active, config=config, job_id=job_id,
+                                 pipeline=pipeline, initial_vector=initial)
+        alone = {}
+        for region, reply in replies.items():
+            if reply.ok:
+                entry = roster.regions[region]
+                entry.local_only, entry.epsilon_job_total = reply.value.metrics, reply.value.epsilon_job_total
+                alone[region] = reply.value.metrics
+        if alone:
+            out["local_only"] = combine_metrics(alone).model_dump()
+    if config.baselines.central_reference:
+        reference = coordinator.central_reference(config, job_id, roster.active, pipeline, initial)
+        if reference["status"] == "computed":
+            for region, m in reference["per_region"].items():
+                roster.regions[region].central_reference = m
+            out["central_reference"] = {"label": reference["label"], **reference["global"].model_dump()}
+        else:
+            out["central_reference"] = {"skipped": reference["reason"]}
+    return out
 
 
 def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
@@ -67,6 +94,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
     strategy = make_strategy(config.strategy)
     rounds: list[RoundSummary] = []
     pipeline = vector = metrics = None
+    baselines: dict[str, object] = {}
 
     def progress(stage: str, done: int, total: int, message: str, *args: object) -> None:
         logger.info(message, *args, extra={"fedcrm_progress": {"stage": stage, "done": done, "total": total}})
@@ -96,6 +124,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             },
             privacy=_privacy_note(config, strategy.name),
             config=config.model_dump(mode="json"),
+            baselines=baselines,
         )
 
     try:
@@ -118,7 +147,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         statistics = run_step(roster, "feature statistics", regional.feature_statistics,
                               min_regions=minimum, config=config, job_id=job_id)
         pipeline = coordinator.fit_feature_pipeline(config, statistics)
-        vector = coordinator.initial_model(config, pipeline.n_features)
+        vector = initial = coordinator.initial_model(config, pipeline.n_features)
         progress("prepare", 1, 1, "feature pipeline agreed: %d features from %d region(s)", pipeline.n_features, len(roster.active))
 
         total = config.training.rounds
@@ -148,6 +177,8 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             eps_text = ", ".join(f"{r} {e:.2f}" for r, e in spent.items()) or "not private"
             progress("train", number, total, "round %d/%d: global AUC %.4f (gap %.4f) from %d region(s); cumulative ε: %s",
                      number, total, metrics.auc, metrics.auc_gap, len(accepted), eps_text)
+
+        baselines = _run_baselines(config, job_id, roster, pipeline, initial)
     except FedcrmError as exc:
         logger.error("job %s failed: %s", job_id, exc)
         result = summary("failed", str(exc))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -18,7 +19,8 @@ from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
 from fedcrm.strategies import ClientUpdate, Strategy, screen_updates
 from fedcrm.summary import JobSummary
-from tasks.regional import UpdateMessage
+from fedcrm import regional
+from tasks.regional import UpdateMessage, _job_key
 
 COORDINATOR_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -85,3 +87,33 @@ def track_job(config: FedcrmConfig, summary: JobSummary) -> dict[str, object]:
     except FedcrmError as exc:
         return {"status": "failed", "error": str(exc), "retry": f"fedcrm track {summary.job_id}"}
     return {"status": "registered", **result.model_dump()}
+
+
+ORIGIN_KEY = "crm/{use_case}.origin.json"
+
+
+@task(name="central-reference", **COORDINATOR_TASK)
+def central_reference(
+    config: FedcrmConfig, job_id: str, regions: list[str], pipeline: FeaturePipeline, initial_vector: np.ndarray
+) -> dict[str, object]:
+    """DEMO ONLY: pool the regions' training rows and train a non-private model, as a ceiling.
+
+    Pooling customer rows is exactly what fedcrm exists to avoid, so this runs only when every
+    region's store says its records are the bundled *public* demo data; otherwise it is skipped.
+    """
+    stores = {r: LocalRegionStore(config.region_store(r)) for r in regions}
+    key = ORIGIN_KEY.format(use_case=config.use_case)
+    if not all(s.exists(key) and s.read_json(key).get("origin") == "bundled" for s in stores.values()):
+        return {"status": "skipped", "reason": "the central reference runs only on the bundled public demo data"}
+    pooled = pd.concat([s.read_frame(_job_key(config, job_id, "train")) for s in stores.values()], ignore_index=True)
+    update = regional.local_round(pooled, pipeline, initial_vector, regional.baseline_spec(config), seed=config.training.seed)
+    per_region = {
+        r: regional.local_evaluation(s.read_frame(_job_key(config, job_id, "holdout")), pipeline, update.vector, config)
+        for r, s in stores.items()
+    }
+    return {
+        "status": "computed",
+        "label": "centralized non-private reference on pooled public demo data: illegal in production",
+        "per_region": per_region,
+        "global": combine_metrics(per_region),
+    }

@@ -13,6 +13,7 @@ from fedcrm import regional
 from fedcrm.config import FedcrmConfig
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
+from fedcrm.privacy.accountant import compose_epsilon
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
 from fedcrm.strategies import clip_update
 from fedcrm.validation import ValidationReport
@@ -174,3 +175,41 @@ def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionR
     """Delete the job's prepared copies of the region's data (the quarantine is kept)."""
     store = _store(config, region)
     return in_region(region, store, "workspace clean-up", lambda: store.remove(_workspace(config, job_id)))
+
+
+@dataclass(frozen=True)
+class LocalOnlyResult:
+    metrics: RegionMetrics
+    epsilon_spent: float | None
+    epsilon_job_total: float | None
+
+
+@task(name="local-only-baseline", task_run_name="local-only-baseline-{region}", **REGION_TASK)
+def local_only_baseline(
+    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, initial_vector: np.ndarray
+) -> RegionReply[LocalOnlyResult]:
+    """Train the same model on this region alone, under the same ε, and evaluate it on the holdout.
+
+    Its DP-SGD steps touch the same records, so they go in a ledger of their own and the job's
+    total ε for the region composes both.
+    """
+    store = _store(config, region)
+
+    def run() -> LocalOnlyResult:
+        train = store.read_frame(_job_key(config, job_id, "train"))
+        alone = regional.baseline_spec(config)
+        plan, federated = None, None
+        if config.privacy.mode == "dp":
+            federated = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
+            plan = regional.privacy_plan(len(train), alone, region=region)
+        update = regional.local_round(train, pipeline, initial_vector, alone, seed=config.training.seed * 7919 + 1, plan=plan)
+        metrics = regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, update.vector, config)
+        if plan is None:
+            return LocalOnlyResult(metrics=metrics, epsilon_spent=None, epsilon_job_total=None)
+        ledger = JobLedger(plan=plan)
+        spent = ledger.charge(update.steps)
+        store.write_json(f"privacy/{config.use_case}/{job_id}-local-only.json", ledger.model_dump())
+        total = compose_epsilon([*federated.events, *ledger.events], plan.delta, plan.accountant)
+        return LocalOnlyResult(metrics=metrics, epsilon_spent=spent, epsilon_job_total=total)
+
+    return in_region(region, store, "local-only baseline", run)

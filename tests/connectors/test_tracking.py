@@ -54,16 +54,17 @@ def test_registers_a_version_with_privacy_and_lineage_tags(tmp_path, job_dir, ra
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = MlflowTracker(uri, artifact_root=tmp_path / "artifacts").log_job(job_dir, experiment="fedcrm-tiny", model_name="fedcrm-tiny")
     assert result.model_version == "1" and "mlflow ui --backend-store-uri" in result.ui_command
-    version = MlflowClient(uri).get_model_version("fedcrm-tiny", "1")
+    version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version("fedcrm-tiny", "1")
     assert version.tags["epsilon_spent.eu"] == "1.9700" and version.tags["epsilon_target.eu"] == "2"
     assert float(version.tags["epsilon_spent.eu"]) <= float(version.tags["epsilon_target.eu"])
     assert {"noise_multiplier.eu", "sample_rate.eu", "clip_norm", "delta", "accountant", "strategy", "rounds",
             "participating_regions", "data_fingerprint.eu", "code_version"} <= set(version.tags)
-    run = MlflowClient(uri).get_run(result.run_id)
+    run = MlflowClient(tracking_uri=uri, registry_uri=uri).get_run(result.run_id)
     assert run.data.params["training.rounds"] == "2"
-    history = MlflowClient(uri).get_metric_history(result.run_id, "epsilon.eu")
+    history = MlflowClient(tracking_uri=uri, registry_uri=uri).get_metric_history(result.run_id, "epsilon.eu")
     assert [m.step for m in history] == [1, 2]
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     records = raw[["age", "spend", "channel"]].head(5).astype({"age": float, "spend": float})
     scores = mlflow.pyfunc.load_model("models:/fedcrm-tiny/1").predict(records)
     assert scores.shape == (5, 1) and np.all((scores["score"] > 0) & (scores["score"] < 1))

@@ -97,6 +97,10 @@ def test_failing_region_is_excluded_with_reason_and_job_goes_on(byo_job):
     assert summary["rounds"][-1]["participants"] == ["apac", "eu"]
     assert summary["regions"]["eu"]["n_quarantined"] == 2
     assert any("__other__" in w for w in summary["regions"]["eu"]["validation"]["warnings"])
+    assert summary["baselines"]["central_reference"] == {
+        "skipped": "the central reference runs only on the bundled public demo data"
+    }, "a user's own export is never pooled"
+    assert summary["regions"]["eu"]["local_only"]["auc"] > 0.5
     assert "us excluded at validation" in results["run"].stdout
 
 

@@ -17,7 +17,7 @@ def churn_job(tmp_path_factory, cli):
     split = cli(["data", "split", "--use-case", "churn", "--state-dir", "state"], cwd=work, prefect_home=home)
     assert split.returncode == 0, split.output
     run = cli(
-        ["run", "--use-case", "churn", "--state-dir", "state", "--set", "training.rounds=3", "--json-summary", "out/summary.json"],
+        ["run", "--use-case", "churn", "--state-dir", "state", "--rounds", "3", "--epsilon", "3", "--json-summary", "out/summary.json"],
         cwd=work, prefect_home=home,
     )
     return work, home, split, run
@@ -98,8 +98,22 @@ def test_the_global_model_is_registered_in_mlflow_with_its_privacy_spend(churn_j
     tracking = summary["tracking"]
     assert tracking["status"] == "registered" and tracking["model_name"] == "fedcrm-churn"
     assert f"version {tracking['model_version']}" in run.stdout and "mlflow ui --backend-store-uri" in run.stdout
-    client = MlflowClient(f"sqlite:///{work / 'state' / 'mlflow.db'}")
+    uri = f"sqlite:///{work / 'state' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     tags = client.get_model_version("fedcrm-churn", tracking["model_version"]).tags
     for region in ("eu", "us", "apac"):
         assert float(tags[f"epsilon_spent.{region}"]) <= float(tags[f"epsilon_target.{region}"])
     assert tags["participating_regions"] == "eu,us,apac" and tags["accountant"] == "prv"
+
+
+def test_baselines_show_what_federation_buys(churn_job):
+    work, _, _, run = churn_job
+    summary = json.loads((work / "out" / "summary.json").read_text())
+    central = summary["baselines"]["central_reference"]
+    assert "illegal in production" in central["label"] and central["auc"] > 0.75
+    assert summary["baselines"]["local_only"]["auc"] > 0.6
+    for entry in summary["regions"].values():
+        assert entry["local_only"]["n"] == entry["metrics"]["n"] == entry["central_reference"]["n"]
+        # the baseline's DP-SGD touched the same records: the job's total ε composes both
+        assert entry["epsilon_job_total"] > entry["epsilon_spent"]
+    assert "local-only" in run.stdout and "illegal in production" in run.stdout
