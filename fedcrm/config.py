@@ -62,11 +62,11 @@ class FederationSpec(_Section):
 
 
 class TrainingSpec(_Section):
-    rounds: int = Field(10, ge=1, le=1000)
+    rounds: int = Field(15, ge=1, le=1000)
     local_epochs: int = Field(1, ge=1, le=100)
-    batch_size: int = Field(128, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
-    hidden_sizes: list[int] = Field(default_factory=lambda: [32], description="[] = logistic regression")
+    batch_size: int = Field(256, ge=1, description="Expected (Poisson) batch size under DP.")
+    learning_rate: float = Field(0.5, gt=0, description="Tuned for DP-SGD with clipped gradients (docs/benchmarks.md).")
+    hidden_sizes: list[int] = Field(default_factory=lambda: [64], description="[] = logistic regression")
     class_weighting: Literal["balanced", "none"] = Field(
         "none", description="'balanced': BCE positive weight = neg/pos (better recall, uncalibrated scores)"
     )

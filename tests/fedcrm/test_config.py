@@ -37,7 +37,8 @@ def test_defaults_need_no_file() -> None:
     assert config.use_case == "lead-scoring"
     assert list(config.federation.regions) == ["eu", "us", "apac"]
     assert config.federation.min_regions == 2
-    assert config.training.rounds == 10
+    assert config.training.rounds == 15
+    assert config.privacy.mode == "dp" and config.privacy.target_epsilon == 3.0 and config.privacy.accountant == "prv"
     assert config.privacy.min_k == 5
     assert config.holdout.fraction == 0.2
     assert config.contract_path == BUNDLED_CONTRACTS / "lead-scoring.yaml"
@@ -90,7 +91,7 @@ def test_load_config_from_yaml_file(tmp_path: Path) -> None:
     assert config.training.rounds == 3
     assert config.training.hidden_sizes == []
     assert config.privacy.min_k == 10
-    assert config.training.batch_size == 128  # untouched defaults survive
+    assert config.training.batch_size == 256  # untouched defaults survive
 
 
 def test_empty_config_file_gives_defaults(tmp_path: Path) -> None:
