@@ -67,6 +67,9 @@ class TrainingSpec(_Section):
     batch_size: int = Field(256, ge=1, description="Expected (Poisson) batch size under DP.")
     learning_rate: float = Field(0.5, gt=0, description="Tuned for DP-SGD with clipped gradients (docs/benchmarks.md).")
     hidden_sizes: list[int] = Field(default_factory=lambda: [64], description="[] = logistic regression")
+    local_head: bool = Field(
+        False, description="Personalisation: each region scores with the global body and its own output layer."
+    )
     class_weighting: Literal["balanced", "none"] = Field(
         "none", description="'balanced': BCE positive weight = neg/pos (better recall, uncalibrated scores)"
     )

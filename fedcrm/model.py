@@ -40,6 +40,18 @@ def set_vector(model: nn.Module, vector: np.ndarray) -> nn.Module:
     return model
 
 
+def head_size(n_features: int, hidden_sizes: list[int]) -> int:
+    """Parameters of the output layer (weights + bias), the last entries of a parameter vector."""
+    return (hidden_sizes[-1] if hidden_sizes else n_features) + 1
+
+
+def with_head(vector: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """A global body with a region's own output layer (personalisation: global and local parts)."""
+    out = np.array(vector, dtype=np.float64, copy=True)
+    out[len(out) - len(head) :] = head
+    return out
+
+
 def predict_proba(model: nn.Module, features: np.ndarray) -> np.ndarray:
     model.eval()
     with torch.no_grad():

@@ -13,6 +13,7 @@ from fedcrm import regional
 from fedcrm.config import FedcrmConfig
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
+from fedcrm.model import head_size, with_head
 from fedcrm.privacy.accountant import compose_epsilon
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
 from fedcrm.strategies import clip_update
@@ -53,6 +54,10 @@ def _workspace(config: FedcrmConfig, job_id: str) -> str:
 
 def _job_key(config: FedcrmConfig, job_id: str, name: str) -> str:
     return f"{_workspace(config, job_id)}/{name}.parquet"
+
+
+def _head_key(config: FedcrmConfig, job_id: str) -> str:
+    return f"{_workspace(config, job_id)}/local_head.json"
 
 
 def _ledger_key(config: FedcrmConfig, job_id: str) -> str:
@@ -145,6 +150,9 @@ def local_training(
             prox_mu=prox_mu,
         )
         vector = clip_update(global_vector, update.vector, config.strategy.max_update_norm)
+        if config.training.local_head:  # the region keeps its own output layer (a DP output, kept local)
+            size = head_size(pipeline.n_features, config.training.hidden_sizes)
+            store.write_json(_head_key(config, job_id), vector[-size:].tolist())
         epsilon = None
         if ledger is not None:
             epsilon = ledger.charge(update.steps)
@@ -161,13 +169,16 @@ def local_training(
 def local_evaluation(
     region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: np.ndarray, round_number: int
 ) -> RegionReply[RegionMetrics]:
+    """Score the global model on the region's holdout (with the region's own head if personalised)."""
     store = _store(config, region)
-    return in_region(
-        region,
-        store,
-        f"round {round_number} evaluation",
-        lambda: regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, global_vector, config),
-    )
+
+    def run() -> RegionMetrics:
+        vector = global_vector
+        if config.training.local_head and store.exists(_head_key(config, job_id)):
+            vector = with_head(global_vector, np.asarray(store.read_json(_head_key(config, job_id))))
+        return regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, vector, config)
+
+    return in_region(region, store, f"round {round_number} evaluation", run)
 
 
 @task(name="release-workspace", task_run_name="release-workspace-{region}", **REGION_TASK)

@@ -182,3 +182,16 @@ def test_training_rejects_a_non_finite_global_vector():
     with pytest.raises(TrainingError, match="non-finite"):
         train_locally(start, x, y, spec(), pos_weight=1.0, seed=0)
 
+
+
+def test_head_is_the_output_layer_at_the_end_of_the_vector():
+    from fedcrm.model import head_size, with_head
+
+    model = build_model(6, [4, 3])
+    vector = get_vector(model)
+    size = head_size(6, [4, 3])
+    assert size == 3 + 1 == model[-1].weight.numel() + model[-1].bias.numel()
+    personal = with_head(vector, np.full(size, 7.0))
+    np.testing.assert_array_equal(personal[:-size], vector[:-size])
+    np.testing.assert_array_equal(personal[-size:], 7.0)
+    assert head_size(6, []) == 7  # logistic regression: the whole model is the head

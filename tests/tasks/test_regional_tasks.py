@@ -1,0 +1,85 @@
+"""The regional tasks on a real region store, without orchestration (``task.fn``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from fedcrm.config import load_config
+from fedcrm.features import FeaturePipeline
+from fedcrm.model import build_model, get_vector
+from fedcrm.validation import build_suite_dict
+from tasks import regional
+
+CONTRACT = {
+    "use_case": "tiny",
+    "id_column": "id",
+    "target": {"column": "won", "positive": "yes", "negative": "no"},
+    "numeric": {"age": {"dtype": "int", "min": 18, "max": 100}},
+    "categorical": {"channel": {"vocabulary": ["web", "phone", "store"]}},
+    "min_rows": 50,
+}
+
+
+@pytest.fixture
+def region_job(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 1500
+    age = rng.integers(18, 90, n)
+    channel = rng.choice(["web", "phone", "store"], n)
+    won = np.where(rng.random(n) < 1 / (1 + np.exp(-(age - 50) / 10)), "yes", "no")
+    records = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "age": age.astype(str), "channel": channel, "won": won})
+    records.to_csv(tmp_path / "eu.csv", index=False)
+    (tmp_path / "contract.yaml").write_text(yaml.safe_dump(CONTRACT))
+    config = load_config(overrides=[
+        "use_case=tiny", f"contract={tmp_path / 'contract.yaml'}", f"state_dir={tmp_path / 'state'}",
+        f"federation.regions={{eu: {{source: {{path: {tmp_path / 'eu.csv'}}}}}}}", "federation.min_regions=1",
+        "training.rounds=2", "training.local_head=true", "privacy.accountant=rdp", "training.learning_rate=0.5",
+    ])
+    contract = config.load_contract()
+    prepared = regional.prepare_region.fn("eu", config, "job1", build_suite_dict(contract))
+    assert prepared.ok, prepared.reason
+    stats = regional.feature_statistics.fn("eu", config, "job1")
+    pipeline = FeaturePipeline.fit(contract, stats.value)
+    start = get_vector(build_model(pipeline.n_features, config.training.hidden_sizes))
+    return config, pipeline, start
+
+
+def test_privacy_plan_and_ledger_are_cumulative_and_bounded(region_job):
+    config, pipeline, start = region_job
+    plan = regional.plan_privacy.fn("eu", config, "job1")
+    assert plan.ok and plan.value.planned_epsilon <= config.privacy.target_epsilon
+    first = regional.local_training.fn("eu", config, "job1", pipeline, start, 1)
+    second = regional.local_training.fn("eu", config, "job1", pipeline, first.value.vector, 2)
+    assert first.ok and second.ok
+    assert 0 < first.value.epsilon_spent < second.value.epsilon_spent <= config.privacy.target_epsilon
+    third = regional.local_training.fn("eu", config, "job1", pipeline, second.value.vector, 3)
+    assert not third.ok and "used up" in third.reason
+
+
+def test_update_is_clipped_to_the_norm_bound(region_job):
+    config, pipeline, start = region_job
+    tight = config.model_copy(update={"strategy": config.strategy.model_copy(update={"max_update_norm": 0.01})})
+    regional.plan_privacy.fn("eu", tight, "job1")
+    update = regional.local_training.fn("eu", tight, "job1", pipeline, start, 1)
+    assert np.linalg.norm(update.value.vector - start) <= 0.01 * (1 + 1e-9)
+
+
+def test_local_head_personalises_evaluation(region_job):
+    config, pipeline, start = region_job
+    regional.plan_privacy.fn("eu", config, "job1")
+    update = regional.local_training.fn("eu", config, "job1", pipeline, start, 1)
+    personal = regional.local_evaluation.fn("eu", config, "job1", pipeline, start, 1)
+    plain = config.model_copy(update={"training": config.training.model_copy(update={"local_head": False})})
+    shared = regional.local_evaluation.fn("eu", plain, "job1", pipeline, start, 1)
+    assert update.ok and personal.ok and shared.ok
+    assert personal.value.auc != shared.value.auc  # the region's own trained head, not the untrained global one
+
+
+def test_a_region_too_small_for_delta_is_refused_at_planning(region_job):
+    config, _, _ = region_job
+    loose = config.model_copy(update={"privacy": config.privacy.model_copy(update={"delta": 0.01})})
+    plan = regional.plan_privacy.fn("eu", loose, "job1")
+    assert not plan.ok and "1/n" in plan.reason
