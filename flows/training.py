@@ -43,14 +43,18 @@ def _run_baselines(config: FedcrmConfig, job_id: str, roster: Roster, pipeline, 
     if config.baselines.local_only:
         replies = in_each_region(regional.local_only_baseline, roster.active, config=config, job_id=job_id,
                                  pipeline=pipeline, initial_vector=initial)
-        alone = {}
+        alone, failed = {}, {}
         for region, reply in replies.items():
             if reply.ok:
                 entry = roster.regions[region]
                 entry.local_only, entry.epsilon_job_total = reply.value.metrics, reply.value.epsilon_job_total
                 alone[region] = reply.value.metrics
+            else:
+                failed[region] = reply.reason
         if alone:
             out["local_only"] = combine_metrics(alone).model_dump()
+        if failed:
+            out["local_only_failed"] = failed
     if config.baselines.central_reference:
         reference = coordinator.central_reference(config, job_id, roster.active, pipeline, initial)
         if reference["status"] == "computed":
