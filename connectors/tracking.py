@@ -103,10 +103,12 @@ def _plot(summary: JobSummary, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rounds = [r.round for r in summary.rounds]
+    evaluated = [r for r in summary.rounds if r.metrics is not None]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(rounds, [r.metrics.auc for r in summary.rounds], marker="o", label="global")
+    left.plot([r.round for r in evaluated], [r.metrics.auc for r in evaluated], marker="o", label="global")
     for region in summary.regions:
-        left.plot(rounds, [r.region_metrics[region].auc if region in r.region_metrics else float("nan") for r in summary.rounds],
+        left.plot([r.round for r in evaluated],
+                  [r.region_metrics[region].auc if region in r.region_metrics else float("nan") for r in evaluated],
                   alpha=0.6, label=region)
     left.set(title="AUC per round", xlabel="round", ylabel="AUC")
     left.legend()
@@ -169,7 +171,9 @@ class MlflowTracker:
                 Param(k, v[:6000]) for k, v in flatten("", summary.config, {}).items()
             ])
             for rnd in summary.rounds:
-                values = {f"global.{k}": getattr(rnd.metrics, k) for k in ("auc", "pr_auc", "log_loss", "brier", "ece", "auc_gap")}
+                values = {}
+                if rnd.metrics is not None:
+                    values = {f"global.{k}": getattr(rnd.metrics, k) for k in ("auc", "pr_auc", "log_loss", "brier", "ece", "auc_gap")}
                 for region, m in rnd.region_metrics.items():
                     values.update({f"region.{region}.{k}": getattr(m, k) for k in ("auc", "pr_auc", "log_loss", "brier", "ece")})
                 values.update({f"epsilon.{region}": e for region, e in rnd.epsilon_spent.items()})

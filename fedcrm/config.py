@@ -67,6 +67,7 @@ class TrainingSpec(_Section):
     batch_size: int = Field(256, ge=1, description="Expected (Poisson) batch size under DP.")
     learning_rate: float = Field(0.5, gt=0, description="Tuned for DP-SGD with clipped gradients (docs/benchmarks.md).")
     hidden_sizes: list[int] = Field(default_factory=lambda: [64], description="[] = logistic regression")
+    evaluate_every: int = Field(1, ge=1, description="Federated evaluation every k rounds (the last round always).")
     local_head: bool = Field(
         False, description="Personalisation: each region scores with the global body and its own output layer."
     )

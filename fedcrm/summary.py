@@ -43,7 +43,7 @@ class RoundSummary(BaseModel):
     round: int
     participants: list[str]
     mean_loss: float
-    metrics: GlobalMetrics | None = None
+    metrics: GlobalMetrics | None = Field(None, description="None in rounds skipped by training.evaluate_every.")
     region_metrics: dict[str, RegionMetrics] = Field(default_factory=dict)
     epsilon_spent: dict[str, float] = Field(default_factory=dict, description="Cumulative ε per region after this round.")
     dropped: dict[str, str] = Field(default_factory=dict, description="Regions whose update was rejected this round, and why.")

@@ -168,19 +168,24 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
                     hint="see the dropped regions' reasons (update norm, NaN/Inf)",
                 )
             vector = new_vector
-            region_metrics = run_step(roster, f"round {number} evaluation", regional.local_evaluation, min_regions=minimum,
-                                      config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number)
-            metrics = coordinator.global_metrics(region_metrics)
+            evaluated = number % config.training.evaluate_every == 0 or number == total
+            region_metrics, round_metrics = {}, None
+            if evaluated:
+                region_metrics = run_step(roster, f"round {number} evaluation", regional.local_evaluation, min_regions=minimum,
+                                          config=config, job_id=job_id, pipeline=pipeline, global_vector=vector,
+                                          round_number=number)
+                metrics = round_metrics = coordinator.global_metrics(region_metrics)
             accepted = {r: u for r, u in updates.items() if r not in dropped}
             loss = sum(u.mean_loss * u.n_examples for u in accepted.values()) / sum(u.n_examples for u in accepted.values())
             spent = {r: u.epsilon_spent for r, u in updates.items() if u.epsilon_spent is not None}
             rounds.append(RoundSummary(
-                round=number, participants=sorted(accepted), mean_loss=loss, metrics=metrics, region_metrics=region_metrics,
-                epsilon_spent=spent, dropped=dropped,
+                round=number, participants=sorted(accepted), mean_loss=loss, metrics=round_metrics,
+                region_metrics=region_metrics, epsilon_spent=spent, dropped=dropped,
             ))
             eps_text = ", ".join(f"{r} {e:.2f}" for r, e in spent.items()) or "not private"
-            progress("train", number, total, "round %d/%d: global AUC %.4f (gap %.4f) from %d region(s); cumulative ε: %s",
-                     number, total, metrics.auc, metrics.auc_gap, len(accepted), eps_text)
+            auc_text = f"global AUC {metrics.auc:.4f} (gap {metrics.auc_gap:.4f})" if round_metrics else "not evaluated"
+            progress("train", number, total, "round %d/%d: %s from %d region(s); cumulative ε: %s",
+                     number, total, auc_text, len(accepted), eps_text)
 
         baselines = _run_baselines(config, job_id, roster, pipeline, initial)
     except FedcrmError as exc:

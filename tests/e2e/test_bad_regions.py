@@ -64,7 +64,7 @@ def bad_job(tmp_path_factory, cli):
         "contract": "contract.yaml",
         "state_dir": "state",
         "federation": {"min_regions": 2, "regions": {r: {"source": {"path": f"exports/{f}"}} for r, f in regions.items()}},
-        "training": {"rounds": 2},
+        "training": {"rounds": 3, "evaluate_every": 2},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     result = cli(["run", "--config", "config.yaml", "--json-summary", "summary.json", "--set", "tracking.uri=http://127.0.0.1:9"],
@@ -117,3 +117,9 @@ def test_mlflow_down_keeps_the_model_and_track_registers_it_later(bad_job):
     assert f"fedcrm track {summary['job_id']}" in result.stderr
     assert retry.returncode == 0, retry.output
     assert "registered fedcrm-bad-inputs version 1" in retry.stdout
+
+
+def test_evaluation_every_k_rounds_and_always_the_last(bad_job):
+    _, summary, _ = bad_job
+    assert [r["metrics"] is not None for r in summary["rounds"]] == [False, True, True]
+    assert summary["rounds"][0]["region_metrics"] == {} and summary["rounds"][0]["epsilon_spent"]
