@@ -25,6 +25,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Regional data stores (embedde
 expectations_app = typer.Typer(no_args_is_help=True, help="Great Expectations suites generated from contracts.")
 app.add_typer(data_app, name="data")
 app.add_typer(expectations_app, name="expectations")
+keys_app = typer.Typer(no_args_is_help=True, help="Identity keys for secure aggregation (Ed25519, one per party).")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 if not console.is_terminal:  # logs and CI: wide enough for the results table
@@ -112,6 +114,8 @@ def data_split(
             table.add_row(region, f"{len(frame)}", f"{rate:.1%}", where)
             bar.advance(job)
     console.print(table)
+    stores = {**{r: cfg.state_dir / "regions" / r for r in parts}, "coordinator": cfg.coordinator_store}
+    _print_identities(_provision_identities(cfg, stores, rotate=False), cfg.keyring_path)
     if set(parts) != set(cfg.federation.regions) or input_path is not None or contract is not None:
         path = cfg.state_dir / f"{cfg.use_case}.yaml"
         document = {"use_case": cfg.use_case, "state_dir": str(cfg.state_dir), "federation": {"regions": sorted(parts)}}
@@ -121,6 +125,86 @@ def data_split(
         console.print(f"Wrote config {path}. Next: [bold]fedcrm run --config {path}[/]")
     else:
         console.print(f"Next: [bold]fedcrm run --use-case {cfg.use_case}[/]")
+
+
+def _provision_identities(cfg: FedcrmConfig, stores: dict[str, Path], *, rotate: bool) -> list[tuple[str, str, bool, Path]]:
+    """Create missing identity keys in each party's own store and register them in the keyring."""
+    from connectors import LocalRegionStore
+    from connectors.keys import create_identity, register
+    from fedcrm.secagg.identity import public_key_text
+
+    done = []
+    for party, root in stores.items():
+        identity, created = create_identity(LocalRegionStore(root), party, rotate=rotate)
+        register(cfg.keyring_path, identity)
+        done.append((party, public_key_text(identity.public_key), created, root))
+    return done
+
+
+def _print_identities(rows: list[tuple[str, str, bool, Path]], keyring: Path) -> None:
+    table = Table(title=f"identity keys (keyring {keyring})")
+    for column in ("party", "public key (Ed25519)", "status", "private key in"):
+        table.add_column(column)
+    for party, key, created, root in rows:
+        table.add_row(party, key, "created" if created else "existing", str(root))
+    console.print(table)
+
+
+@keys_app.command("init")
+@friendly_errors
+def keys_init(
+    region: Annotated[Optional[list[str]], typer.Option("--region", "-r", help="Region to create a key for (repeatable).")] = None,
+    coordinator: Annotated[bool, typer.Option("--coordinator", help="Create the coordinator's key.")] = False,
+    all_parties: Annotated[bool, typer.Option("--all", help="Every configured region and the coordinator.")] = False,
+    rotate: Annotated[bool, typer.Option("--rotate", help="Replace an existing key (the old one stops working).")] = False,
+    config: ConfigOpt = None,
+    use_case: UseCaseOpt = None,
+    state_dir: StateOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Create a party's identity key in its own store and register its public key in the keyring.
+
+    Each region runs this once, where its store lives; only the public key it prints goes into
+    the federation's keyring (``secure_aggregation.keyring``).
+    """
+    cfg = _config(config, use_case, None, state_dir, overrides)
+    names = list(cfg.federation.regions) if all_parties else list(region or [])
+    unknown = [r for r in names if r not in cfg.federation.regions]
+    if unknown:
+        raise FedcrmError(f"region(s) {unknown} are not in federation.regions {list(cfg.federation.regions)}",
+                          hint="add them to the config, or pass --config with the federation's config file")
+    stores = {r: cfg.region_store(r) for r in names}
+    if coordinator or all_parties:
+        stores["coordinator"] = cfg.coordinator_store
+    if not stores:
+        raise FedcrmError("no party given", hint="pass --region NAME (repeatable), --coordinator or --all")
+    _print_identities(_provision_identities(cfg, stores, rotate=rotate), cfg.keyring_path)
+
+
+@keys_app.command("show")
+@friendly_errors
+def keys_show(config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: StateOpt = None, overrides: SetOpt = None) -> None:
+    """The keyring, and whether each configured party holds the matching private key."""
+    from connectors import LocalRegionStore
+    from connectors.keys import load_identity, read_keyring
+    from fedcrm.secagg.identity import public_key_text
+
+    cfg = _config(config, use_case, None, state_dir, overrides)
+    keyring = read_keyring(cfg.keyring_path)
+    table = Table(title=f"keyring {cfg.keyring_path}")
+    for column in ("party", "public key (Ed25519)", "private key"):
+        table.add_column(column)
+    stores = {**{r: cfg.region_store(r) for r in cfg.federation.regions}, "coordinator": cfg.coordinator_store}
+    for party in sorted(set(keyring.keys) | set(stores)):
+        listed = keyring.keys.get(party)
+        status = "not local"
+        if party in stores:
+            try:
+                status = "matches" if keyring.matches(load_identity(LocalRegionStore(stores[party]), party)) else "[red]MISMATCH[/]"
+            except FedcrmError as exc:
+                status = f"[red]{exc.message}[/]"
+        table.add_row(party, public_key_text(listed) if listed else "[red]not registered[/]", status)
+    console.print(table)
 
 
 @expectations_app.command("generate")

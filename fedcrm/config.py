@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fedcrm.contract import DataContract, format_validation_error, load_contract
 from fedcrm.errors import ConfigError
+from fedcrm.secagg.graph import GraphParams
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CONTRACTS = PROJECT_ROOT / "contracts"
@@ -129,6 +130,29 @@ class TrackingSpec(_Section):
     model_name: str | None = Field(None, description="Registered model. Default: fedcrm-<use_case>.")
 
 
+class SecureAggregationSpec(_Section):
+    enabled: bool = Field(
+        True, description="The coordinator learns only the sum of the regions' contributions (docs/security.md)."
+    )
+    threshold_fraction: float = Field(
+        2 / 3, gt=0, le=1,
+        description="Share t of a party's group (neighbours and itself) needed to unmask; fewer colluders learn nothing.",
+    )
+    neighbours: int | None = Field(
+        None, ge=2, description="SecAgg+ degree k. Default: complete graph up to full_graph_max_parties, else ≈3·log2(n).",
+    )
+    full_graph_max_parties: int = Field(100, ge=2, description="Above this many parties SecAgg+ is used.")
+    max_weight: float = Field(
+        1e8, gt=0, description="Public bound on a region's training examples (its FedAvg weight and counts).",
+    )
+    keyring: Path | None = Field(
+        None, description="Public identity keys of every party. Default: <state_dir>/federation/keyring.json.",
+    )
+
+    def graph_params(self) -> GraphParams:
+        return GraphParams(self.threshold_fraction, self.neighbours, self.full_graph_max_parties)
+
+
 class FeatureSpec(_Section):
     clip_z: float = Field(5.0, gt=0, description="Standardised numerics are clipped to ±clip_z.")
 
@@ -151,6 +175,24 @@ class FedcrmConfig(_Section):
     holdout: HoldoutSpec = HoldoutSpec()
     tracking: TrackingSpec = TrackingSpec()
     baselines: BaselineSpec = BaselineSpec()
+    secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
+
+    @model_validator(mode="after")
+    def _secure_aggregation_fits_the_strategy(self) -> FedcrmConfig:
+        if self.secure_aggregation.enabled and self.strategy.name in ("median", "trimmed_mean"):
+            raise ValueError(
+                f"strategy {self.strategy.name!r} needs each region's update, which secure aggregation hides; "
+                "use fedavg, fedprox or fedadam, or set secure_aggregation.enabled=false (a trusted coordinator)"
+            )
+        return self
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.secure_aggregation.keyring or self.state_dir / "federation" / "keyring.json"
+
+    @property
+    def coordinator_store(self) -> Path:
+        return self.state_dir / "coordinator"
 
     @property
     def tracking_uri(self) -> str:

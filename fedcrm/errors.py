@@ -12,8 +12,12 @@ safe to log and to send across regions.
     ├── FeatureError           features could not be fitted or applied
     ├── TrainingError          local training failed (e.g. non-finite loss)
     ├── PrivacyError           a privacy requirement cannot be met (δ ≥ 1/n, unreachable ε)
-    └── FederationError        the federation cannot proceed
-        └── InsufficientRegionsError   too few regions remain after exclusions
+    ├── FederationError        the federation cannot proceed
+    │   ├── InsufficientRegionsError   too few regions remain after exclusions
+    │   └── SecureAggregationError     secure aggregation could not complete a step
+    │       ├── MessageRejectedError       a protocol message failed authentication/binding
+    │       └── AggregationAbortedError    below the threshold t: nothing was unmasked
+    └── IdentityError          a party's identity key is missing or not in the keyring
 """
 
 from __future__ import annotations
@@ -78,3 +82,24 @@ class FederationError(FedcrmError):
 
 class InsufficientRegionsError(FederationError):
     """Fewer regions than ``federation.min_regions`` remain after exclusions."""
+
+
+class SecureAggregationError(FederationError):
+    """Secure aggregation could not complete a step (see the subclasses)."""
+
+
+class MessageRejectedError(SecureAggregationError):
+    """A protocol message failed authentication or binding: unsigned, mis-signed, unknown sender,
+    wrong job/round/phase/recipient, or replayed. ``sender`` is who the message *claims* to be from."""
+
+    def __init__(self, message: str, *, sender: str | None = None, hint: str | None = None, region: str | None = None):
+        self.sender = sender
+        super().__init__(message, hint=hint, region=region)
+
+
+class AggregationAbortedError(SecureAggregationError):
+    """Too few parties remain to unmask the sum (below the threshold t); nothing was unmasked."""
+
+
+class IdentityError(FedcrmError):
+    """A party's identity key is missing, unreadable, or does not match the federation's keyring."""

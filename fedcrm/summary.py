@@ -47,6 +47,10 @@ class RoundSummary(BaseModel):
     region_metrics: dict[str, RegionMetrics] = Field(default_factory=dict)
     epsilon_spent: dict[str, float] = Field(default_factory=dict, description="Cumulative ε per region after this round.")
     dropped: dict[str, str] = Field(default_factory=dict, description="Regions whose update was rejected this round, and why.")
+    aggregation: Literal["secure", "plain"] = "secure"
+    quantization_error_bound: float = Field(
+        0.0, description="Largest possible error of any coordinate of the mean update due to fixed-point secure aggregation."
+    )
 
 
 class JobSummary(BaseModel):

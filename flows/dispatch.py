@@ -13,8 +13,13 @@ from fedcrm.roster import Roster
 from tasks.guard import RegionReply, unwrap
 
 
-def in_each_region(regional_task: Any, regions: list[str], **arguments: Any) -> dict[str, RegionReply[Any]]:
-    futures = {region: regional_task.submit(region=region, **arguments) for region in regions}
+def in_each_region(
+    regional_task: Any, regions: list[str], per_region: dict[str, dict[str, Any]] | None = None, **arguments: Any
+) -> dict[str, RegionReply[Any]]:
+    """``per_region`` adds arguments that differ by region (e.g. a request addressed to it)."""
+    futures = {
+        region: regional_task.submit(region=region, **arguments, **(per_region or {}).get(region, {})) for region in regions
+    }
     return {region: future.result() for region, future in futures.items()}
 
 

@@ -2,12 +2,14 @@
 
     prepare-region (each region: read → parse → GX validate → quarantine → holdout split)
       → exclude failing regions, check quorum
-    feature-statistics (each region) → fit-feature-pipeline (coordinator, sums only)
     initial-model
     plan-privacy (each region: calibrate DP-SGD noise for the whole job, open its ledger)
+    secure-aggregation setup (each region: signed ephemeral keys, encrypted key shares)
+    feature-statistics (each region, masked) → federated sum → fit-feature-pipeline (coordinator)
     for each round:
-        local-training (each region: DP-SGD, charge the ledger, clip the update)
-          → aggregate-round (coordinator: screen updates, strategy aggregates)
+        local-training (each region: DP-SGD, charge the ledger, clip, pack and mask the update)
+          → federated sum (flows/aggregation.py: the coordinator learns only the sum)
+          → aggregate-round (coordinator: the strategy turns the mean update into the next model)
         local-evaluation (each region, holdout aggregates) → combine-metrics
     local-only-baseline (each region, same ε) and central-reference (bundled demo data only)
     release-workspace (each region; the quarantine stays) → save-job (coordinator store)
@@ -22,6 +24,7 @@ from datetime import datetime, timezone
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
+from fedcrm.aggregation import statistics_bounds, update_bounds, update_norm_screen
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FederationError, FedcrmError
 from fedcrm.evaluation import combine_metrics
@@ -29,6 +32,7 @@ from fedcrm.roster import Roster
 from fedcrm.strategies import make_strategy
 from fedcrm.summary import JobSummary, RoundSummary
 from fedcrm.validation import contract_fingerprint, load_suite_dict
+from flows.aggregation import federated_sum, set_up_aggregation
 from flows.dispatch import in_each_region, record_preparation, run_step
 from tasks import coordinator, regional
 
@@ -148,44 +152,50 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         if config.privacy.mode == "off":
             logger.warning("privacy.mode is 'off': model updates are NOT differentially private. Research use only.")
 
-        statistics = run_step(roster, "feature statistics", regional.feature_statistics,
-                              min_regions=minimum, config=config, job_id=job_id)
+        aggregator = set_up_aggregation(config, job_id, roster)
+        statistics, _ = federated_sum(
+            config, job_id, roster, aggregator, round_number=0, step="feature statistics",
+            regional_task=regional.feature_statistics,
+            bounds=statistics_bounds(contract, config.secure_aggregation.max_weight),
+        )
         pipeline = coordinator.fit_feature_pipeline(config, statistics)
         vector = initial = coordinator.initial_model(config, pipeline.n_features)
         progress("prepare", 1, 1, "feature pipeline agreed: %d features from %d region(s)", pipeline.n_features, len(roster.active))
 
-        total = config.training.rounds
-        for number in range(1, total + 1):
-            updates = run_step(roster, f"round {number} training", regional.local_training, min_regions=minimum,
-                               config=config, job_id=job_id, pipeline=pipeline, global_vector=vector, round_number=number,
-                               prox_mu=strategy.prox_mu)
-            new_vector, dropped = coordinator.aggregate_round(config, strategy, vector, updates)
-            for region, reason in dropped.items():
+        rounds_total = config.training.rounds
+        for number in range(1, rounds_total + 1):
+            summed, released = federated_sum(
+                config, job_id, roster, aggregator, round_number=number, step=f"round {number} training",
+                regional_task=regional.local_training,
+                bounds=update_bounds(vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm),
+                screen=update_norm_screen(config.strategy.max_update_norm),
+                pipeline=pipeline, global_vector=vector, prox_mu=strategy.prox_mu,
+            )
+            for region, reason in summed.dropped.items():
                 logger.warning("round %d: update of region %s dropped: %s", number, region, reason)
-            if new_vector is None:
+            if len(summed.contributors) < minimum:
                 raise FederationError(
-                    f"round {number}: only {len(updates) - len(dropped)} acceptable update(s), federation.min_regions is {minimum}",
-                    hint="see the dropped regions' reasons (update norm, NaN/Inf)",
+                    f"round {number}: only {len(summed.contributors)} acceptable update(s), federation.min_regions is {minimum}",
+                    hint="see the dropped regions' reasons (update norm, NaN/Inf, secure-aggregation dropouts)",
                 )
-            vector = new_vector
-            evaluated = number % config.training.evaluate_every == 0 or number == total
+            vector, loss, quantization = coordinator.aggregate_round(strategy, aggregator, vector, summed)
+            evaluated = number % config.training.evaluate_every == 0 or number == rounds_total
             region_metrics, round_metrics = {}, None
             if evaluated:
                 region_metrics = run_step(roster, f"round {number} evaluation", regional.local_evaluation, min_regions=minimum,
                                           config=config, job_id=job_id, pipeline=pipeline, global_vector=vector,
                                           round_number=number)
                 metrics = round_metrics = coordinator.global_metrics(region_metrics)
-            accepted = {r: u for r, u in updates.items() if r not in dropped}
-            loss = sum(u.mean_loss * u.n_examples for u in accepted.values()) / sum(u.n_examples for u in accepted.values())
-            spent = {r: u.epsilon_spent for r, u in updates.items() if u.epsilon_spent is not None}
+            spent = {r: u.epsilon_spent for r, u in released.items() if u.epsilon_spent is not None}
             rounds.append(RoundSummary(
-                round=number, participants=sorted(accepted), mean_loss=loss, metrics=round_metrics,
-                region_metrics=region_metrics, epsilon_spent=spent, dropped=dropped,
+                round=number, participants=summed.contributors, mean_loss=loss, metrics=round_metrics,
+                region_metrics=region_metrics, epsilon_spent=spent, dropped=summed.dropped,
+                aggregation="secure" if config.secure_aggregation.enabled else "plain", quantization_error_bound=quantization,
             ))
             eps_text = ", ".join(f"{r} {e:.2f}" for r, e in spent.items()) or "not private"
             auc_text = f"global AUC {metrics.auc:.4f} (gap {metrics.auc_gap:.4f})" if round_metrics else "not evaluated"
-            progress("train", number, total, "round %d/%d: %s from %d region(s); cumulative ε: %s",
-                     number, total, auc_text, len(accepted), eps_text)
+            progress("train", number, rounds_total, "round %d/%d: %s from %d region(s); cumulative ε: %s",
+                     number, rounds_total, auc_text, len(summed.contributors), eps_text)
 
         baselines = _run_baselines(config, job_id, roster, pipeline, initial)
     except FedcrmError as exc:

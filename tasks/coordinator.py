@@ -9,27 +9,51 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from typing import Any
+
 from connectors import LocalRegionStore
+from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.tracking import MlflowTracker
-from fedcrm.aggregation import PlainSumAggregator
+from fedcrm.aggregation import AggregateResult, Aggregator, PlainAggregator, unpack_update_sum
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
-from fedcrm.strategies import ClientUpdate, Strategy, screen_updates
+from fedcrm.secagg import COORDINATOR, SecAggServer, SecureAggregator
+from fedcrm.strategies import ClientUpdate, Strategy
 from fedcrm.summary import JobSummary
 from fedcrm import regional
-from tasks.regional import UpdateMessage, _job_key
+from tasks.regional import _job_key
 
 COORDINATOR_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
+def make_aggregator(config: FedcrmConfig, job_id: str) -> Aggregator:
+    """Secure aggregation (the default) or, if disabled, a plain sum by a trusted coordinator."""
+    if not config.secure_aggregation.enabled:
+        return PlainAggregator()
+    identity = load_identity(LocalRegionStore(config.coordinator_store), COORDINATOR)
+    keyring = read_keyring(config.keyring_path)
+    check_registered(keyring, identity)
+    return SecureAggregator(SecAggServer(identity, keyring, job_id, config.secure_aggregation.graph_params()))
+
+
+@task(name="collect-contributions", task_run_name="collect-contributions-r{round_number}", **COORDINATOR_TASK)
+def collect_contributions(aggregator: Aggregator, round_number: int, contributions: dict[str, Any]) -> dict[str, Any]:
+    """Check the (masked) contributions; returns the unmask requests (none for a plain sum)."""
+    return aggregator.receive(contributions)
+
+
+@task(name="unmask-sum", task_run_name="unmask-sum-r{round_number}", **COORDINATOR_TASK)
+def unmask_sum(aggregator: Aggregator, round_number: int, replies: dict[str, Any]) -> AggregateResult:
+    return aggregator.finish(replies)
+
+
 @task(name="fit-feature-pipeline", **COORDINATOR_TASK)
-def fit_feature_pipeline(config: FedcrmConfig, statistics: dict[str, np.ndarray]) -> FeaturePipeline:
-    """Sum the regions' moment vectors and fit the shared pipeline from the total alone."""
-    total = PlainSumAggregator().sum(statistics)
-    return FeaturePipeline.fit(config.load_contract(), total, clip_z=config.features.clip_z)
+def fit_feature_pipeline(config: FedcrmConfig, statistics: AggregateResult) -> FeaturePipeline:
+    """Fit the shared pipeline from the summed moment vectors alone."""
+    return FeaturePipeline.fit(config.load_contract(), statistics.total, clip_z=config.features.clip_z)
 
 
 @task(name="initial-model", **COORDINATOR_TASK)
@@ -39,21 +63,21 @@ def initial_model(config: FedcrmConfig, n_features: int) -> np.ndarray:
 
 @task(name="aggregate-round", **COORDINATOR_TASK)
 def aggregate_round(
-    config: FedcrmConfig, strategy: Strategy, global_vector: np.ndarray, updates: dict[str, UpdateMessage]
-) -> tuple[np.ndarray | None, dict[str, str]]:
-    """Screen the updates (norm bound, finiteness) and aggregate the accepted ones with the strategy.
+    strategy: Strategy, aggregator: Aggregator, global_vector: np.ndarray, result: AggregateResult
+) -> tuple[np.ndarray, float, float]:
+    """The next global model from the round's sum; returns (vector, mean loss, quantization bound).
 
-    Returns the new global vector (None when no update was acceptable) and the rejected regions
-    with their reasons; a rejected region is dropped from this round only.
+    The bound is the largest possible error of the mean update, per coordinate, due to secure
+    aggregation's fixed-point encoding (0 for a plain sum).
     """
-    accepted, rejected = screen_updates(
-        global_vector,
-        {r: ClientUpdate(vector=u.vector, weight=float(u.n_examples)) for r, u in updates.items()},
-        config.strategy.max_update_norm,
-    )
-    if len(accepted) < config.federation.min_regions:
-        return None, rejected
-    return strategy.aggregate(global_vector, accepted, PlainSumAggregator()), rejected
+    totals = unpack_update_sum(result.total)
+    dim = global_vector.size
+    error = float(np.max(result.error_bound[:dim], initial=0.0) + np.max(np.abs(totals.mean_delta), initial=0.0)
+                  * result.error_bound[-1]) / totals.total_weight
+    if strategy.needs_individual_updates:
+        updates = {r: ClientUpdate(delta=v[:dim] / v[-1], weight=float(v[-1])) for r, v in aggregator.individual().items()}
+        return strategy.combine(global_vector, updates), totals.mean_loss, error
+    return strategy.apply(global_vector, totals.mean_delta), totals.mean_loss, error
 
 
 @task(name="combine-metrics", **COORDINATOR_TASK)

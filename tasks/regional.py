@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import LocalRegionStore, source_from_spec
+from connectors.keys import check_registered, load_identity, read_keyring
 from fedcrm import regional
+from fedcrm.aggregation import Contributor, PlainContributor, pack_update, statistics_bounds, update_bounds
 from fedcrm.config import FedcrmConfig
+from fedcrm.errors import SecureAggregationError
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import head_size, with_head
 from fedcrm.privacy.accountant import compose_epsilon
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
+from fedcrm.secagg import MaskingContributor, SecAggClient
 from fedcrm.strategies import clip_update
 from fedcrm.validation import ValidationReport
 from tasks.guard import RegionReply, in_region
@@ -35,13 +41,13 @@ class PreparedSummary:
 
 
 @dataclass(frozen=True)
-class UpdateMessage:
-    vector: np.ndarray
-    n_examples: int
-    mean_loss: float
-    steps: int
-    epsilon_spent: float | None
-    """Cumulative ε of this region in this job after the round (None when not private)."""
+class Contribution:
+    """What a region sends for a federated sum: its masked vector (secure aggregation) or, to a
+    trusted plain aggregator, the vector itself."""
+
+    contribution: Any
+    epsilon_spent: float | None = None
+    """Cumulative ε of this region in this job after the step (None when not private)."""
 
 
 def _store(config: FedcrmConfig, region: str) -> LocalRegionStore:
@@ -62,6 +68,44 @@ def _head_key(config: FedcrmConfig, job_id: str) -> str:
 
 def _ledger_key(config: FedcrmConfig, job_id: str) -> str:
     return f"privacy/{config.use_case}/{job_id}.json"
+
+
+def _contributor(config: FedcrmConfig, store: LocalRegionStore, job_id: str, region: str) -> tuple[Contributor, Callable[[], None]]:
+    """This region's side of the federated sum, and how to persist it between steps."""
+    if not config.secure_aggregation.enabled:
+        return PlainContributor(), lambda: None
+    identity = load_identity(store, region)
+    keyring = read_keyring(config.keyring_path)
+    check_registered(keyring, identity)
+    key = f"{_workspace(config, job_id)}/secure_aggregation.json"
+    client = (
+        SecAggClient.from_state(store.read_json(key), identity, keyring)
+        if store.exists(key)
+        else SecAggClient(identity, keyring, job_id, config.secure_aggregation.graph_params())
+    )
+    return MaskingContributor(client), lambda: store.write_json(key, client.to_state())
+
+
+def _within_weight_bound(config: FedcrmConfig, n: int) -> None:
+    if n > config.secure_aggregation.max_weight:
+        raise SecureAggregationError(
+            f"{n} training rows exceed secure_aggregation.max_weight ({config.secure_aggregation.max_weight:g})",
+            hint="raise secure_aggregation.max_weight (a public bound every region agrees on)",
+        )
+
+
+@task(name="secure-aggregation", task_run_name="secure-aggregation-{region}", **REGION_TASK)
+def secure_aggregation_step(region: str, config: FedcrmConfig, job_id: str, request: bytes) -> RegionReply[bytes]:
+    """Answer a signed setup or unmask request of the coordinator (keys stay in the region)."""
+    store = _store(config, region)
+
+    def run() -> bytes:
+        contributor, save = _contributor(config, store, job_id, region)
+        reply = contributor.respond(request)
+        save()
+        return reply
+
+    return in_region(region, store, "secure aggregation", run)
 
 
 @task(name="prepare-region", task_run_name="prepare-{region}", **REGION_TASK)
@@ -99,17 +143,23 @@ def prepare_region(
 
 
 @task(name="feature-statistics", task_run_name="feature-statistics-{region}", **REGION_TASK)
-def feature_statistics(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[np.ndarray]:
-    """Count, sum and sum of squares of each numeric column (a sum over ≥ k rows)."""
+def feature_statistics(
+    region: str, config: FedcrmConfig, job_id: str, round_number: int = 0, request: Any = None
+) -> RegionReply[Contribution]:
+    """Count, sum and sum of squares of each numeric column (a sum over ≥ k rows), contributed to the federated sum."""
     store = _store(config, region)
-    return in_region(
-        region,
-        store,
-        "feature statistics",
-        lambda: regional.feature_statistics(
-            store.read_frame(_job_key(config, job_id, "train")), config.load_contract(), min_k=config.privacy.min_k
-        ),
-    )
+
+    def run() -> Contribution:
+        contract, train = config.load_contract(), store.read_frame(_job_key(config, job_id, "train"))
+        _within_weight_bound(config, len(train))
+        statistics = regional.feature_statistics(train, contract, min_k=config.privacy.min_k)
+        contributor, save = _contributor(config, store, job_id, region)
+        bounds = statistics_bounds(contract, config.secure_aggregation.max_weight)
+        contribution = contributor.contribute(request, round_number, statistics, bounds)
+        save()
+        return Contribution(contribution)
+
+    return in_region(region, store, "feature statistics", run)
 
 
 @task(name="plan-privacy", task_run_name="plan-privacy-{region}", **REGION_TASK)
@@ -130,12 +180,16 @@ def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[
 @task(name="local-training", task_run_name="local-training-{region}-r{round_number}", **REGION_TASK)
 def local_training(
     region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: np.ndarray,
-    round_number: int, prox_mu: float = 0.0,
-) -> RegionReply[UpdateMessage]:
-    """One round of local training; under DP the region's own ledger is checked and charged."""
+    round_number: int, prox_mu: float = 0.0, request: Any = None,
+) -> RegionReply[Contribution]:
+    """One round of local training; under DP the region's own ledger is checked and charged.
+
+    The clipped update is packed as [n·Δθ, n·loss, n] and contributed to the round's federated
+    sum (masked, under secure aggregation).
+    """
     store = _store(config, region)
 
-    def run() -> UpdateMessage:
+    def run() -> Contribution:
         ledger = None
         if config.privacy.mode == "dp":
             ledger = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
@@ -157,10 +211,13 @@ def local_training(
         if ledger is not None:
             epsilon = ledger.charge(update.steps)
             store.write_json(_ledger_key(config, job_id), ledger.model_dump())
-        return UpdateMessage(
-            vector=vector, n_examples=update.n_examples, mean_loss=update.mean_loss, steps=update.steps,
-            epsilon_spent=epsilon,
-        )
+        _within_weight_bound(config, update.n_examples)
+        packed = pack_update(vector - global_vector, update.n_examples, update.mean_loss)
+        bounds = update_bounds(global_vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm)
+        contributor, save = _contributor(config, store, job_id, region)
+        contribution = contributor.contribute(request, round_number, packed, bounds)
+        save()
+        return Contribution(contribution, epsilon_spent=epsilon)
 
     return in_region(region, store, f"round {round_number} training", run)
 

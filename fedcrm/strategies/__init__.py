@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fedcrm.config import StrategySpec
-from fedcrm.strategies.base import ClientUpdate, Strategy, clip_update, screen_updates
+from fedcrm.strategies.base import ClientUpdate, RobustStrategy, Strategy, SumStrategy, clip_update
 from fedcrm.strategies.fedadam import FedAdam
 from fedcrm.strategies.fedavg import FedAvg
 from fedcrm.strategies.fedprox import FedProx
@@ -22,4 +22,4 @@ def make_strategy(spec: StrategySpec) -> Strategy:
     return TrimmedMean(trim_fraction=spec.trim_fraction)
 
 
-__all__ = ["ClientUpdate", "Strategy", "clip_update", "make_strategy", "screen_updates"]
+__all__ = ["ClientUpdate", "RobustStrategy", "Strategy", "SumStrategy", "clip_update", "make_strategy"]

@@ -3,13 +3,10 @@ Adam optimiser. Its moments live in the strategy object for the job."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
-
-from fedcrm.aggregation import Aggregator, weighted_mean
-from fedcrm.strategies.base import ClientUpdate
 
 
 @dataclass
@@ -20,13 +17,12 @@ class FedAdam:
     tau: float = 1e-3
     name: str = "fedadam"
     prox_mu: float = 0.0
-    needs_individual_updates: bool = False
+    needs_individual_updates: Literal[False] = False
     _m: np.ndarray | None = field(default=None, repr=False)
     _v: np.ndarray | None = field(default=None, repr=False)
 
-    def aggregate(self, global_vector: np.ndarray, updates: Mapping[str, ClientUpdate], aggregator: Aggregator) -> np.ndarray:
-        mean = weighted_mean(aggregator, {r: u.vector for r, u in updates.items()}, {r: u.weight for r, u in updates.items()})
-        delta = mean - global_vector
+    def apply(self, global_vector: np.ndarray, mean_delta: np.ndarray) -> np.ndarray:
+        delta = mean_delta
         if self._m is None or self._v is None:
             self._m, self._v = np.zeros_like(delta), np.zeros_like(delta)
         self._m = self.beta1 * self._m + (1 - self.beta1) * delta

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from fedcrm.aggregation import Aggregator
 from fedcrm.strategies.base import ClientUpdate
 
 
@@ -20,10 +20,10 @@ from fedcrm.strategies.base import ClientUpdate
 class CoordinateMedian:
     name: str = "median"
     prox_mu: float = 0.0
-    needs_individual_updates: bool = True
+    needs_individual_updates: Literal[True] = True
 
-    def aggregate(self, global_vector: np.ndarray, updates: Mapping[str, ClientUpdate], aggregator: Aggregator) -> np.ndarray:
-        return np.median(np.stack([u.vector for u in updates.values()]), axis=0)
+    def combine(self, global_vector: np.ndarray, updates: Mapping[str, ClientUpdate]) -> np.ndarray:
+        return global_vector + np.median(np.stack([u.delta for u in updates.values()]), axis=0)
 
 
 @dataclass
@@ -34,11 +34,11 @@ class TrimmedMean:
     trim_fraction: float = 0.1
     name: str = "trimmed_mean"
     prox_mu: float = 0.0
-    needs_individual_updates: bool = True
+    needs_individual_updates: Literal[True] = True
 
-    def aggregate(self, global_vector: np.ndarray, updates: Mapping[str, ClientUpdate], aggregator: Aggregator) -> np.ndarray:
-        stacked = np.sort(np.stack([u.vector for u in updates.values()]), axis=0)
+    def combine(self, global_vector: np.ndarray, updates: Mapping[str, ClientUpdate]) -> np.ndarray:
+        stacked = np.sort(np.stack([u.delta for u in updates.values()]), axis=0)
         k = int(np.floor(self.trim_fraction * len(stacked)))
         if self.trim_fraction > 0 and len(stacked) >= 3:
             k = max(k, 1)
-        return stacked[k : len(stacked) - k].mean(axis=0)
+        return global_vector + stacked[k : len(stacked) - k].mean(axis=0)

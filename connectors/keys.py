@@ -1,0 +1,75 @@
+"""Where identity keys live: each party's signing key in its own store, public keys in the keyring.
+
+The keyring is federation configuration (public keys only). In embedded mode it is a JSON file
+under the state directory; in distributed mode every party gets the same file (or the same
+``secure_aggregation.keyring`` path) from the federation's configuration repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from connectors.base import RegionStore
+from fedcrm.errors import ConnectorError, IdentityError
+from fedcrm.secagg.identity import Identity, Keyring, public_key_text
+
+IDENTITY_KEY = "identity/ed25519.json"
+
+
+def load_identity(store: RegionStore, party: str) -> Identity:
+    if not store.exists(IDENTITY_KEY):
+        flag = "--coordinator" if party == "coordinator" else f"--region {party}"
+        raise IdentityError(
+            f"{party!r} has no identity key in its store ({store.description})",
+            hint=f"create it once with `fedcrm keys init {flag}`",
+        )
+    return Identity.from_document(store.read_json(IDENTITY_KEY), expected_party=party)
+
+
+def create_identity(store: RegionStore, party: str, *, rotate: bool = False) -> tuple[Identity, bool]:
+    """The party's identity, created if missing (or replaced with ``rotate``); returns (identity, created)."""
+    if store.exists(IDENTITY_KEY) and not rotate:
+        return load_identity(store, party), False
+    identity = Identity.generate(party)
+    store.write_json(IDENTITY_KEY, identity.to_document())
+    return identity, True
+
+
+def read_keyring(path: Path) -> Keyring:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IdentityError(
+            f"the federation keyring {path} does not exist",
+            hint="register the parties with `fedcrm keys init --all` (embedded) or set secure_aggregation.keyring",
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConnectorError(f"could not read the keyring ({type(exc).__name__})", source=str(path)) from None
+    return Keyring.from_document(document)
+
+
+def register(path: Path, identity: Identity) -> Keyring:
+    """Add (or replace) a party's public key in the keyring file."""
+    path = Path(path)
+    keyring = read_keyring(path) if path.exists() else Keyring({})
+    keyring = keyring.with_key(identity.party, identity.public_key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(keyring.to_document(), indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConnectorError(f"could not write the keyring ({exc.strerror})", source=str(path)) from None
+    return keyring
+
+
+def check_registered(keyring: Keyring, identity: Identity) -> None:
+    if not keyring.matches(identity):
+        listed = keyring.keys.get(identity.party)
+        raise IdentityError(
+            f"{identity.party!r}'s identity key is not the one the keyring lists"
+            + ("" if listed is None else f" (keyring: {public_key_text(listed)[:12]}…)"),
+            hint=f"re-register it: `fedcrm keys init {'--coordinator' if identity.party == 'coordinator' else '--region ' + identity.party}`",
+        )
