@@ -15,7 +15,6 @@ from functools import cached_property
 
 import numpy as np
 
-from fedcrm.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -54,13 +53,8 @@ class MaskingGraph:
         if k < n - 1:
             digest = hashlib.sha256(f"fedcrm-secagg-graph|{job_id}|{','.join(ordered)}".encode()).digest()
             ring = tuple(ordered[i] for i in np.random.default_rng(int.from_bytes(digest[:8], "big")).permutation(n))
-        group = k + 1
-        threshold = max(2, math.ceil(params.threshold_fraction * group)) if group >= 2 else 1
-        if threshold > group:
-            raise ConfigError(
-                f"secure aggregation threshold {threshold} exceeds the group size {group}",
-                hint="lower secure_aggregation.threshold_fraction or add regions",
-            )
+        group = k + 1  # threshold_fraction ≤ 1, so t ≤ group; at least 2 so one party alone never unmasks another
+        threshold = min(group, max(2, math.ceil(params.threshold_fraction * group)))
         return cls(ordered, ring, k, threshold)
 
     @cached_property

@@ -25,7 +25,7 @@ def encode(value: Any) -> bytes:
             blobs.append(bytes(item))
             return {_BLOB: len(blobs) - 1}
         if isinstance(item, dict):
-            return {str(k): lift(v) for k, v in item.items()}
+            return {str(k): lift(item[k]) for k in sorted(item, key=str)}
         if isinstance(item, (list, tuple)):
             return [lift(v) for v in item]
         return item

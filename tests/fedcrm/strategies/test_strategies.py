@@ -1,4 +1,5 @@
-"""Aggregation strategies, region-side update clipping, coordinator-side screening."""
+"""Aggregation strategies, driven the way the flow drives them: regions pack [n·Δθ, n·loss, n],
+a plain aggregator sums (and screens), the coordinator's aggregate-round applies the strategy."""
 
 from __future__ import annotations
 
@@ -8,21 +9,35 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fedcrm.aggregation import PlainSumAggregator
-from fedcrm.config import StrategySpec, load_config
-from fedcrm.strategies import ClientUpdate, clip_update, make_strategy, screen_updates
+from fedcrm.aggregation import PlainAggregator, pack_update, update_bounds, update_norm_screen
+from fedcrm.config import StrategySpec
+from fedcrm.strategies import clip_update, make_strategy
 from fedcrm.strategies.fedadam import FedAdam
 from fedcrm.strategies.fedavg import FedAvg
 from fedcrm.strategies.fedprox import FedProx
 from fedcrm.strategies.robust import CoordinateMedian, TrimmedMean
 
-AGG = PlainSumAggregator()
 finite = st.floats(-100, 100, allow_nan=False, allow_infinity=False)
 
 
-def updates_of(vectors, weights=None) -> dict[str, ClientUpdate]:
-    weights = weights if weights is not None else [1.0] * len(vectors)
-    return {f"r{i}": ClientUpdate(vector=np.asarray(v, dtype=float), weight=float(w)) for i, (v, w) in enumerate(zip(vectors, weights))}
+def aggregate(strategy, global_vector, vectors, weights=None, *, max_norm: float = 1e9, losses=None):
+    """Regions send models ``vectors`` with example counts ``weights``; returns (next model, mean loss, dropped)."""
+    from tasks.coordinator import aggregate_round
+
+    global_vector = np.asarray(global_vector, dtype=float)
+    weights = weights if weights is not None else [1] * len(vectors)
+    losses = losses if losses is not None else [0.5] * len(vectors)
+    packed = {
+        f"r{i}": pack_update(np.asarray(v, dtype=float) - global_vector, w, loss)
+        for i, (v, w, loss) in enumerate(zip(vectors, weights, losses))
+    }
+    aggregator = PlainAggregator()
+    aggregator.open_round(1, list(packed), update_bounds(global_vector.size, 1e12, max_norm), update_norm_screen(max_norm))
+    aggregator.receive(packed)
+    result = aggregator.finish({})
+    vector, loss, error = aggregate_round.fn(strategy, aggregator, global_vector, result)
+    assert error == 0.0  # a plain sum has no quantization error
+    return vector, loss, result.dropped
 
 
 # --- FedAvg / FedProx ---------------------------------------------------------------------------
@@ -41,24 +56,26 @@ def test_fedavg_is_the_example_weighted_mean(data):
     vectors, weights = data
     expected = sum(w * v for v, w in zip(vectors, weights)) / sum(weights)
 
-    result = FedAvg().aggregate(np.zeros(4), updates_of(vectors, weights), AGG)
+    result = aggregate(FedAvg(), np.zeros(4), vectors, weights)[0]
 
     np.testing.assert_allclose(result, expected, rtol=1e-9, atol=1e-9)
 
 
 def test_fedavg_weights_matter():
-    result = FedAvg().aggregate(np.zeros(2), updates_of([[0.0, 0.0], [4.0, 8.0]], [3, 1]), AGG)
+    result = aggregate(FedAvg(), np.zeros(2), [[0.0, 0.0], [4.0, 8.0]], [3, 1])[0]
     np.testing.assert_allclose(result, [1.0, 2.0])
 
 
 def test_fedprox_aggregates_like_fedavg_and_carries_its_mu():
     strategy = make_strategy(StrategySpec(name="fedprox", mu=0.1))
-    ups = updates_of([[1.0, -2.0, 3.0], [5.0, 0.0, -1.0], [0.0, 1.0, 1.0]], [10, 30, 60])
+    vectors, weights = [[1.0, -2.0, 3.0], [5.0, 0.0, -1.0], [0.0, 1.0, 1.0]], [10, 30, 60]
 
     assert isinstance(strategy, FedProx)
     assert strategy.prox_mu == pytest.approx(0.1)
     assert strategy.name == "fedprox"
-    np.testing.assert_allclose(strategy.aggregate(np.zeros(3), ups, AGG), FedAvg().aggregate(np.zeros(3), ups, AGG))
+    np.testing.assert_allclose(
+        aggregate(strategy, np.zeros(3), vectors, weights)[0], aggregate(FedAvg(), np.zeros(3), vectors, weights)[0]
+    )
     assert FedAvg().prox_mu == 0.0
 
 
@@ -69,13 +86,12 @@ def test_fedadam_first_step_matches_the_hand_computation():
     lr, b1, b2, tau = 0.05, 0.9, 0.99, 1e-3
     strategy = FedAdam(server_learning_rate=lr, beta1=b1, beta2=b2, tau=tau)
     global_vector = np.array([0.5, -1.0, 2.0])
-    ups = updates_of([[1.0, -1.0, 1.0], [2.0, 0.0, 2.0]], [1, 3])
     mean = (1 * np.array([1.0, -1.0, 1.0]) + 3 * np.array([2.0, 0.0, 2.0])) / 4
     delta = mean - global_vector
     m, v = (1 - b1) * delta, (1 - b2) * delta**2
     expected = global_vector + lr * m / (np.sqrt(v) + tau)
 
-    result = strategy.aggregate(global_vector, ups, AGG)
+    result = aggregate(strategy, global_vector, [[1.0, -1.0, 1.0], [2.0, 0.0, 2.0]], [1, 3])[0]
 
     np.testing.assert_allclose(result, expected, rtol=1e-12)
     # every coordinate moved towards the clients' mean, and not past it
@@ -85,13 +101,13 @@ def test_fedadam_first_step_matches_the_hand_computation():
 
 def test_fedadam_keeps_its_moments_across_rounds():
     global_vector = np.zeros(3)
-    first = updates_of([[1.0, 2.0, -1.0], [1.0, 2.0, -1.0]])
-    second = updates_of([[-1.0, 0.5, 3.0], [0.0, 0.5, 1.0]])
+    first = [[1.0, 2.0, -1.0], [1.0, 2.0, -1.0]]
+    second = [[-1.0, 0.5, 3.0], [0.0, 0.5, 1.0]]
     strategy = FedAdam()
-    after_one = strategy.aggregate(global_vector, first, AGG)
+    after_one = aggregate(strategy, global_vector, first)[0]
 
-    continued = strategy.aggregate(after_one, second, AGG)
-    fresh = FedAdam().aggregate(after_one, second, AGG)
+    continued = aggregate(strategy, after_one, second)[0]
+    fresh = aggregate(FedAdam(), after_one, second)[0]
 
     assert not np.allclose(continued, fresh)
     # and the continued step is the hand-computed second Adam step
@@ -111,35 +127,33 @@ def test_make_strategy_passes_fedadam_hyperparameters():
 # --- robust statistics ------------------------------------------------------------------------
 
 
-def honest_and_one_outlier(k: int = 4, d: int = 3, seed: int = 0) -> tuple[np.ndarray, dict[str, ClientUpdate]]:
+def honest_and_one_outlier(k: int = 4, d: int = 3, seed: int = 0):
     rng = np.random.default_rng(seed)
     honest = 1.0 + 0.01 * rng.normal(size=(k, d))
-    ups = updates_of(list(honest) + [np.full(d, 1e6)], [100] * k + [1e6])  # huge vector, huge claimed weight
-    return honest, ups
+    return honest, list(honest) + [np.full(d, 1e6)], [100] * k + [10**6]  # huge vector, huge claimed weight
 
 
 @pytest.mark.parametrize(
     "strategy", [CoordinateMedian(), TrimmedMean(trim_fraction=0.2)], ids=["median", "trimmed_mean"]
 )
 def test_robust_strategies_resist_one_huge_outlier(strategy):
-    honest, ups = honest_and_one_outlier()
+    honest, vectors, weights = honest_and_one_outlier()
 
-    result = strategy.aggregate(np.zeros(3), ups, AGG)
+    result = aggregate(strategy, np.zeros(3), vectors, weights)[0]
 
     assert np.all(result >= honest.min(axis=0) - 1e-12) and np.all(result <= honest.max(axis=0) + 1e-12)
     # whereas FedAvg is dragged away by it
-    assert np.all(FedAvg().aggregate(np.zeros(3), ups, AGG) > 1000)
+    assert np.all(aggregate(FedAvg(), np.zeros(3), vectors, weights)[0] > 1000)
 
 
 def test_trimmed_mean_trims_the_requested_share_at_each_end():
     vectors = [[float(i)] for i in [0, 1, 2, 3, 4, 5, 6, 7, 8, 1000]]
-    assert TrimmedMean(trim_fraction=0.1).aggregate(np.zeros(1), updates_of(vectors), AGG)[0] == pytest.approx(4.5)
-    assert TrimmedMean(trim_fraction=0.0).aggregate(np.zeros(1), updates_of(vectors), AGG)[0] == pytest.approx(103.6)
+    assert aggregate(TrimmedMean(trim_fraction=0.1), np.zeros(1), vectors)[0][0] == pytest.approx(4.5)
+    assert aggregate(TrimmedMean(trim_fraction=0.0), np.zeros(1), vectors)[0][0] == pytest.approx(103.6)
 
 
 def test_median_ignores_weights():
-    ups = updates_of([[0.0], [1.0], [2.0]], [1, 1, 1000])
-    assert CoordinateMedian().aggregate(np.zeros(1), ups, AGG)[0] == 1.0
+    assert aggregate(CoordinateMedian(), np.zeros(1), [[0.0], [1.0], [2.0]], [1, 1, 1000])[0][0] == 1.0
 
 
 def test_only_robust_strategies_need_individual_updates():
@@ -196,99 +210,43 @@ def test_clipping_scales_the_update_not_the_model():
     np.testing.assert_allclose(clip_update(g, local, 1.0), [10.6, 0.8])
 
 
-# --- screen_updates ---------------------------------------------------------------------------
+# --- coordinator-side screening (plain aggregation only) and the round's outputs --------------
 
 
-def test_screening_rejects_bad_updates_and_keeps_good_ones():
-    g = np.zeros(3)
-    ups = {
-        "good": ClientUpdate(np.array([0.1, 0.2, 0.3]), 10.0),
-        "edge": ClientUpdate(np.array([1.0, 0.0, 0.0]), 1.0),  # exactly at the bound
-        "nan": ClientUpdate(np.array([0.1, np.nan, 0.3]), 10.0),
-        "inf": ClientUpdate(np.array([np.inf, 0.0, 0.0]), 10.0),
-        "zero_weight": ClientUpdate(np.array([0.1, 0.1, 0.1]), 0.0),
-        "negative_weight": ClientUpdate(np.array([0.1, 0.1, 0.1]), -5.0),
-        "nan_weight": ClientUpdate(np.array([0.1, 0.1, 0.1]), float("nan")),
-        "shape": ClientUpdate(np.array([0.1, 0.1]), 10.0),
-        "too_big": ClientUpdate(np.array([0.0, 3.0, 0.0]), 10.0),
-    }
+def test_plain_screening_drops_bad_updates_for_the_round_and_averages_the_rest():
+    vectors = [[0.1, 0.2, 0.3], [1.0, 0.0, 0.0], [0.1, np.nan, 0.3], [np.inf, 0.0, 0.0], [0.0, 3.0, 0.0]]
+    weights = [10, 30, 10, 10, 10]
 
-    accepted, rejected = screen_updates(g, ups, bound=1.0)
+    result, _, dropped = aggregate(FedAvg(), np.zeros(3), vectors, weights, max_norm=1.0)
 
-    assert set(accepted) == {"good", "edge"}
-    assert accepted["good"] is ups["good"]
-    assert set(rejected) == set(ups) - {"good", "edge"}
-    assert "norm" in rejected["too_big"] and "3" in rejected["too_big"]
-    assert "shape" in rejected["shape"]
-    assert "NaN" in rejected["nan"] and "weight" in rejected["zero_weight"]
+    assert set(dropped) == {"r2", "r3", "r4"}
+    assert "NaN" in dropped["r2"] and "NaN" in dropped["r3"]
+    assert "norm" in dropped["r4"] and "3" in dropped["r4"]
+    np.testing.assert_allclose(result, (10 * np.array([0.1, 0.2, 0.3]) + 30 * np.array([1.0, 0.0, 0.0])) / 40)
 
 
 def test_screening_measures_the_norm_relative_to_the_global_model():
     g = np.full(3, 100.0)
-    accepted, rejected = screen_updates(g, {"a": ClientUpdate(g + 0.5, 1.0), "b": ClientUpdate(np.zeros(3), 1.0)}, bound=1.0)
-    assert set(accepted) == {"a"} and set(rejected) == {"b"}
+    result, _, dropped = aggregate(FedAvg(), g, [g + 0.5, np.zeros(3)], max_norm=1.0)
+    assert set(dropped) == {"r1"}
+    np.testing.assert_allclose(result, g + 0.5)
 
 
 def test_a_clipped_update_always_passes_screening():
     rng = np.random.default_rng(3)
     g = rng.normal(size=50)
     for _ in range(20):
-        local = g + rng.normal(scale=100, size=50)
-        accepted, rejected = screen_updates(g, {"r": ClientUpdate(clip_update(g, local, 2.5), 1.0)}, bound=2.5)
-        assert accepted and not rejected
+        local = clip_update(g, g + rng.normal(scale=100, size=50), 2.5)
+        assert aggregate(FedAvg(), g, [local], max_norm=2.5)[2] == {}
 
 
-# --- coordinator: aggregate_round --------------------------------------------------------------
-
-
-def message(vector, n: int):
-    from tasks.regional import UpdateMessage
-
-    return UpdateMessage(vector=np.asarray(vector, dtype=float), n_examples=n, mean_loss=0.5, steps=10, epsilon_spent=None)
-
-
-def test_aggregate_round_drops_a_nan_update_and_averages_the_rest():
-    from tasks.coordinator import aggregate_round
-
-    config = load_config(overrides=["federation.min_regions=2", "strategy.name=fedavg"])
-    global_vector = np.zeros(3)
-    updates = {
-        "eu": message([1.0, 0.0, 2.0], 100),
-        "us": message([np.nan, 0.0, 0.0], 500),
-        "apac": message([0.0, 3.0, 1.0], 300),
-    }
-
-    new_global, rejected = aggregate_round.fn(config, make_strategy(config.strategy), global_vector, updates)
-
-    assert set(rejected) == {"us"}
-    assert new_global is not None and np.all(np.isfinite(new_global))
-    np.testing.assert_allclose(new_global, (100 * np.array([1.0, 0.0, 2.0]) + 300 * np.array([0.0, 3.0, 1.0])) / 400)
-
-
-def test_aggregate_round_rejects_updates_above_the_norm_bound():
-    from tasks.coordinator import aggregate_round
-
-    config = load_config(overrides=["federation.min_regions=2", "strategy.max_update_norm=1.0"])
-    updates = {"eu": message([0.5, 0.0], 10), "us": message([0.0, 0.5], 10), "apac": message([50.0, 0.0], 10)}
-
-    new_global, rejected = aggregate_round.fn(config, make_strategy(config.strategy), np.zeros(2), updates)
-
-    assert set(rejected) == {"apac"} and "norm" in rejected["apac"]
-    np.testing.assert_allclose(new_global, [0.25, 0.25])
-
-
-def test_aggregate_round_without_quorum_returns_none():
-    from tasks.coordinator import aggregate_round
-
-    config = load_config(overrides=["federation.min_regions=3"])
-    updates = {"eu": message([1.0, 0.0], 10), "us": message([np.inf, 0.0], 10), "apac": message([0.0, 1.0], 10)}
-
-    new_global, rejected = aggregate_round.fn(config, make_strategy(config.strategy), np.zeros(2), updates)
-
-    assert new_global is None
-    assert set(rejected) == {"us"}
+def test_the_mean_loss_is_example_weighted_and_capped():
+    _, loss, _ = aggregate(FedAvg(), np.zeros(1), [[0.0], [0.0]], [1, 3], losses=[0.2, 0.6])
+    assert loss == pytest.approx(0.5)
+    _, capped, _ = aggregate(FedAvg(), np.zeros(1), [[0.0]], [1], losses=[float("inf")])
+    assert capped == pytest.approx(100.0)
 
 
 def test_trimmed_mean_trims_at_least_one_at_each_end_with_three_regions():
     vectors = [np.array([0.0]), np.array([1.0]), np.array([1000.0])]
-    assert TrimmedMean(trim_fraction=0.1).aggregate(np.zeros(1), updates_of(vectors), AGG)[0] == pytest.approx(1.0)
+    assert aggregate(TrimmedMean(trim_fraction=0.1), np.zeros(1), vectors)[0][0] == pytest.approx(1.0)
