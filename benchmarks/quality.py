@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from connectors import load_bundled
-from fedcrm.aggregation import PlainSumAggregator
+from fedcrm.aggregation import PlainSumAggregator, pack_update, unpack_update_sum
 from fedcrm.config import load_config
 from fedcrm.evaluation import combine_metrics, evaluate_predictions
 from fedcrm.features import FeaturePipeline
@@ -37,7 +37,7 @@ from fedcrm.model import build_model, get_vector
 from fedcrm.records import TARGET
 from fedcrm.regional import baseline_spec, feature_statistics, local_evaluation, local_round, prepare_region, privacy_plan
 from fedcrm.split import partition
-from fedcrm.strategies import ClientUpdate, make_strategy
+from fedcrm.strategies import make_strategy
 from fedcrm.validation import build_suite_dict
 
 
@@ -72,7 +72,8 @@ def federated(config, regions, pipeline, seed: int) -> dict[str, float]:
     for number in range(1, config.training.rounds + 1):
         updates = {r: local_round(p.train, pipeline, vector, config, seed=seed * 100_003 + number, plan=plans[r])
                    for r, p in regions.items()}
-        vector = strategy.aggregate(vector, {r: ClientUpdate(u.vector, u.n_examples) for r, u in updates.items()}, aggregator)
+        total = aggregator.sum({r: pack_update(u.vector - vector, u.n_examples, u.mean_loss) for r, u in updates.items()})
+        vector = strategy.apply(vector, unpack_update_sum(total).mean_delta)
     return _scores(regions, pipeline, {r: vector for r in regions}, config)
 
 

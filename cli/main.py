@@ -294,7 +294,15 @@ def run(
     cfg = _config(config, use_case, contract, state_dir, [*(overrides or []), *shortcuts], verbose=verbose)
     from fedcrm.validation import load_suite_dict
 
-    load_suite_dict(cfg.load_contract(), cfg.expectations_dir)  # fail fast on a bad contract or stale suite, before Prefect starts
+    spec = cfg.load_contract()
+    load_suite_dict(spec, cfg.expectations_dir)  # fail fast on a bad contract or stale suite, before Prefect starts
+    if cfg.secure_aggregation.enabled:  # and on what secure aggregation needs: public bounds and the coordinator's key
+        from connectors import LocalRegionStore
+        from connectors.keys import check_registered, load_identity, read_keyring
+        from fedcrm.aggregation import statistics_bounds
+
+        statistics_bounds(spec, cfg.secure_aggregation.max_weight)
+        check_registered(read_keyring(cfg.keyring_path), load_identity(LocalRegionStore(cfg.coordinator_store), "coordinator"))
     from cli.launcher import run_embedded
     from flows.training import federated_training
 

@@ -92,6 +92,11 @@ class PrivacySpec(_Section):
     target_epsilon: float = Field(3.0, gt=0, description="Each region's total ε for the whole job (all rounds).")
     delta: float = Field(1e-5, gt=0, lt=1, description="Must be below 1/n for every region's training records.")
     accountant: Literal["prv", "rdp"] = "prv"
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
     max_grad_norm: float = Field(1.0, gt=0, description="Per-sample gradient clipping bound C.")
     max_noise_multiplier: float = Field(50.0, gt=0, description="Refuse plans that need more noise than this.")
     min_k: int = Field(

@@ -79,15 +79,30 @@ def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
         "delta": config.privacy.delta if private else None,
         "accountant": config.privacy.accountant if private else None,
         "strategy": strategy,
+        "secure_aggregation": config.secure_aggregation.enabled,
         "min_k": config.privacy.min_k,
         "note": (
             f"record-level DP-SGD in every region: ε ≤ {config.privacy.target_epsilon:g} per region for this job "
             f"(δ = {config.privacy.delta:g}, {config.privacy.accountant.upper()} accountant); feature statistics are "
             "k-aggregates, not yet DP (issue 5)"
+            + ("; the coordinator saw sums only (secure aggregation)" if config.secure_aggregation.enabled
+               else "; secure aggregation was OFF: the coordinator saw each region's contribution")
             if private
             else "privacy.mode is 'off': model updates are NOT differentially private (research use only)"
         ),
     }
+
+
+def _warn_if_small(logger, contributors: list[str], *, already: bool) -> bool:
+    """Say once per job when a sum has fewer than 3 contributors: each then reveals the other (docs/security.md)."""
+    if len(contributors) < 3 and not already:
+        logger.warning(
+            "only %d region(s) %s contribute to the aggregate: each can infer the other's (DP-noised) contribution "
+            "from the result, secure aggregation or not; set federation.min_regions ≥ 3 to refuse such jobs",
+            len(contributors), contributors,
+        )
+        return True
+    return already
 
 
 @flow(name="fedcrm-train", persist_result=False, log_prints=False)
@@ -158,6 +173,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             regional_task=regional.feature_statistics,
             bounds=statistics_bounds(contract, config.secure_aggregation.max_weight),
         )
+        small = _warn_if_small(logger, statistics.contributors, already=False)
         pipeline = coordinator.fit_feature_pipeline(config, statistics)
         vector = initial = coordinator.initial_model(config, pipeline.n_features)
         progress("prepare", 1, 1, "feature pipeline agreed: %d features from %d region(s)", pipeline.n_features, len(roster.active))
@@ -178,6 +194,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
                     f"round {number}: only {len(summed.contributors)} acceptable update(s), federation.min_regions is {minimum}",
                     hint="see the dropped regions' reasons (update norm, NaN/Inf, secure-aggregation dropouts)",
                 )
+            small = _warn_if_small(logger, summed.contributors, already=small)
             vector, loss, quantization = coordinator.aggregate_round(strategy, aggregator, vector, summed)
             evaluated = number % config.training.evaluate_every == 0 or number == rounds_total
             region_metrics, round_metrics = {}, None

@@ -56,6 +56,7 @@ class SecAggServer:
     burned: dict[str, str] = field(default_factory=dict)
     graph: MaskingGraph | None = None
     _inbox: Inbox | None = field(default=None, repr=False)
+    _unregistered: dict[str, str] = field(default_factory=dict, repr=False)
     _round: _Round | None = field(default=None, repr=False)
 
     @property
@@ -86,11 +87,16 @@ class SecAggServer:
     # --- per job -------------------------------------------------------------------------------
 
     def advertise_requests(self, parties: list[str]) -> dict[str, bytes]:
-        self.keyring.require(parties)
-        return self._requests(SETUP_ROUND, "advertise", {p: {} for p in parties})
+        """Requests to the registered parties; an unregistered one fails setup with the fix."""
+        self._unregistered = {
+            p: f"{p!r} is not in the federation keyring; register it with `fedcrm keys init --region {p}`"
+            for p in parties if p not in self.keyring.keys
+        }
+        return self._requests(SETUP_ROUND, "advertise", {p: {} for p in parties if p in self.keyring.keys})
 
     def receive_advertisements(self, replies: Replies) -> dict[str, str]:
         opened, failed = self._open_each(replies, SETUP_ROUND, "advertise")
+        failed.update(self._unregistered)
         for party, keys in opened.items():
             if not isinstance(keys, dict) or not all(isinstance(keys.get(k), bytes) and len(keys[k]) == 32 for k in "cs"):
                 failed[party] = "advertisement without two 32-byte X25519 public keys"

@@ -17,7 +17,7 @@ CONTRACT = {
     "use_case": "bad-inputs",
     "id_column": "id",
     "target": {"column": "won", "positive": "yes", "negative": "no"},
-    "numeric": {"age": {"dtype": "int", "min": 18, "max": 100}, "spend": {"dtype": "float", "min": 0}},
+    "numeric": {"age": {"dtype": "int", "min": 18, "max": 100}, "spend": {"dtype": "float", "min": 0, "max": 100000}},
     "categorical": {"channel": {"vocabulary": ["web", "phone", "store"]}},
     "min_rows": 40,
     "max_malformed_fraction": 0.05,
@@ -54,7 +54,10 @@ def bad_job(tmp_path_factory, cli):
     broken = _records(300, 7, "nf")
     broken.loc[:59, "spend"] = ["inf", "NaN", "-inf", "12,5", "n/a", "??"] * 10  # 20% unparsable / non-finite
     broken.to_csv(data / "non_finite.csv", index=False)
+    for name, seed in (("no_key", 8), ("impostor", 9), ("unregistered", 10)):
+        _records(300, seed, name[:2]).to_csv(data / f"{name}.csv", index=False)
     regions = {
+        "no-key": "no_key.csv", "impostor": "impostor.csv", "unregistered": "unregistered.csv",
         "eu": "eu.csv", "us": "us.csv", "missing-column": "missing_column.csv", "empty": "empty.csv",
         "one-class": "one_class.csv", "semicolon": "semicolon.csv", "non-finite": "non_finite.csv",
     }
@@ -67,6 +70,16 @@ def bad_job(tmp_path_factory, cli):
         "training": {"rounds": 3, "evaluate_every": 2},
     }
     (work / "config.yaml").write_text(yaml.safe_dump(config))
+    keys = cli(["keys", "init", "--all", "--config", "config.yaml"], cwd=work, prefect_home=work / "home")
+    assert keys.returncode == 0, keys.output
+    (work / "state" / "regions" / "no-key" / "identity" / "ed25519.json").unlink()  # a region that lost its key
+    impostor = work / "state" / "regions" / "impostor" / "identity" / "ed25519.json"
+    stolen = json.loads((work / "state" / "regions" / "us" / "identity" / "ed25519.json").read_text())
+    impostor.write_text(json.dumps({**stolen, "party": "impostor"}))  # signs with another region's key
+    keyring_path = work / "state" / "federation" / "keyring.json"
+    keyring = json.loads(keyring_path.read_text())
+    del keyring["parties"]["unregistered"]
+    keyring_path.write_text(json.dumps(keyring))
     result = cli(["run", "--config", "config.yaml", "--json-summary", "summary.json", "--set", "tracking.uri=http://127.0.0.1:9"],
                  cwd=work, prefect_home=work / "home")
     summary = json.loads((work / "summary.json").read_text())
@@ -93,6 +106,9 @@ def test_job_completes_on_the_healthy_regions(bad_job):
         ("one-class", "validation", ["only one class", "'yes'"]),
         ("semicolon", "validation", ["separated", "source.separator"]),
         ("non-finite", "validation", ["malformed record(s)", "more than the contract allows"]),
+        ("no-key", "secure-aggregation setup (advertise)", ["no identity key", "fedcrm keys init --region no-key"]),
+        ("impostor", "secure-aggregation setup (advertise)", ["not the one the keyring lists", "keys init --region impostor"]),
+        ("unregistered", "secure-aggregation setup (advertise)", ["not in the federation keyring", "keys init --region unregistered"]),
     ],
 )
 def test_each_bad_region_is_excluded_with_an_actionable_reason(bad_job, region, step, phrases):

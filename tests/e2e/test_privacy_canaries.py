@@ -27,7 +27,7 @@ CONTRACT = {
     "id_column": "lead_ref",
     "target": {"column": "won", "positive": "1", "negative": "0"},
     "region_column": "crm_region",
-    "numeric": {"age": {"dtype": "int", "min": 18, "max": 100}, "spend": {"dtype": "float", "min": 0, "on_missing": "impute"}},
+    "numeric": {"age": {"dtype": "int", "min": 18, "max": 100}, "spend": {"dtype": "float", "min": 0, "max": 1000000, "on_missing": "impute"}},
     "categorical": {"channel": {"vocabulary": ["web", "phone", "store"]}},
     "min_rows": 50,
     "max_malformed_fraction": 0.05,

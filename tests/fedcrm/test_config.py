@@ -228,3 +228,21 @@ def test_contract_min_rows_below_privacy_min_k(tmp_path: Path) -> None:
 def test_contract_min_rows_at_privacy_min_k_is_fine(tmp_path: Path) -> None:
     path = _yaml(tmp_path / "tiny.yaml", {**TINY_CONTRACT, "min_rows": 5})
     assert load_config(use_case="tiny", contract=path).load_contract().min_rows == 5
+
+
+def test_a_bare_yaml_off_means_privacy_off(tmp_path: Path) -> None:
+    assert load_config(overrides=["privacy.mode=off"]).privacy.mode == "off"
+    (tmp_path / "c.yaml").write_text("privacy:\n  mode: off\n")
+    assert load_config(tmp_path / "c.yaml").privacy.mode == "off"
+    with pytest.raises(ConfigError, match="privacy.mode"):
+        load_config(overrides=["privacy.mode=on"])
+
+
+def test_secure_aggregation_is_on_by_default_and_refuses_robust_strategies() -> None:
+    config = load_config()
+    assert config.secure_aggregation.enabled and config.keyring_path == config.state_dir / "federation" / "keyring.json"
+    with pytest.raises(ConfigError, match="needs each region's update"):
+        load_config(overrides=["strategy.name=trimmed_mean"])
+    assert load_config(overrides=["strategy.name=median", "secure_aggregation.enabled=false"]).strategy.name == "median"
+    params = load_config(overrides=["secure_aggregation.neighbours=8", "secure_aggregation.threshold_fraction=0.5"])
+    assert params.secure_aggregation.graph_params().neighbours == 8
