@@ -26,7 +26,6 @@ import time
 
 import numpy as np
 
-from fedcrm.secagg import wire
 from fedcrm.secagg.envelope import Envelope
 from fedcrm.secagg.local import LocalFederation
 

@@ -9,7 +9,6 @@ URI without credentials.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path

@@ -27,7 +27,6 @@ from fedcrm.secagg.graph import GraphParams, MaskingGraph
 from fedcrm.secagg.identity import COORDINATOR, Identity, Keyring
 
 SETUP_ROUND = -1
-PHASES = ("advertise", "share-keys", "masked-input", "unmask")
 
 
 def share_aad(job_id: str, kind: str, round: int, owner: str, holder: str, x: int) -> dict[str, object]:
@@ -71,8 +70,8 @@ class SecAggClient:
         return Envelope.seal(self.identity, job_id=self.job_id, round=round, phase=phase, recipient=COORDINATOR,
                              body=body).to_bytes()
 
-    def _expect(self, stage: str, phase: str) -> None:
-        if self.stage != stage:
+    def _expect(self, stages: tuple[str, ...], phase: str) -> None:
+        if self.stage not in stages:
             raise MessageRejectedError(f"unexpected {phase} request: this region is at stage {self.stage!r}",
                                        sender=COORDINATOR, hint="a replayed or out-of-order request is refused")
 
@@ -80,14 +79,14 @@ class SecAggClient:
 
     def advertise(self, request: bytes) -> bytes:
         self._request(request, SETUP_ROUND, "advertise")
-        self._expect("new", "advertise")
+        self._expect(("new",), "advertise")
         self.stage = "advertised"
         return self._reply(SETUP_ROUND, "advertise",
                            {"c": masking.public_key(self.c_key), "s": masking.public_key(self.s_key)})
 
     def share_keys(self, request: bytes) -> bytes:
         body = self._request(request, SETUP_ROUND, "share-keys")
-        self._expect("advertised", "share-keys")
+        self._expect(("advertised",), "share-keys")
         parties = sorted(str(p) for p in body.get("parties", []))
         if self.me not in parties or len(set(parties)) != len(parties):
             raise MessageRejectedError("share-keys request with an invalid party list", sender=COORDINATOR)
@@ -121,8 +120,7 @@ class SecAggClient:
 
     def mask(self, request: bytes, round: int, vector: np.ndarray, bounds: np.ndarray) -> bytes:
         body = self._request(request, round, "masked-input")
-        if self.stage not in ("ready", "unmasked"):
-            self._expect("ready", "masked-input")
+        self._expect(("ready", "unmasked"), "masked-input")
         if self.last_round is not None and round <= self.last_round:
             raise MessageRejectedError(f"masked-input request for round {round} after round {self.last_round}",
                                        sender=COORDINATOR, hint="a replayed request is refused")
@@ -168,7 +166,7 @@ class SecAggClient:
 
     def unmask(self, request: bytes, round: int) -> bytes:
         body = self._request(request, round, "unmask")
-        self._expect("masked", "unmask")
+        self._expect(("masked",), "unmask")
         if round != self.last_round:
             raise MessageRejectedError(f"unmask request for round {round}; this region masked round {self.last_round}",
                                        sender=COORDINATOR, hint="a replayed request is refused")
@@ -201,10 +199,6 @@ class SecAggClient:
         self.burned |= dropped
         self.stage = "unmasked"
         return self._reply(round, "unmask", revealed)
-
-    def abandon_round(self) -> None:
-        """The coordinator aborted the round: never unmask it."""
-        self.stage = "unmasked"
 
     # --- persistence in the region's store ------------------------------------------------------
 

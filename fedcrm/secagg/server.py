@@ -21,7 +21,7 @@ import numpy as np
 from fedcrm.aggregation import AggregateResult
 from fedcrm.errors import AggregationAbortedError, FedcrmError, MessageRejectedError
 from fedcrm.secagg import masking, shamir
-from fedcrm.secagg.client import SETUP_ROUND, share_aad
+from fedcrm.secagg.client import SETUP_ROUND
 from fedcrm.secagg.codec import FixedPointCodec
 from fedcrm.secagg.envelope import Envelope, Inbox
 from fedcrm.secagg.graph import GraphParams, MaskingGraph

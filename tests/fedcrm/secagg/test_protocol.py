@@ -162,7 +162,7 @@ def test_the_transcript_never_contains_an_individual_input():
 
 
 def test_a_masked_vector_is_indistinguishable_from_uniform():
-    fed, rng = federation(3), np.random.default_rng(7)
+    fed = federation(3)
     dim = 8192
     vectors = {p: np.zeros(dim) for p in fed.parties}  # the most structured input there is
     fed.sum(1, vectors, np.ones(dim))
@@ -271,7 +271,7 @@ def test_a_region_refuses_to_reveal_both_secrets_of_one_party():
 
 
 def test_a_region_refuses_a_replayed_or_unsigned_request():
-    fed, rng = federation(3), np.random.default_rng(14)
+    fed = federation(3)
     requests = fed.aggregator.open_round(1, fed.parties, np.ones(4))
     fed.contributors["p000"].contribute(requests["p000"], 1, np.zeros(4), np.ones(4))
     with pytest.raises(MessageRejectedError, match="replayed"):
