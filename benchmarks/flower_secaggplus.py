@@ -205,7 +205,10 @@ class Federation:
         masked_vector = None
         for reply in masked_replies:  # collect_masked_vectors_stage
             client_masked_vec = [bytes_to_ndarray(b) for b in reply[Key.MASKED_PARAMETERS]]
-            masked_vector = client_masked_vec if masked_vector is None else parameters_addition(masked_vector, client_masked_vec)
+            if masked_vector is None:
+                masked_vector = client_masked_vec
+            else:
+                masked_vector = parameters_addition(masked_vector, client_masked_vec)
         masked_vector = parameters_mod(masked_vector, MODULUS_RANGE)
 
         collected_shares_dict: dict[int, list[bytes]] = {nid: [] for nid in self.states}  # unmask_stage

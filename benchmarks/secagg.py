@@ -14,15 +14,25 @@ A full secure sum needs all n masked inputs; where n·k·d is too large to gener
 minutes here, only the per-party masking cost is measured and the row says so. The reference
 beside each secure sum is the plain sum of the same vectors (what a trusted coordinator does).
 
-Then the round share: at 3 regions on the bundled churn data, one real DP-SGD round per region
-(the default model and schedule) against the secure sum of their packed updates.
+Then the round share at 3 regions on the bundled churn data, two ways:
+
+* compute only: one real DP-SGD round per region (default model and schedule) against the
+  secure sum of their packed updates, in this process;
+* the real job (``--flow-rounds N``, default 10): ``fedcrm run`` through Prefect with secure
+  aggregation on and then off (baselines and MLflow off), reading each round's
+  ``duration_s`` and ``aggregation_s`` from the job summary (round 1 is dropped as warm-up).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -143,6 +153,25 @@ def round_share(repeats: int) -> dict[str, float]:
             "share_with_setup_amortised": (secure_s + setup_s / config.training.rounds) / (train_s + secure_s + setup_s / config.training.rounds)}
 
 
+def flow_share(rounds: int) -> dict[str, float]:
+    """Median round time and aggregation time of real embedded jobs, secure vs plain."""
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as work:
+        cli = [sys.executable, "-m", "cli.main"]
+        state = str(Path(work) / "state")
+        subprocess.run([*cli, "data", "split", "--use-case", "churn", "--state-dir", state], check=True, capture_output=True)
+        for mode, enabled in (("secure", "true"), ("plain", "false")):
+            summary_path = Path(work) / f"{mode}.json"
+            subprocess.run([*cli, "run", "--use-case", "churn", "--state-dir", state, "--rounds", str(rounds),
+                            "--set", "baselines.local_only=false", "--set", "baselines.central_reference=false",
+                            "--set", "tracking.enabled=false", "--set", f"secure_aggregation.enabled={enabled}",
+                            "--json-summary", str(summary_path)], check=True, capture_output=True)
+            rows = json.loads(summary_path.read_text())["rounds"][1:]
+            out[f"{mode}_round_s"] = statistics.median(r["duration_s"] for r in rows)
+            out[f"{mode}_aggregation_s"] = statistics.median(r["aggregation_s"] for r in rows)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parties", type=int, nargs="+", default=[3, 10, 100, 1000])
@@ -150,12 +179,14 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=["1000x10000"], help="extra NxD cells (the 1,000-party target)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-round-share", action="store_true")
+    parser.add_argument("--flow-rounds", type=int, default=10, help="rounds of the real embedded jobs (0 = skip)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     cells = [(n, d) for n in args.parties for d in args.sizes]
     cells += [tuple(int(x) for x in cell.split("x")) for cell in args.extra if tuple(int(x) for x in cell.split("x")) not in cells]
     header = (f"{'n':>5} {'d':>9} {'graph':>15} {'t':>4} {'setup ms/p':>10} {'mask ms/p':>10} {'unmask ms/p':>11} "
-              f"{'coord ms':>9} {'plain ms':>8} {'round s':>8} {'sent B/p (masked)':>18} {'× plain':>8} {'max err':>9}")
+              f"{'coord ms':>9} {'plain ms':>8} {'round s':>8} {'setup B/p':>10} {'masked B/p':>11} {'× plain':>8} "
+              f"{'unmask B/p':>10} {'max err':>9}")
     print(header)
     for n, d in sorted(cells):
         row = bench(n, d, 1 if n * d >= 10**8 else args.repeats, rng)
@@ -163,7 +194,8 @@ def main() -> None:
         print(f"{n:>5} {d:>9} {row['graph']:>15} {row['t']:>4} {row['setup_ms_per_party']:>10.2f} {row['mask_ms_per_party']:>10.2f} "
               f"{row.get('unmask_ms_per_party', float('nan')):>11.2f} {row.get('coordinator_ms', float('nan')):>9.1f} "
               f"{row.get('plain_sum_ms', float('nan')):>8.2f} {row.get('round_s', float('nan')):>8.2f} "
-              f"{row['masked_bytes_per_party']:>18,.0f} {ratio:>8.3f} {row.get('max_error', float('nan')):>9.1e}"
+              f"{row['setup_bytes_sent_per_party']:>10,.0f} {row['masked_bytes_per_party']:>11,.0f} {ratio:>8.3f} "
+              f"{row.get('unmask_reply_bytes_per_party', float('nan')):>10,.0f} {row.get('max_error', float('nan')):>9.1e}"
               + (f"   ({row['note']})" if "note" in row else ""), flush=True)
     if not args.skip_round_share:
         share = round_share(args.repeats)
@@ -171,6 +203,13 @@ def main() -> None:
               f"secure sum {share['secure_sum_s'] * 1000:.1f} ms → {100 * share['share']:.2f} % of the round; "
               f"key setup {share['setup_s'] * 1000:.1f} ms once per job ({100 * share['share_with_setup_amortised']:.2f} % "
               f"amortised over {share['rounds']} rounds)")
+    if not args.skip_round_share and args.flow_rounds > 1:
+        real = flow_share(args.flow_rounds)
+        print(f"real job through Prefect (churn, 3 regions, DP-SGD, median of rounds 2..{args.flow_rounds}): "
+              f"secure round {real['secure_round_s']:.3f} s of which aggregation {real['secure_aggregation_s'] * 1000:.0f} ms "
+              f"({100 * real['secure_aggregation_s'] / real['secure_round_s']:.1f} %); plain round {real['plain_round_s']:.3f} s "
+              f"(aggregation {real['plain_aggregation_s'] * 1000:.0f} ms); secure ÷ plain round time "
+              f"{real['secure_round_s'] / real['plain_round_s']:.3f}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,10 @@ class RoundSummary(BaseModel):
     quantization_error_bound: float = Field(
         0.0, description="Largest possible error of any coordinate of the mean update due to fixed-point secure aggregation."
     )
+    duration_s: float = Field(0.0, description="Wall-clock seconds of the round: training, aggregation and evaluation.")
+    aggregation_s: float = Field(
+        0.0, description="Of which the coordinator's aggregation once contributions arrived (checks, unmask step, sum)."
+    )
 
 
 class JobSummary(BaseModel):

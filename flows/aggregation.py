@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -52,11 +53,12 @@ def set_up_aggregation(config: FedcrmConfig, job_id: str, roster: Roster) -> Agg
 def federated_sum(
     config: FedcrmConfig, job_id: str, roster: Roster, aggregator: Aggregator, *, round_number: int, step: str,
     regional_task: Any, bounds: np.ndarray, screen: Screen | None = None, **arguments: Any,
-) -> tuple[AggregateResult, dict[str, Any]]:
+) -> tuple[AggregateResult, dict[str, Any], float]:
     """Run ``regional_task`` in every active region and sum what they contribute.
 
-    Returns the sum and each contributing region's reply (whatever it releases besides its
-    contribution, e.g. its ε). Regions that fail, or whose mask key had to be revealed, are
+    Returns the sum, the seconds the coordinator-side aggregation took once the contributions had
+    arrived (checks, unmask step, reconstruction), and every answering region's reply (whatever it releases besides its
+    contribution, e.g. its ε, which it spent even if its contribution was then dropped). Regions that fail, or whose mask key had to be revealed, are
     excluded from the job; a plain aggregator's screen drops a bad contribution for this round only.
     """
     requests = aggregator.open_round(round_number, roster.active, bounds, screen)
@@ -64,6 +66,7 @@ def federated_sum(
                              per_region={r: {"request": q} for r, q in requests.items()}, **arguments)
     released = {r: reply.value for r, reply in replies.items() if reply.ok}
     contributions = _replies_or_reasons(roster, step, replies, lambda value: value.contribution)
+    began = time.perf_counter()
     unmask = coordinator.collect_contributions(aggregator, round_number, contributions)
     answers: dict[str, Any] = {}
     if unmask:
@@ -71,7 +74,8 @@ def federated_sum(
                                  per_region={r: {"request": q} for r, q in unmask.items()})
         answers = _replies_or_reasons(roster, f"{step} (unmask)", replies)
     result = coordinator.unmask_sum(aggregator, round_number, answers)
+    elapsed = time.perf_counter() - began
     for region, reason in aggregator.excluded.items():
         roster.exclude(region, step, reason)
     roster.require_quorum(config.federation.min_regions, step)
-    return result, {r: v for r, v in released.items() if r in result.contributors}
+    return result, released, elapsed

@@ -2,10 +2,10 @@
 
     prepare-region (each region: read → parse → GX validate → quarantine → holdout split)
       → exclude failing regions, check quorum
-    initial-model
     plan-privacy (each region: calibrate DP-SGD noise for the whole job, open its ledger)
     secure-aggregation setup (each region: signed ephemeral keys, encrypted key shares)
     feature-statistics (each region, masked) → federated sum → fit-feature-pipeline (coordinator)
+    initial-model
     for each round:
         local-training (each region: DP-SGD, charge the ledger, clip, pack and mask the update)
           → federated sum (flows/aggregation.py: the coordinator learns only the sum)
@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -168,7 +169,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             logger.warning("privacy.mode is 'off': model updates are NOT differentially private. Research use only.")
 
         aggregator = set_up_aggregation(config, job_id, roster)
-        statistics, _ = federated_sum(
+        statistics, _, _ = federated_sum(
             config, job_id, roster, aggregator, round_number=0, step="feature statistics",
             regional_task=regional.feature_statistics,
             bounds=statistics_bounds(contract, config.secure_aggregation.max_weight),
@@ -180,7 +181,8 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
 
         rounds_total = config.training.rounds
         for number in range(1, rounds_total + 1):
-            summed, released = federated_sum(
+            began = time.perf_counter()
+            summed, released, aggregation_s = federated_sum(
                 config, job_id, roster, aggregator, round_number=number, step=f"round {number} training",
                 regional_task=regional.local_training,
                 bounds=update_bounds(vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm),
@@ -208,6 +210,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
                 round=number, participants=summed.contributors, mean_loss=loss, metrics=round_metrics,
                 region_metrics=region_metrics, epsilon_spent=spent, dropped=summed.dropped,
                 aggregation="secure" if config.secure_aggregation.enabled else "plain", quantization_error_bound=quantization,
+                duration_s=time.perf_counter() - began, aggregation_s=aggregation_s,
             ))
             eps_text = ", ".join(f"{r} {e:.2f}" for r, e in spent.items()) or "not private"
             auc_text = f"global AUC {metrics.auc:.4f} (gap {metrics.auc_gap:.4f})" if round_metrics else "not evaluated"

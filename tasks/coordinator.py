@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from typing import Any
 
 from connectors import LocalRegionStore
 from connectors.keys import check_registered, load_identity, read_keyring

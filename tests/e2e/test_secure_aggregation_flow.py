@@ -58,7 +58,7 @@ def contribute(region, config, job_id, round_number, request, crash_before=(), l
 def secure_sum(config, crash_before=(), lose_key_after=()):
     roster = Roster(list(config.federation.regions))
     aggregator = set_up_aggregation(config, "job-1", roster)
-    result, _ = federated_sum(config, "job-1", roster, aggregator, round_number=1, step="round 1", regional_task=contribute,
+    result, _, _ = federated_sum(config, "job-1", roster, aggregator, round_number=1, step="round 1", regional_task=contribute,
                               bounds=BOUNDS, crash_before=crash_before, lose_key_after=lose_key_after)
     return result, roster.regions
 
