@@ -15,6 +15,7 @@ not flow through the per-sample hooks).
 from __future__ import annotations
 
 import secrets
+import warnings
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +27,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedcrm.config import TrainingSpec
 from fedcrm.errors import TrainingError
 from fedcrm.model import build_model, get_vector, set_vector
+
+# Opacus' per-sample hooks on the first layer fire without input gradients by design (the data
+# needs none); torch warns at every backward pass, which would flood each region's log.
+warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
 
 
 @dataclass(frozen=True)
