@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import pandas as pd
@@ -42,4 +43,11 @@ class RegionStore(Protocol):
 
     def remove(self, key: str) -> None:
         """Delete a document or a whole prefix; a missing key is not an error."""
+        ...
+
+    def locked(self, key: str) -> AbstractContextManager[None]:
+        """Exclusive access to ``key`` across threads and processes, for read-modify-write.
+
+        Local stores use a file lock; object stores will use conditional writes (issue 6).
+        """
         ...

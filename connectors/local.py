@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +140,22 @@ class LocalRegionStore:
         except OSError as exc:
             raise ConnectorError(f"could not append to {key} ({exc.strerror})", source=self.description) from None
         return str(path)
+
+    @contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        """An exclusive ``flock`` on ``<key>.lock``: blocks other threads and processes until released."""
+        path = self._path(key).with_name(self._path(key).name + ".lock")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+")  # noqa: SIM115 - held for the whole block
+        except OSError as exc:
+            raise ConnectorError(f"could not lock {key} ({exc.strerror})", source=self.description) from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
 
     def remove(self, key: str) -> None:
         path = self._path(key)

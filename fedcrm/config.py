@@ -99,6 +99,17 @@ class PrivacySpec(_Section):
         return "off" if value is False else value  # YAML reads a bare `off` as false
     max_grad_norm: float = Field(1.0, gt=0, description="Per-sample gradient clipping bound C.")
     max_noise_multiplier: float = Field(50.0, gt=0, description="Refuse plans that need more noise than this.")
+    lifetime_epsilon: float = Field(
+        10.0, gt=0, description="Each region's lifetime ε budget per population, set when its ledger is created.",
+    )
+    population: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]+$",
+        description="Whose budget a job spends. Default: the use case; give lead scoring and churn on the same "
+        "customers the same population so they share one ledger.",
+    )
+    reservation_ttl_hours: float = Field(
+        24.0, gt=0, description="An open reservation idle this long (a crashed job) is reconciled to what it recorded.",
+    )
     min_k: int = Field(
         5, ge=2, description="Small-count threshold: rarer values are suppressed; aggregates need ≥ k rows."
     )
@@ -190,6 +201,10 @@ class FedcrmConfig(_Section):
                 "use fedavg, fedprox or fedadam, or set secure_aggregation.enabled=false (a trusted coordinator)"
             )
         return self
+
+    @property
+    def population(self) -> str:
+        return self.privacy.population or self.use_case
 
     @property
     def keyring_path(self) -> Path:

@@ -6,7 +6,7 @@ configuration, so it is safe to archive centrally.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -34,6 +34,9 @@ class RegionSummary(BaseModel):
         None, description="ε of everything this job trained on the region's records (federated + local-only baseline)."
     )
     local_only: RegionMetrics | None = Field(None, description="Baseline: the same model trained on this region alone.")
+    privacy_budget: dict[str, Any] | None = Field(
+        None, description="The region's lifetime ledger after the job: population, budget, spent, reserved, remaining.",
+    )
     central_reference: RegionMetrics | None = Field(
         None, description="Demo only: a pooled non-private model, evaluated on this region's holdout."
     )

@@ -118,6 +118,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
     strategy = make_strategy(config.strategy)
     rounds: list[RoundSummary] = []
     pipeline = vector = metrics = None
+    failure: FedcrmError | None = None
     baselines: dict[str, object] = {}
 
     def progress(stage: str, done: int, total: int, message: str, *args: object) -> None:
@@ -220,13 +221,20 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         baselines = _run_baselines(config, job_id, roster, pipeline, initial)
     except FedcrmError as exc:
         logger.error("job %s failed: %s", job_id, exc)
-        result = summary("failed", str(exc))
-        coordinator.save_job(config, result, None, None)
-        return Failed(message=str(exc), data=result)
+        failure = exc
     finally:
         for region, reply in in_each_region(regional.release_workspace, list(roster.regions), config=config, job_id=job_id).items():
             if not reply.ok:
                 logger.warning("region %s could not release its workspace: %s", region, reply.reason)
+            elif reply.value is not None:
+                roster.regions[region].privacy_budget = reply.value.model_dump() | {
+                    "reserved": reply.value.reserved, "remaining": reply.value.remaining,
+                    "dashboard": reply.value.dashboard_line(),
+                }
+    if failure is not None:
+        result = summary("failed", str(failure))
+        coordinator.save_job(config, result, None, None)
+        return Failed(message=str(failure), data=result)
     result = summary("completed")
     coordinator.save_job(config, result, pipeline, vector)
     result.tracking = coordinator.track_job(config, result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from connectors import LocalRegionStore, source_from_spec
 from connectors.keys import check_registered, load_identity, read_keyring
+from connectors.ledger import updating_ledger
 from fedcrm import regional
 from fedcrm.aggregation import Contributor, PlainContributor, pack_update, statistics_bounds, update_bounds
 from fedcrm.config import FedcrmConfig
@@ -19,7 +21,8 @@ from fedcrm.errors import SecureAggregationError
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import head_size, with_head
-from fedcrm.privacy.accountant import compose_epsilon
+from fedcrm.privacy.accountant import PrivacyEvent, compose_epsilon
+from fedcrm.privacy.ledger import BudgetStatus, PlannedSpend
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
 from fedcrm.secagg import MaskingContributor, SecAggClient
 from fedcrm.strategies import clip_update
@@ -162,16 +165,55 @@ def feature_statistics(
     return in_region(region, store, "feature statistics", run)
 
 
+FEDERATED = "federated training"
+LOCAL_ONLY = "local-only baseline"
+
+
+def _lifetime_ledger(config: FedcrmConfig, store: LocalRegionStore):
+    """The region's lifetime ledger for the job's population, locked for a read-modify-write."""
+    return updating_ledger(store, config.population, budget_epsilon=config.privacy.lifetime_epsilon,
+                           delta=config.privacy.delta, accountant=config.privacy.accountant)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _spend(config: FedcrmConfig, store: LocalRegionStore, job_id: str, region: str, purpose: str, plan: PrivacyPlan,
+           steps: int) -> None:
+    """Record DP-SGD steps in the lifetime ledger *before* they are taken (never below what was consumed)."""
+    event = PrivacyEvent(noise_multiplier=plan.noise_multiplier, sample_rate=plan.sample_rate, steps=steps)
+    with _lifetime_ledger(config, store) as ledger:
+        ledger.spend(job_id, config.use_case, purpose, event, _now(), region=region)
+
+
+def planned_spends(n_train: int, config: FedcrmConfig, region: str) -> list[PlannedSpend]:
+    """Everything this job will spend in the region: federated DP-SGD and, if on, the local-only baseline."""
+    plans = [(FEDERATED, regional.privacy_plan(n_train, config, region=region))]
+    if config.baselines.local_only:
+        plans.append((LOCAL_ONLY, regional.privacy_plan(n_train, regional.baseline_spec(config), region=region)))
+    return [
+        PlannedSpend(purpose=purpose, event=PrivacyEvent(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate,
+                                                         steps=p.planned_steps))
+        for purpose, p in plans if p is not None
+    ]
+
+
 @task(name="plan-privacy", task_run_name="plan-privacy-{region}", **REGION_TASK)
 def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[PrivacyPlan | None]:
-    """Calibrate this region's DP-SGD noise for the whole job and open its job ledger, in the region."""
+    """Calibrate this region's DP-SGD noise for the whole job and reserve its whole spend in the region's
+    lifetime ledger; a job that does not fit in the budget is refused here, before any training."""
     store = _store(config, region)
 
     def run() -> PrivacyPlan | None:
         n_train = len(store.read_frame(_job_key(config, job_id, "train")))
         plan = regional.privacy_plan(n_train, config, region=region)
-        if plan is not None:
-            store.write_json(_ledger_key(config, job_id), JobLedger(plan=plan).model_dump())
+        if plan is None:
+            return None
+        with _lifetime_ledger(config, store) as ledger:
+            ledger.close_stale(_now(), timedelta(hours=config.privacy.reservation_ttl_hours))
+            ledger.reserve(job_id, config.use_case, planned_spends(n_train, config, region), _now(), region=region)
+        store.write_json(_ledger_key(config, job_id), JobLedger(plan=plan).model_dump())
         return plan
 
     return in_region(region, store, "privacy planning", run)
@@ -194,6 +236,7 @@ def local_training(
         if config.privacy.mode == "dp":
             ledger = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
             ledger.check_round()
+            _spend(config, store, job_id, region, FEDERATED, ledger.plan, ledger.plan.steps_per_round)
         update = regional.local_round(
             store.read_frame(_job_key(config, job_id, "train")),
             pipeline,
@@ -239,10 +282,20 @@ def local_evaluation(
 
 
 @task(name="release-workspace", task_run_name="release-workspace-{region}", **REGION_TASK)
-def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[None]:
-    """Delete the job's prepared copies of the region's data (the quarantine is kept)."""
+def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[BudgetStatus | None]:
+    """Delete the job's prepared copies of the region's data (the quarantine is kept) and close its
+    reservation: what it spent stays spent, the rest is released. Returns the budget after the job."""
     store = _store(config, region)
-    return in_region(region, store, "workspace clean-up", lambda: store.remove(_workspace(config, job_id)))
+
+    def run() -> BudgetStatus | None:
+        store.remove(_workspace(config, job_id))
+        if config.privacy.mode != "dp":
+            return None
+        with _lifetime_ledger(config, store) as ledger:
+            ledger.close(job_id, _now())
+            return ledger.status()
+
+    return in_region(region, store, "workspace clean-up", run)
 
 
 @dataclass(frozen=True)
@@ -270,6 +323,7 @@ def local_only_baseline(
         if config.privacy.mode == "dp":
             federated = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
             plan = regional.privacy_plan(len(train), alone, region=region)
+            _spend(config, store, job_id, region, LOCAL_ONLY, plan, plan.planned_steps)
         update = regional.local_round(train, pipeline, initial_vector, alone, seed=config.training.seed * 7919 + 1, plan=plan)
         metrics = regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, update.vector, config)
         if plan is None:
