@@ -25,6 +25,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Regional data stores (embedde
 expectations_app = typer.Typer(no_args_is_help=True, help="Great Expectations suites generated from contracts.")
 app.add_typer(data_app, name="data")
 app.add_typer(expectations_app, name="expectations")
+budget_app = typer.Typer(no_args_is_help=True, help="Each region's lifetime privacy budget (its ledger).")
+app.add_typer(budget_app, name="budget")
 keys_app = typer.Typer(no_args_is_help=True, help="Identity keys for secure aggregation (Ed25519, one per party).")
 app.add_typer(keys_app, name="keys")
 
@@ -148,6 +150,45 @@ def _print_identities(rows: list[tuple[str, str, bool, Path]], keyring: Path) ->
     for party, key, created, root in rows:
         table.add_row(party, key, "created" if created else "existing", str(root))
     console.print(table)
+
+
+@budget_app.command("show")
+@friendly_errors
+def budget_show(
+    config: ConfigOpt = None,
+    use_case: UseCaseOpt = None,
+    population: Annotated[Optional[str], typer.Option("--population", help="Default: privacy.population or the use case.")] = None,
+    jobs: Annotated[bool, typer.Option("--jobs/--no-jobs", help="Also list the spend by use case and by job.")] = True,
+    state_dir: StateOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Per region: budget, spent, reserved by running jobs and remaining ε, from its own ledger."""
+    from connectors import LocalRegionStore
+    from connectors.ledger import read_ledger
+
+    cfg = _config(config, use_case, None, state_dir, [*(overrides or []), *([f"privacy.population={population}"] if population else [])])
+    table = Table(title=f"privacy budget · population {cfg.population!r} (ε composed by the accountant at the ledger's δ)")
+    for column in ("region", "budget", "spent", "reserved", "remaining", "open jobs", ""):
+        table.add_column(column, justify="right" if column not in ("region", "open jobs", "") else "left")
+    details = Table(title="spent by use case and by job")
+    for column in ("region", "use case", "job", "ε spent", "state"):
+        details.add_column(column, justify="right" if column == "ε spent" else "left")
+    for region in cfg.federation.regions:
+        ledger = read_ledger(LocalRegionStore(cfg.region_store(region)), cfg.population)
+        if ledger is None:
+            table.add_row(region, f"{cfg.privacy.lifetime_epsilon:g}", "0.00", "0.00", f"{cfg.privacy.lifetime_epsilon:.2f}", "",
+                          "no ledger yet (no private job has run)")
+            continue
+        status = ledger.status()
+        table.add_row(region, f"{status.budget:g}", f"{status.spent:.2f}", f"{status.reserved:.2f}", f"{status.remaining:.2f}",
+                      ", ".join(status.open_jobs), status.dashboard_line())
+        for use, epsilon in ledger.by_use_case().items():
+            details.add_row(region, use, "(all jobs)", f"{epsilon:.2f}", "")
+        for job, (use, epsilon, still_open) in ledger.by_job().items():
+            details.add_row(region, use, job, f"{epsilon:.2f}", "running / reserved" if still_open else "closed")
+    console.print(table)
+    if jobs and details.row_count:
+        console.print(details)
 
 
 @keys_app.command("init")

@@ -92,6 +92,12 @@ def version_tags(summary: JobSummary) -> dict[str, str]:
             tags[f"epsilon_spent.{region}"] = f"{entry.epsilon_spent:.4f}"
         if entry.epsilon_job_total is not None:
             tags[f"epsilon_job_total.{region}"] = f"{entry.epsilon_job_total:.4f}"
+        if entry.privacy_budget:  # from the region's lifetime ledger, after this job
+            budget = entry.privacy_budget
+            tags["privacy_population"] = str(budget["population"])
+            tags[f"epsilon_lifetime.{region}"] = f"{budget['spent']:.4f}"
+            tags[f"epsilon_budget.{region}"] = f"{budget['budget']:g}"
+            tags[f"epsilon_remaining.{region}"] = f"{budget['remaining']:.4f}"
     return tags
 
 

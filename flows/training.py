@@ -226,11 +226,10 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         for region, reply in in_each_region(regional.release_workspace, list(roster.regions), config=config, job_id=job_id).items():
             if not reply.ok:
                 logger.warning("region %s could not release its workspace: %s", region, reply.reason)
-            elif reply.value is not None:
-                roster.regions[region].privacy_budget = reply.value.model_dump() | {
-                    "reserved": reply.value.reserved, "remaining": reply.value.remaining,
-                    "dashboard": reply.value.dashboard_line(),
-                }
+            elif reply.value is not None:  # the region's lifetime ledger is the source of truth for ε
+                roster.regions[region].privacy_budget = reply.value
+                if reply.value["job_epsilon"] > 0:
+                    roster.regions[region].epsilon_job_total = reply.value["job_epsilon"]
     if failure is not None:
         result = summary("failed", str(failure))
         coordinator.save_job(config, result, None, None)

@@ -22,7 +22,7 @@ from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import head_size, with_head
 from fedcrm.privacy.accountant import PrivacyEvent, compose_epsilon
-from fedcrm.privacy.ledger import BudgetStatus, PlannedSpend
+from fedcrm.privacy.ledger import PlannedSpend
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
 from fedcrm.secagg import MaskingContributor, SecAggClient
 from fedcrm.strategies import clip_update
@@ -282,18 +282,24 @@ def local_evaluation(
 
 
 @task(name="release-workspace", task_run_name="release-workspace-{region}", **REGION_TASK)
-def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[BudgetStatus | None]:
+def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[dict[str, Any] | None]:
     """Delete the job's prepared copies of the region's data (the quarantine is kept) and close its
-    reservation: what it spent stays spent, the rest is released. Returns the budget after the job."""
+    reservation: what it spent stays spent, the rest is released.
+
+    Returns, from the lifetime ledger, the region's budget after the job and this job's own ε
+    (everything it spent here, composed).
+    """
     store = _store(config, region)
 
-    def run() -> BudgetStatus | None:
+    def run() -> dict[str, Any] | None:
         store.remove(_workspace(config, job_id))
         if config.privacy.mode != "dp":
             return None
         with _lifetime_ledger(config, store) as ledger:
             ledger.close(job_id, _now())
-            return ledger.status()
+            status = ledger.status()
+            return {**status.model_dump(), "reserved": status.reserved, "remaining": status.remaining,
+                    "dashboard": status.dashboard_line(), "job_epsilon": ledger.epsilon(ledger.spent_events(job_id=job_id))}
 
     return in_region(region, store, "workspace clean-up", run)
 

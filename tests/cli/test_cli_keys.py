@@ -65,3 +65,26 @@ def test_run_refuses_unbounded_numeric_columns_under_secure_aggregation(tmp_path
     )
     code, out = invoke(["run", "--use-case", "tiny", "--contract", "c.yaml", "--state-dir", "s"], tmp_path)
     assert code == 2 and "spend" in out and "min and max" in out
+
+
+def test_budget_show_lists_each_region_from_its_ledger(tmp_path):
+    from datetime import datetime, timezone
+
+    from connectors import LocalRegionStore
+    from connectors.ledger import updating_ledger
+    from fedcrm.privacy.accountant import PrivacyEvent
+    from fedcrm.privacy.ledger import PlannedSpend
+
+    event = PrivacyEvent(noise_multiplier=1.5, sample_rate=0.1, steps=30)
+    with updating_ledger(LocalRegionStore(tmp_path / "s" / "regions" / "eu"), "churn", budget_epsilon=8.0, delta=1e-5,
+                         accountant="rdp") as ledger:
+        ledger.reserve("job-a", "churn", [PlannedSpend(purpose="federated training", event=event)], datetime.now(timezone.utc))
+        ledger.spend("job-a", "churn", "federated training", event.model_copy(update={"steps": 10}), datetime.now(timezone.utc))
+        status = ledger.status()
+
+    code, out = invoke(["budget", "show", "--use-case", "churn", "--state-dir", "s"], tmp_path)
+
+    assert code == 0
+    assert status.dashboard_line() in out and f"{status.spent:.2f}" in out and f"{status.reserved:.2f}" in out
+    assert "job-a" in out and "running / reserved" in out
+    assert out.count("no ledger yet") == 2  # us and apac have not run a private job
