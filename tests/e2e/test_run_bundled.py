@@ -117,3 +117,40 @@ def test_baselines_show_what_federation_buys(churn_job):
         # the baseline's DP-SGD touched the same records: the job's total ε composes both
         assert entry["epsilon_job_total"] > entry["epsilon_spent"]
     assert "local-only" in run.stdout and "illegal in production" in run.stdout
+
+
+def test_the_job_is_recorded_in_each_regions_lifetime_ledger(churn_job):
+    work, _, _, _ = churn_job
+    from connectors import LocalRegionStore
+    from connectors.ledger import read_ledger
+
+    summary = json.loads((work / "out" / "summary.json").read_text())
+    for region in ("eu", "us", "apac"):
+        ledger = read_ledger(LocalRegionStore(work / "state" / "regions" / region), "churn")
+        status = ledger.status()
+        assert status.open_jobs == [] and status.spent == pytest.approx(summary["regions"][region]["privacy_budget"]["spent"])
+        kinds = [e.kind for e in ledger.entries]
+        assert kinds[0] == "reserve" and kinds[-1] == "close" and kinds.count("spend") == 3 + 1  # 3 rounds + local-only
+        # the job's ε in the summary and in MLflow comes from the ledger
+        assert summary["regions"][region]["epsilon_job_total"] == pytest.approx(status.spent)
+
+
+@pytest.fixture(scope="module")
+def refused_job(churn_job, cli):
+    work, home, _, _ = churn_job
+    return cli(["run", "--use-case", "churn", "--state-dir", "state", "--rounds", "3", "--epsilon", "3",
+                "--set", "privacy.population=tiny-budget", "--set", "privacy.lifetime_epsilon=2",
+                "--json-summary", "out/refused.json"], cwd=work, prefect_home=home)
+
+
+def test_a_job_over_budget_is_refused_before_any_region_trains(churn_job, refused_job):
+    work, _, _, _ = churn_job
+    assert refused_job.returncode == 1 and "Traceback" not in refused_job.output
+    summary = json.loads((work / "out" / "refused.json").read_text())
+    assert summary["status"] == "failed" and summary["rounds"] == []
+    for region in ("eu", "us", "apac"):
+        entry = summary["regions"][region]
+        assert entry["status"] == "excluded" and entry["excluded_at"] == "privacy planning"
+        assert "budget of 2.00" in entry["reason"] and "this job needs ε" in entry["reason"] and "remaining 2.00" in entry["reason"]
+        assert "training.rounds" in entry["reason"]
+    assert "would be exceeded" in refused_job.stderr
