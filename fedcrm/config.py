@@ -99,6 +99,10 @@ class PrivacySpec(_Section):
         return "off" if value is False else value  # YAML reads a bare `off` as false
     max_grad_norm: float = Field(1.0, gt=0, description="Per-sample gradient clipping bound C.")
     max_noise_multiplier: float = Field(50.0, gt=0, description="Refuse plans that need more noise than this.")
+    noise: Literal["secure", "seeded"] = Field(
+        "secure", description="'secure': DP noise from a ChaCha20-based CSPRNG; 'seeded': reproducible from training.seed, "
+        "NOT private against anyone who knows the seed (research only, warned loudly)",
+    )
     lifetime_epsilon: float = Field(
         10.0, gt=0, description="Each region's lifetime ε budget per population, set when its ledger is created.",
     )

@@ -21,6 +21,7 @@ from fedcrm.errors import ContractError, FeatureError
 from fedcrm.evaluation import RegionMetrics, evaluate_predictions
 from fedcrm.features import FeaturePipeline, local_statistics, suppress_rare_values
 from fedcrm.model import build_model, predict_proba, set_vector
+from fedcrm.privacy.noise import SecureGaussian, SeededGaussian
 from fedcrm.privacy.plan import PrivacyPlan, make_plan
 from fedcrm.records import TARGET, parse_records
 from fedcrm.split import holdout_mask, label_counts
@@ -105,11 +106,14 @@ def privacy_plan(n_train: int, config: FedcrmConfig, *, region: str) -> PrivacyP
     )
 
 
-def make_trainer(config: FedcrmConfig, plan: PrivacyPlan | None, labels: np.ndarray, *, prox_mu: float = 0.0) -> LocalTrainer:
+def make_trainer(
+    config: FedcrmConfig, plan: PrivacyPlan | None, labels: np.ndarray, *, prox_mu: float = 0.0, seed: int = 0
+) -> LocalTrainer:
     """DP-SGD when the region has a privacy plan, plain SGD otherwise: chosen once, here."""
     pos_weight = positive_weight(labels, config.training.class_weighting)
     if plan is None:
         return SGDTrainer(config.training, pos_weight=pos_weight, prox_mu=prox_mu)
+    noise = SeededGaussian(seed) if config.privacy.noise == "seeded" else SecureGaussian()
     return DPSGDTrainer(
         config.training,
         noise_multiplier=plan.noise_multiplier,
@@ -117,6 +121,7 @@ def make_trainer(config: FedcrmConfig, plan: PrivacyPlan | None, labels: np.ndar
         sample_rate=plan.sample_rate,
         pos_weight=pos_weight,
         prox_mu=prox_mu,
+        noise=noise,
     )
 
 
@@ -125,7 +130,7 @@ def local_round(
     seed: int, plan: PrivacyPlan | None = None, prox_mu: float = 0.0,
 ) -> LocalUpdate:
     labels = train[TARGET].to_numpy(dtype=np.float32)
-    trainer = make_trainer(config, plan, labels, prox_mu=prox_mu)
+    trainer = make_trainer(config, plan, labels, prox_mu=prox_mu, seed=seed)
     return trainer.train(global_vector, pipeline.transform(train), labels, seed=seed)
 
 

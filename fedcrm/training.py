@@ -14,9 +14,8 @@ not flow through the per-sample hooks).
 
 from __future__ import annotations
 
-import secrets
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedcrm.config import TrainingSpec
 from fedcrm.errors import TrainingError
 from fedcrm.model import build_model, get_vector, set_vector
+from fedcrm.privacy.noise import NoiseSource, SecureGaussian
 
 # Opacus' per-sample hooks on the first layer fire without input gradients by design (the data
 # needs none); torch warns at every backward pass, which would flood each region's log.
@@ -116,11 +116,22 @@ class SGDTrainer:
         return _finish(model, len(data), loss, steps)
 
 
-def noise_generator() -> torch.Generator:
-    """A generator for DP noise seeded from OS entropy: fresh and unpredictable in every round and
-    region. (Seeding noise from a config value would let anyone who knows it subtract the noise;
-    issue 5 replaces this with a cryptographically secure Gaussian source.)"""
-    return torch.Generator().manual_seed(secrets.randbits(63))
+def _noised_optimizer(noise: NoiseSource, **arguments):
+    """Opacus' ``DPOptimizer`` (per-sample clipping, accounting hooks) with its Gaussian noise drawn
+    from ``noise`` instead of torch's generator: the only method that changes is ``add_noise``."""
+    from opacus.optimizers import DPOptimizer
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    class SourcedNoiseDPOptimizer(DPOptimizer):
+        def add_noise(self) -> None:
+            std = self.noise_multiplier * self.max_grad_norm
+            for p in self.params:
+                _check_processed_flag(p.summed_grad)
+                sample = torch.from_numpy(noise.standard_normal(p.summed_grad.numel()) * std)
+                p.grad = (p.summed_grad + sample.to(p.summed_grad.dtype).view_as(p.summed_grad)).view_as(p)
+                _mark_as_processed(p.summed_grad)
+
+    return SourcedNoiseDPOptimizer(**arguments)
 
 
 @dataclass(frozen=True)
@@ -131,23 +142,24 @@ class DPSGDTrainer:
     sample_rate: float
     pos_weight: float = 1.0
     prox_mu: float = 0.0
+    noise: NoiseSource = field(default_factory=SecureGaussian)
+    """Cryptographically secure by default; ``SeededGaussian`` only in research mode."""
 
     def train(self, global_vector: np.ndarray, features: np.ndarray, labels: np.ndarray, *, seed: int) -> LocalUpdate:
         from opacus import GradSampleModule
         from opacus.data_loader import DPDataLoader
-        from opacus.optimizers import DPOptimizer
 
         data = _tensors(features, labels)
         torch.manual_seed(seed)
         model = GradSampleModule(set_vector(build_model(features.shape[1], self.spec.hidden_sizes), global_vector))
         anchor = [p.detach().clone() for p in model.parameters()]
         loader = DPDataLoader(data, sample_rate=self.sample_rate, generator=torch.Generator().manual_seed(seed))
-        optimiser = DPOptimizer(
-            torch.optim.SGD(model.parameters(), lr=self.spec.learning_rate),
+        optimiser = _noised_optimizer(
+            self.noise,
+            optimizer=torch.optim.SGD(model.parameters(), lr=self.spec.learning_rate),
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm,
             expected_batch_size=max(1, round(self.sample_rate * len(data))),
-            generator=noise_generator(),
         )
         loss, steps = _fit(model, optimiser, loader, self.spec, self.pos_weight, self.prox_mu, anchor)
         return _finish(model, len(data), loss, steps)

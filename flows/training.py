@@ -81,6 +81,7 @@ def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
         "accountant": config.privacy.accountant if private else None,
         "strategy": strategy,
         "secure_aggregation": config.secure_aggregation.enabled,
+        "noise": config.privacy.noise if private else None,
         "min_k": config.privacy.min_k,
         "note": (
             f"record-level DP-SGD in every region: ε ≤ {config.privacy.target_epsilon:g} per region for this job "
@@ -168,6 +169,9 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             roster.regions[region].privacy_plan = plan
         if config.privacy.mode == "off":
             logger.warning("privacy.mode is 'off': model updates are NOT differentially private. Research use only.")
+        elif config.privacy.noise == "seeded":
+            logger.warning("privacy.noise is 'seeded': DP noise is reproducible from training.seed, so anyone who knows "
+                           "the seed can remove it. NOT private. Research use only.")
 
         aggregator = set_up_aggregation(config, job_id, roster)
         statistics, _, _ = federated_sum(
