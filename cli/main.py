@@ -340,9 +340,9 @@ def run(
     if cfg.secure_aggregation.enabled:  # and on what secure aggregation needs: public bounds and the coordinator's key
         from connectors import LocalRegionStore
         from connectors.keys import check_registered, load_identity, read_keyring
-        from fedcrm.aggregation import statistics_bounds
+        from fedcrm.regional import statistics_codec_bounds
 
-        statistics_bounds(spec, cfg.secure_aggregation.max_weight)
+        statistics_codec_bounds(cfg, spec)
         check_registered(read_keyring(cfg.keyring_path), load_identity(LocalRegionStore(cfg.coordinator_store), "coordinator"))
     from cli.launcher import run_embedded
     from flows.training import federated_training

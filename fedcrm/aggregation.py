@@ -214,14 +214,17 @@ def update_norm_screen(max_update_norm: float) -> Screen:
     return screen
 
 
-def statistics_bounds(contract: DataContract, max_weight: float) -> np.ndarray:
-    """Public bounds on [count, Σx, Σx²] per numeric column, from the contract's declared ranges."""
+def statistics_bounds(contract: DataContract, max_weight: float, noise_std: float = 0.0) -> np.ndarray:
+    """Public bounds on a region's [count, Σx', Σx'²] per numeric column in normalised units.
+
+    Each bounded value lies in [−1, 1] (``fedcrm.features.StatisticsScale``), so every statistic is
+    at most the row count W; DP noise of standard deviation ``noise_std`` gets a margin of 12σ
+    (exceeded with probability below 10⁻³²).
+    """
     unbounded = [c for c, spec in contract.numeric.items() if spec.min is None or spec.max is None]
     if unbounded:
         raise SecureAggregationError(
             f"numeric column(s) {unbounded} have no declared min/max in the contract",
             hint="secure aggregation needs a public bound on every contribution: add min and max to those columns",
         )
-    reach = np.array([max(abs(spec.min), abs(spec.max), 1e-12) for spec in contract.numeric.values()])
-    counts = np.full(len(reach), float(max_weight))
-    return np.concatenate([counts, counts * reach, counts * reach**2])
+    return np.full(3 * len(contract.numeric), float(max_weight) + 12.0 * noise_std)

@@ -103,6 +103,9 @@ class PrivacySpec(_Section):
         "secure", description="'secure': DP noise from a ChaCha20-based CSPRNG; 'seeded': reproducible from training.seed, "
         "NOT private against anyone who knows the seed (research only, warned loudly)",
     )
+    statistics_noise_multiplier: float = Field(
+        10.0, gt=0, description="Gaussian noise (× the L2 sensitivity) on each region's feature statistics under DP.",
+    )
     lifetime_epsilon: float = Field(
         10.0, gt=0, description="Each region's lifetime ε budget per population, set when its ledger is created.",
     )

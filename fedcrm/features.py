@@ -5,9 +5,11 @@ Three steps, all inside the region:
 1. ``suppress_rare_values``: the small-count privacy filter. A category (or a value of an
    integer column) seen fewer than k times in the region is replaced by ``__other__`` (or the
    region's median), so no rare value can single out a customer through the model.
-2. ``local_statistics``: count, sum and sum of squares of each numeric column. Only these
-   aggregates leave the region, through an ``Aggregator``; their element-wise sum is all the
-   coordinator needs for the pooled mean and standard deviation.
+2. ``region_statistics``: count, sum and sum of squares of each numeric column, in the public
+   units of ``StatisticsScale`` (each bounded column mapped to [−1, 1] by its contract range), so
+   one record moves each statistic by at most 1. Under DP the region adds Gaussian noise
+   calibrated to that bound (``add_gaussian_noise``). Only these aggregates leave the region,
+   through an ``Aggregator``; their sum is all the coordinator needs for the pooled moments.
 3. ``FeaturePipeline.transform``: impute with the federated mean, standardise, clip extreme
    values to ±``clip_z`` standard deviations, and one-hot categories over the contract
    vocabulary plus ``__other__``.
@@ -25,7 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedcrm.contract import OTHER, DataContract
-from fedcrm.errors import FeatureError
+from fedcrm.errors import FeatureError, PrivacyError
 
 
 def suppress_rare_values(frame: pd.DataFrame, contract: DataContract, k: int) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -88,6 +90,84 @@ def pooled_moments(total: np.ndarray, numeric_columns: list[str]) -> tuple[np.nd
     return mean, np.where(constant, 1.0, std)
 
 
+class StatisticsScale(BaseModel):
+    """Public centre and half-width per numeric column, from the contract's declared range.
+
+    A column without a declared range is left unscaled (centre 0, half-width 1) and unbounded:
+    it can be summed in the clear but neither securely nor under DP.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    columns: list[str]
+    centre: list[float]
+    half_width: list[float]
+    bounded: list[bool]
+
+    @classmethod
+    def from_contract(cls, contract: DataContract) -> StatisticsScale:
+        centre, half, bounded = [], [], []
+        for spec in contract.numeric.values():
+            ok = spec.min is not None and spec.max is not None
+            centre.append((spec.min + spec.max) / 2 if ok else 0.0)
+            half.append(max((spec.max - spec.min) / 2, 1e-12) if ok else 1.0)
+            bounded.append(ok)
+        return cls(columns=list(contract.numeric), centre=centre, half_width=half, bounded=bounded)
+
+    @property
+    def unbounded(self) -> list[str]:
+        return [c for c, ok in zip(self.columns, self.bounded) if not ok]
+
+    def normalise(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """x' = (x − centre) / half-width, clipped to [−1, 1] for bounded columns (the sensitivity bound)."""
+        out = pd.DataFrame(index=frame.index)
+        for name, c, h, ok in zip(self.columns, self.centre, self.half_width, self.bounded):
+            values = (frame[name].astype("float64") - c) / h
+            out[name] = values.clip(-1.0, 1.0) if ok else values
+        return out
+
+    def moments(self, total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled mean and std in the columns' own units from summed (possibly noisy) normalised statistics.
+
+        Noise is handled by post-processing only: counts below 1 count as 1, a bounded column's
+        mean is kept in [−1, 1] and its variance in [0, 1], as the clipped values guarantee.
+        """
+        m = len(self.columns)
+        total = np.asarray(total, dtype="float64").copy()
+        if total.shape == (3 * m,) and np.all(np.isfinite(total)):
+            bounded = np.asarray(self.bounded)
+            count = total[:m]
+            noisy = bounded & (count < 1) & (count != 0)  # exactly 0 is a column with no value anywhere: an error below
+            total[:m] = np.where(noisy, 1.0, count)
+            mean = total[m : 2 * m] / total[:m]
+            clipped = np.where(bounded, np.clip(mean, -1.0, 1.0), mean)
+            second = np.where(bounded, np.clip(total[2 * m :] / total[:m], clipped**2, 1.0), total[2 * m :] / total[:m])
+            total[m : 2 * m], total[2 * m :] = clipped * total[:m], second * total[:m]
+        mean, std = pooled_moments(total, self.columns)
+        half = np.asarray(self.half_width)
+        return np.asarray(self.centre) + half * mean, half * std
+
+
+def region_statistics(frame: pd.DataFrame, scale: StatisticsScale) -> np.ndarray:
+    """This region's [count, Σx', Σx'²] per numeric column in normalised units."""
+    return local_statistics(scale.normalise(frame), scale.columns)
+
+
+def statistics_sensitivity(scale: StatisticsScale) -> float:
+    """L2 change of ``region_statistics`` when one record is added or removed: ≤ 1 per coordinate."""
+    return float(np.sqrt(3 * len(scale.columns)))
+
+
+def add_gaussian_noise(statistics: np.ndarray, scale: StatisticsScale, noise_multiplier: float, noise) -> np.ndarray:
+    """The Gaussian mechanism on the clipped statistics (record-level DP; charged to the ledger by the caller)."""
+    if scale.unbounded:
+        raise PrivacyError(
+            f"numeric column(s) {scale.unbounded} have no declared min/max, so their statistics cannot be made DP",
+            hint="declare min and max for every numeric column in the contract",
+        )
+    std = noise_multiplier * statistics_sensitivity(scale)
+    return statistics + std * noise.standard_normal(statistics.size)
+
+
 class NumericFeature(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
@@ -116,8 +196,9 @@ class FeaturePipeline(BaseModel):
 
     @classmethod
     def fit(cls, contract: DataContract, aggregated_statistics: np.ndarray, *, clip_z: float = 5.0) -> FeaturePipeline:
+        """From the sum over regions of ``region_statistics`` (normalised units, possibly DP-noised)."""
         names = list(contract.numeric)
-        mean, std = pooled_moments(np.asarray(aggregated_statistics, dtype="float64"), names)
+        mean, std = StatisticsScale.from_contract(contract).moments(aggregated_statistics)
         return cls(
             use_case=contract.use_case,
             numeric=[NumericFeature(name=n, mean=float(mu), std=float(s)) for n, mu, s in zip(names, mean, std)],

@@ -19,9 +19,12 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.contract import DataContract
 from fedcrm.errors import ContractError, FeatureError
 from fedcrm.evaluation import RegionMetrics, evaluate_predictions
-from fedcrm.features import FeaturePipeline, local_statistics, suppress_rare_values
+from fedcrm.aggregation import statistics_bounds
+from fedcrm.features import (
+    FeaturePipeline, StatisticsScale, add_gaussian_noise, region_statistics, statistics_sensitivity, suppress_rare_values,
+)
 from fedcrm.model import build_model, predict_proba, set_vector
-from fedcrm.privacy.noise import SecureGaussian, SeededGaussian
+from fedcrm.privacy.noise import NoiseSource, SecureGaussian, SeededGaussian
 from fedcrm.privacy.plan import PrivacyPlan, make_plan
 from fedcrm.records import TARGET, parse_records
 from fedcrm.split import holdout_mask, label_counts
@@ -81,11 +84,18 @@ def prepare_region(
     return PreparedRegion(report, train=train, holdout=holdout, quarantined=quarantined, suppressed=suppressed)
 
 
-def feature_statistics(train: pd.DataFrame, contract: DataContract, *, min_k: int) -> np.ndarray:
-    """This region's contribution to the federated moments (a sum over ≥ k rows)."""
+def feature_statistics(
+    train: pd.DataFrame, contract: DataContract, *, min_k: int, noise_multiplier: float | None = None, noise=None
+) -> np.ndarray:
+    """This region's contribution to the federated moments: a sum over ≥ k rows in normalised units,
+    with Gaussian noise (record-level DP) when ``noise_multiplier`` is given."""
     if len(train) < min_k:
         raise FeatureError(f"only {len(train)} training rows; statistics need at least {min_k}")
-    return local_statistics(train, list(contract.numeric))
+    scale = StatisticsScale.from_contract(contract)
+    statistics = region_statistics(train, scale)
+    if noise_multiplier is None:
+        return statistics
+    return add_gaussian_noise(statistics, scale, noise_multiplier, noise or SecureGaussian())
 
 
 def privacy_plan(n_train: int, config: FedcrmConfig, *, region: str) -> PrivacyPlan | None:
@@ -106,6 +116,26 @@ def privacy_plan(n_train: int, config: FedcrmConfig, *, region: str) -> PrivacyP
     )
 
 
+def noise_source(config: FedcrmConfig, seed: int) -> NoiseSource:
+    """Cryptographically secure unless research mode explicitly asks for seeded noise."""
+    return SeededGaussian(seed) if config.privacy.noise == "seeded" else SecureGaussian()
+
+
+def statistics_noise_multiplier(config: FedcrmConfig) -> float | None:
+    """σ of the Gaussian mechanism on the feature statistics (None when privacy is off)."""
+    return config.privacy.statistics_noise_multiplier if config.privacy.mode == "dp" else None
+
+
+def statistics_codec_bounds(config: FedcrmConfig, contract: DataContract) -> np.ndarray:
+    """Public bounds on one region's (noisy) statistics, for secure aggregation (a trusted plain
+    aggregator also accepts columns without a declared range)."""
+    if not config.secure_aggregation.enabled and StatisticsScale.from_contract(contract).unbounded:
+        return np.full(3 * len(contract.numeric), np.inf)
+    sigma = statistics_noise_multiplier(config)
+    std = 0.0 if sigma is None else sigma * statistics_sensitivity(StatisticsScale.from_contract(contract))
+    return statistics_bounds(contract, config.secure_aggregation.max_weight, std)
+
+
 def make_trainer(
     config: FedcrmConfig, plan: PrivacyPlan | None, labels: np.ndarray, *, prox_mu: float = 0.0, seed: int = 0
 ) -> LocalTrainer:
@@ -113,7 +143,7 @@ def make_trainer(
     pos_weight = positive_weight(labels, config.training.class_weighting)
     if plan is None:
         return SGDTrainer(config.training, pos_weight=pos_weight, prox_mu=prox_mu)
-    noise = SeededGaussian(seed) if config.privacy.noise == "seeded" else SecureGaussian()
+    noise = noise_source(config, seed)
     return DPSGDTrainer(
         config.training,
         noise_multiplier=plan.noise_multiplier,

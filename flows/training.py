@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
-from fedcrm.aggregation import statistics_bounds, update_bounds, update_norm_screen
+from fedcrm import regional as regional_core
+from fedcrm.aggregation import update_bounds, update_norm_screen
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FederationError, FedcrmError
 from fedcrm.evaluation import combine_metrics
@@ -85,8 +86,9 @@ def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
         "min_k": config.privacy.min_k,
         "note": (
             f"record-level DP-SGD in every region: ε ≤ {config.privacy.target_epsilon:g} per region for this job "
-            f"(δ = {config.privacy.delta:g}, {config.privacy.accountant.upper()} accountant); feature statistics are "
-            "k-aggregates, not yet DP (issue 5)"
+            f"(δ = {config.privacy.delta:g}, {config.privacy.accountant.upper()} accountant); feature statistics by the "
+            f"Gaussian mechanism (σ = {config.privacy.statistics_noise_multiplier:g}); every spend is composed in each "
+            f"region's lifetime ledger (population {config.population!r})"
             + ("; the coordinator saw sums only (secure aggregation)" if config.secure_aggregation.enabled
                else "; secure aggregation was OFF: the coordinator saw each region's contribution")
             if private
@@ -177,7 +179,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         statistics, _, _ = federated_sum(
             config, job_id, roster, aggregator, round_number=0, step="feature statistics",
             regional_task=regional.feature_statistics,
-            bounds=statistics_bounds(contract, config.secure_aggregation.max_weight),
+            bounds=regional_core.statistics_codec_bounds(config, contract),
         )
         small = _warn_if_small(logger, statistics.contributors, already=False)
         pipeline = coordinator.fit_feature_pipeline(config, statistics)

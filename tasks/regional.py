@@ -15,7 +15,7 @@ from connectors import LocalRegionStore, source_from_spec
 from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.ledger import updating_ledger
 from fedcrm import regional
-from fedcrm.aggregation import Contributor, PlainContributor, pack_update, statistics_bounds, update_bounds
+from fedcrm.aggregation import Contributor, PlainContributor, pack_update, update_bounds
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import SecureAggregationError
 from fedcrm.evaluation import RegionMetrics
@@ -155,9 +155,15 @@ def feature_statistics(
     def run() -> Contribution:
         contract, train = config.load_contract(), store.read_frame(_job_key(config, job_id, "train"))
         _within_weight_bound(config, len(train))
-        statistics = regional.feature_statistics(train, contract, min_k=config.privacy.min_k)
+        sigma = regional.statistics_noise_multiplier(config)
+        if sigma is not None:  # charged before the release is computed
+            event = PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=1)
+            with _lifetime_ledger(config, store) as ledger:
+                ledger.spend(job_id, config.use_case, STATISTICS, event, _now(), region=region)
+        statistics = regional.feature_statistics(train, contract, min_k=config.privacy.min_k, noise_multiplier=sigma,
+                                                 noise=regional.noise_source(config, config.training.seed))
         contributor, save = _contributor(config, store, job_id, region)
-        bounds = statistics_bounds(contract, config.secure_aggregation.max_weight)
+        bounds = regional.statistics_codec_bounds(config, contract)
         contribution = contributor.contribute(request, round_number, statistics, bounds)
         save()
         return Contribution(contribution)
@@ -167,6 +173,7 @@ def feature_statistics(
 
 FEDERATED = "federated training"
 LOCAL_ONLY = "local-only baseline"
+STATISTICS = "feature statistics"
 
 
 def _lifetime_ledger(config: FedcrmConfig, store: LocalRegionStore):
@@ -192,11 +199,15 @@ def planned_spends(n_train: int, config: FedcrmConfig, region: str) -> list[Plan
     plans = [(FEDERATED, regional.privacy_plan(n_train, config, region=region))]
     if config.baselines.local_only:
         plans.append((LOCAL_ONLY, regional.privacy_plan(n_train, regional.baseline_spec(config), region=region)))
-    return [
+    spends = [
         PlannedSpend(purpose=purpose, event=PrivacyEvent(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate,
                                                          steps=p.planned_steps))
         for purpose, p in plans if p is not None
     ]
+    sigma = regional.statistics_noise_multiplier(config)
+    if sigma is not None:
+        spends.append(PlannedSpend(purpose=STATISTICS, event=PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=1)))
+    return spends
 
 
 @task(name="plan-privacy", task_run_name="plan-privacy-{region}", **REGION_TASK)

@@ -40,6 +40,11 @@ class SubsampledGaussianPRV:
 
     def cdf(self, t):
         q, sigma = self.q, self.sigma
+        with np.errstate(divide="ignore"):  # q = 1 (no subsampling): log(1 − q) = −∞, which the branches handle
+            return self._cdf(t, q, sigma)
+
+    @staticmethod
+    def _cdf(t, q, sigma):
         z = np.log(np.where(t > np.log(1 - q), (np.exp(t) + q - 1) / q, 1))
         return np.where(
             t > np.log(1 - q),

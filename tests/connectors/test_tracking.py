@@ -11,7 +11,7 @@ from connectors.tracking import MlflowTracker, redact, version_tags
 from fedcrm.contract import DataContract
 from fedcrm.errors import ConnectorError
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics
-from fedcrm.features import FeaturePipeline, local_statistics
+from fedcrm.features import FeaturePipeline, StatisticsScale, region_statistics
 from fedcrm.model import build_model, get_vector
 from fedcrm.privacy.plan import make_plan
 from fedcrm.summary import JobSummary, RegionSummary, RoundSummary
@@ -24,7 +24,7 @@ def job_dir(tmp_path, contract: DataContract, raw):
     import pandas as pd
 
     frame = raw.assign(age=pd.to_numeric(raw.age), spend=pd.to_numeric(raw.spend))
-    pipeline = FeaturePipeline.fit(contract, local_statistics(frame, list(contract.numeric)))
+    pipeline = FeaturePipeline.fit(contract, region_statistics(frame, StatisticsScale.from_contract(contract)))
     plan = make_plan(5000, batch_size=100, local_epochs=1, rounds=2, target_epsilon=2.0, delta=1e-5, accountant="rdp",
                      max_grad_norm=1.0, max_noise_multiplier=50)
     summary = JobSummary(

@@ -91,9 +91,9 @@ def test_update_bounds_cover_every_clipped_update_of_a_bounded_region():
 def test_statistics_bounds_need_declared_ranges(contract):
     numeric = {name: spec.model_copy(update={"min": -5.0, "max": 20.0}) for name, spec in contract.numeric.items()}
     bounded = contract.model_copy(update={"numeric": numeric})
-    bounds = statistics_bounds(bounded, max_weight=100)
     m = len(bounded.numeric)
-    np.testing.assert_allclose(bounds, [100] * m + [2000] * m + [40000] * m)
+    np.testing.assert_allclose(statistics_bounds(bounded, max_weight=100), [100] * 3 * m)  # normalised units: |x'| ≤ 1
+    np.testing.assert_allclose(statistics_bounds(bounded, max_weight=100, noise_std=2.0), [124] * 3 * m)  # + 12σ
 
     first = next(iter(numeric))
     unbounded = contract.model_copy(update={"numeric": {**numeric, first: numeric[first].model_copy(update={"max": None})}})

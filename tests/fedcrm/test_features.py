@@ -11,7 +11,9 @@ from hypothesis.extra import numpy as hnp
 
 from fedcrm.contract import OTHER, DataContract
 from fedcrm.errors import FeatureError
-from fedcrm.features import FeaturePipeline, local_statistics, pooled_moments, suppress_rare_values
+from fedcrm.features import (
+    FeaturePipeline, StatisticsScale, local_statistics, pooled_moments, region_statistics, suppress_rare_values,
+)
 
 NUMERIC = ["age", "spend"]
 
@@ -27,7 +29,7 @@ def frame(**columns) -> pd.DataFrame:
 
 
 def fitted(contract: DataContract, data: pd.DataFrame, **kwargs) -> FeaturePipeline:
-    return FeaturePipeline.fit(contract, local_statistics(data, list(contract.numeric)), **kwargs)
+    return FeaturePipeline.fit(contract, region_statistics(data, StatisticsScale.from_contract(contract)), **kwargs)
 
 
 @pytest.fixture
@@ -330,3 +332,59 @@ def test_pipeline_json_contains_no_row_level_value(contract):
     assert "CANARY" not in text and "c4f3" not in text
     assert "87.654321" not in text and "98765.4321" not in text
     assert set(FeaturePipeline.model_fields) == {"use_case", "numeric", "categorical", "clip_z"}
+
+
+# --- normalised, DP-ready statistics ------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(parts=st.lists(hnp.arrays(np.float64, st.tuples(st.integers(1, 30), st.just(2)), elements=st.floats(-50, 150)),
+                      min_size=1, max_size=4))
+def test_normalised_statistics_give_the_pooled_moments_in_the_columns_units(parts):
+    from fedcrm.contract import NumericColumn
+
+    contract = DataContract.model_validate({
+        "use_case": "t", "id_column": "id", "target": {"column": "y", "positive": "1", "negative": "0"},
+        "numeric": {"a": {"dtype": "float", "min": -50, "max": 150}, "b": {"dtype": "float", "min": -50, "max": 150}},
+        "categorical": {},
+    })
+    assert isinstance(contract.numeric["a"], NumericColumn)
+    scale = StatisticsScale.from_contract(contract)
+    total = sum(region_statistics(pd.DataFrame(p, columns=["a", "b"]), scale) for p in parts)
+
+    mean, std = scale.moments(total)
+
+    pooled = np.concatenate(parts)
+    np.testing.assert_allclose(mean, pooled.mean(axis=0), rtol=1e-9, atol=1e-7)
+    constant = pooled.std(axis=0) <= 1e-6 * 100
+    np.testing.assert_allclose(std[~constant], pooled.std(axis=0)[~constant], rtol=1e-6, atol=1e-6)
+
+
+def test_gaussian_noise_on_statistics_has_the_calibrated_scale_and_keeps_moments_sane(contract):
+    from fedcrm.features import add_gaussian_noise, statistics_sensitivity
+    from fedcrm.privacy.noise import SeededGaussian
+
+    numeric = {name: spec.model_copy(update={"min": 0.0, "max": 100.0}) for name, spec in contract.numeric.items()}
+    bounded = contract.model_copy(update={"numeric": numeric})
+    scale = StatisticsScale.from_contract(bounded)
+    clean = region_statistics(pd.DataFrame({n: np.linspace(0, 100, 60) for n in numeric}), scale)
+    draws = np.stack([add_gaussian_noise(clean, scale, 2.0, SeededGaussian(i)) for i in range(3000)])
+
+    expected_std = 2.0 * statistics_sensitivity(scale)
+    assert statistics_sensitivity(scale) == pytest.approx(np.sqrt(3 * len(numeric)))
+    np.testing.assert_allclose(draws.std(axis=0), expected_std, rtol=0.06)
+    np.testing.assert_allclose(draws.mean(axis=0), clean, atol=4 * expected_std / np.sqrt(3000))
+    # even very noisy tiny totals give finite moments inside the declared range
+    mean, std = scale.moments(add_gaussian_noise(np.zeros_like(clean) + 0.5, scale, 50.0, SeededGaussian(1)))
+    assert np.all(np.isfinite(mean)) and np.all((mean >= 0) & (mean <= 100)) and np.all(std > 0)
+
+
+def test_statistics_of_unbounded_columns_cannot_be_made_dp(contract):
+    from fedcrm.errors import PrivacyError
+    from fedcrm.features import add_gaussian_noise
+    from fedcrm.privacy.noise import SeededGaussian
+
+    numeric = {name: spec.model_copy(update={"max": None}) for name, spec in contract.numeric.items()}
+    scale = StatisticsScale.from_contract(contract.model_copy(update={"numeric": numeric}))
+    with pytest.raises(PrivacyError, match="min/max"):
+        add_gaussian_noise(np.zeros(3 * len(numeric)), scale, 1.0, SeededGaussian(0))

@@ -42,7 +42,9 @@ def region_job(tmp_path):
     contract = config.load_contract()
     prepared = regional.prepare_region.fn("eu", config, "job1", build_suite_dict(contract))
     assert prepared.ok, prepared.reason
+    assert regional.plan_privacy.fn("eu", config, "job1").ok  # reserves the job's spend, statistics included
     stats = regional.feature_statistics.fn("eu", config, "job1")
+    assert stats.ok, stats.reason
     pipeline = FeaturePipeline.fit(contract, stats.value.contribution)
     start = get_vector(build_model(pipeline.n_features, config.training.hidden_sizes))
     return config, pipeline, start
@@ -90,3 +92,18 @@ def test_a_region_too_small_for_delta_is_refused_at_planning(region_job):
     loose = config.model_copy(update={"privacy": config.privacy.model_copy(update={"delta": 0.01})})
     plan = regional.plan_privacy.fn("eu", loose, "job1")
     assert not plan.ok and "1/n" in plan.reason
+
+
+def test_dp_feature_statistics_are_charged_to_the_lifetime_ledger_before_release(region_job):
+    from connectors import LocalRegionStore
+    from connectors.ledger import read_ledger
+
+    config, _, _ = region_job
+    ledger = read_ledger(LocalRegionStore(config.region_store("eu")), config.population)
+    spends = [s for e in ledger.entries if e.kind == "spend" for s in e.spends]
+    assert [s.purpose for s in spends] == ["feature statistics"]
+    assert spends[0].event.noise_multiplier == config.privacy.statistics_noise_multiplier and spends[0].event.sample_rate == 1.0
+    reserved = {s.purpose for e in ledger.entries if e.kind == "reserve" for s in e.spends}
+    assert reserved == {"federated training", "local-only baseline", "feature statistics"}
+    again = regional.feature_statistics.fn("eu", config, "job1")  # a second release was not reserved: refused
+    assert not again.ok and "no reservation left" in again.reason
