@@ -438,8 +438,12 @@ def _print_summary(summary: Any) -> None:
         console.print(f"  * central reference skipped: {central['skipped']}", highlight=False)
     totals = {r: e.epsilon_job_total for r, e in summary.regions.items() if e.epsilon_job_total is not None}
     if totals:
-        console.print("  • ε spent by this job in total (federated + local-only baseline): "
+        console.print("  • ε spent by this job in total (federated, local-only baseline and feature statistics, composed): "
                       + ", ".join(f"{r} {v:.2f}" for r, v in totals.items()), highlight=False)
+    budgets = {r: e.privacy_budget["dashboard"] for r, e in summary.regions.items() if e.privacy_budget}
+    if budgets:
+        console.print("  • lifetime (`fedcrm budget show`): " + "; ".join(f"{r} {line}" for r, line in budgets.items()),
+                      highlight=False)
     console.print(f"[dim]{summary.privacy.get('note', '')}[/]")
     _print_tracking(summary.job_id, summary.tracking)
 
