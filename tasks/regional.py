@@ -17,7 +17,7 @@ from connectors.ledger import updating_ledger
 from fedcrm import regional
 from fedcrm.aggregation import Contributor, PlainContributor, pack_update, update_bounds
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import SecureAggregationError
+from fedcrm.errors import PrivacyError, SecureAggregationError
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import head_size, with_head
@@ -198,7 +198,10 @@ def planned_spends(n_train: int, config: FedcrmConfig, region: str) -> list[Plan
     """Everything this job will spend in the region: federated DP-SGD and, if on, the local-only baseline."""
     plans = [(FEDERATED, regional.privacy_plan(n_train, config, region=region))]
     if config.baselines.local_only:
-        plans.append((LOCAL_ONLY, regional.privacy_plan(n_train, regional.baseline_spec(config), region=region)))
+        try:
+            plans.append((LOCAL_ONLY, regional.privacy_plan(n_train, regional.baseline_spec(config), region=region)))
+        except PrivacyError:
+            pass  # no baseline plan, no reservation: the baseline step then reports why it cannot run
     spends = [
         PlannedSpend(purpose=purpose, event=PrivacyEvent(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate,
                                                          steps=p.planned_steps))
