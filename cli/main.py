@@ -171,7 +171,7 @@ def budget_show(
     for column in ("region", "budget", "spent", "reserved", "remaining", "open jobs", ""):
         table.add_column(column, justify="right" if column not in ("region", "open jobs", "") else "left")
     details = Table(title="spent by use case and by job")
-    for column in ("region", "use case", "job", "ε spent", "state"):
+    for column in ("region", "use case", "job", "ε spent", "state", "model version"):
         details.add_column(column, justify="right" if column == "ε spent" else "left")
     for region in cfg.federation.regions:
         ledger = read_ledger(LocalRegionStore(cfg.region_store(region)), cfg.population)
@@ -184,8 +184,8 @@ def budget_show(
                       ", ".join(status.open_jobs), status.dashboard_line())
         for use, epsilon in ledger.by_use_case().items():
             details.add_row(region, use, "(all jobs)", f"{epsilon:.2f}", "")
-        for job, (use, epsilon, still_open) in ledger.by_job().items():
-            details.add_row(region, use, job, f"{epsilon:.2f}", "running / reserved" if still_open else "closed")
+        for job, (use, epsilon, still_open, model) in ledger.by_job().items():
+            details.add_row(region, use, job, f"{epsilon:.2f}", "running / reserved" if still_open else "closed", model or "")
     console.print(table)
     if jobs and details.row_count:
         console.print(details)

@@ -245,5 +245,11 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
     result.tracking = coordinator.track_job(config, result)
     if result.tracking.get("status") == "failed":
         logger.warning("MLflow registration failed (the model is saved): %s", result.tracking["error"])
+    elif result.tracking.get("status") == "registered" and config.privacy.mode == "dp":
+        version = f"{result.tracking['model_name']}/{result.tracking['model_version']}"
+        for region, reply in in_each_region(regional.record_model_version, roster.active, config=config, job_id=job_id,
+                                            model_version=version).items():
+            if not reply.ok:
+                logger.warning("region %s could not link model %s in its ledger: %s", region, version, reply.reason)
     coordinator.save_job(config, result, pipeline, vector)
     return Completed(message=f"global AUC {metrics.auc:.4f}", data=result)

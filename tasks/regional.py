@@ -318,6 +318,18 @@ def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionR
     return in_region(region, store, "workspace clean-up", run)
 
 
+@task(name="record-model-version", task_run_name="record-model-version-{region}", **REGION_TASK)
+def record_model_version(region: str, config: FedcrmConfig, job_id: str, model_version: str) -> RegionReply[None]:
+    """Link this job's spends in the region's lifetime ledger to the model version they produced."""
+    store = _store(config, region)
+
+    def run() -> None:
+        with _lifetime_ledger(config, store) as ledger:
+            ledger.record_model(job_id, model_version, _now())
+
+    return in_region(region, store, "model lineage", run)
+
+
 @dataclass(frozen=True)
 class LocalOnlyResult:
     metrics: RegionMetrics

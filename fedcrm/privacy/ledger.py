@@ -36,12 +36,14 @@ class PlannedSpend(BaseModel):
 
 
 class LedgerEntry(BaseModel):
-    kind: Literal["reserve", "spend", "close"]
+    kind: Literal["reserve", "spend", "close", "model"]
     job_id: str
     use_case: str
     time: str
     spends: list[PlannedSpend] = Field(default_factory=list)
-    """reserve: the job's whole plan; spend: what is consumed now; close: nothing."""
+    """reserve: the job's whole plan; spend: what is consumed now; close, model: nothing."""
+    model_version: str | None = None
+    """model: the registered model version the job's spends went into (e.g. 'fedcrm-churn/3')."""
     note: str = ""
 
 
@@ -180,6 +182,14 @@ class PrivacyLedger(BaseModel):
         use_case = next(e.use_case for e in self.entries if e.job_id == job_id)
         return self._append(LedgerEntry(kind="close", job_id=job_id, use_case=use_case, time=now.isoformat(), note=note))
 
+    def record_model(self, job_id: str, model_version: str, now: datetime) -> LedgerEntry:
+        """Link a job's spends to the model version they produced (lineage for the DPO)."""
+        use_case = next((e.use_case for e in self.entries if e.job_id == job_id), None)
+        if use_case is None:
+            raise PrivacyError(f"job {job_id} has no entry in this ledger", hint="record the model of a job that ran here")
+        return self._append(LedgerEntry(kind="model", job_id=job_id, use_case=use_case, time=now.isoformat(),
+                                        model_version=model_version))
+
     def close_stale(self, now: datetime, ttl: timedelta) -> list[str]:
         """Close reservations of jobs that have not recorded anything for ``ttl`` (crashed coordinators)."""
         last: dict[str, datetime] = {}
@@ -199,8 +209,10 @@ class PrivacyLedger(BaseModel):
     def by_use_case(self) -> dict[str, float]:
         return {uc: self.epsilon(self.spent_events(use_case=uc)) for uc in sorted({e.use_case for e in self.entries})}
 
-    def by_job(self) -> dict[str, tuple[str, float, bool]]:
-        """job → (use case, ε it spent, still open)."""
+    def by_job(self) -> dict[str, tuple[str, float, bool, str | None]]:
+        """job → (use case, ε it spent, still open, model version)."""
         open_jobs = self._open()
         jobs = {e.job_id: e.use_case for e in self.entries}
-        return {job: (uc, self.epsilon(self.spent_events(job_id=job)), job in open_jobs) for job, uc in jobs.items()}
+        models = {e.job_id: e.model_version for e in self.entries if e.kind == "model"}
+        return {job: (uc, self.epsilon(self.spent_events(job_id=job)), job in open_jobs, models.get(job))
+                for job, uc in jobs.items()}

@@ -97,12 +97,16 @@ def test_a_stale_reservation_is_reconciled_to_what_the_job_recorded():
     assert status.spent == pytest.approx(compose_epsilon([TRAIN.model_copy(update={"steps": 10})], 1e-5, "rdp"))
 
 
-def test_by_use_case_and_by_job():
+def test_by_use_case_and_by_job_with_the_model_version():
     book = ledger()
     run_job(book, "a", use_case="churn")
     run_job(book, "b", use_case="lead-scoring")
+    book.record_model("a", "fedcrm-churn/4", T0)
     assert set(book.by_use_case()) == {"churn", "lead-scoring"}
-    assert book.by_job()["a"][0] == "churn" and book.by_job()["b"][2] is False
+    assert book.by_job()["a"] == ("churn", pytest.approx(book.epsilon(book.spent_events(job_id="a"))), False, "fedcrm-churn/4")
+    assert book.by_job()["b"][2] is False and book.by_job()["b"][3] is None
+    with pytest.raises(PrivacyError, match="no entry"):
+        book.record_model("never-ran", "fedcrm-churn/5", T0)
 
 
 def test_dashboard_line():
