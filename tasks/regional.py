@@ -195,7 +195,8 @@ def _spend(config: FedcrmConfig, store: LocalRegionStore, job_id: str, region: s
 
 
 def planned_spends(n_train: int, config: FedcrmConfig, region: str) -> list[PlannedSpend]:
-    """Everything this job will spend in the region: federated DP-SGD and, if on, the local-only baseline."""
+    """Everything this job will spend in the region: federated DP-SGD, the local-only baseline (if on)
+    and the DP feature statistics."""
     plans = [(FEDERATED, regional.privacy_plan(n_train, config, region=region))]
     if config.baselines.local_only:
         try:
@@ -224,8 +225,9 @@ def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[
         plan = regional.privacy_plan(n_train, config, region=region)
         if plan is None:
             return None
-        with _lifetime_ledger(config, store) as ledger:
+        with _lifetime_ledger(config, store) as ledger:  # crashed jobs first, so their remainder is released
             ledger.close_stale(_now(), timedelta(hours=config.privacy.reservation_ttl_hours))
+        with _lifetime_ledger(config, store) as ledger:
             ledger.reserve(job_id, config.use_case, planned_spends(n_train, config, region), _now(), region=region)
         store.write_json(_ledger_key(config, job_id), JobLedger(plan=plan).model_dump())
         return plan
