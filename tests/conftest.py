@@ -1,8 +1,14 @@
-"""Shared tiny fixtures: a small contract and raw CRM-like frames that satisfy it."""
+"""Shared tiny fixtures (a small contract, raw CRM-like frames that satisfy it) and a real PostgreSQL."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -60,3 +66,46 @@ def make_raw(n: int = 200, seed: int = 0, id_prefix: str = "c") -> pd.DataFrame:
 @pytest.fixture
 def raw() -> pd.DataFrame:
     return make_raw()
+
+
+def _postgres_bindir() -> Path:
+    """The PostgreSQL server binaries (Debian puts them under /usr/lib/postgresql/<major>/bin)."""
+    found = shutil.which("pg_ctl")
+    candidates = [Path(found).parent] if found else []
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for bindir in candidates:
+        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
+            return bindir
+    pytest.fail("PostgreSQL server binaries not found: install PostgreSQL (Debian: apt-get install postgresql)")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on loopback for this test session, in a throwaway data directory.
+
+    PostgreSQL refuses to run as root; as root the server runs as ``nobody``, from a directory of
+    its own outside pytest's private (mode 0700) temporary tree.
+    """
+    bindir, root = _postgres_bindir(), Path(tempfile.mkdtemp(prefix="fedcrm-postgres-"))
+    as_server_user: list[str] = []
+    if os.geteuid() == 0:
+        as_server_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+        shutil.chown(root, "nobody", "nogroup")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = root / "data"
+
+    def pg(*args: str) -> None:
+        done = subprocess.run([*as_server_user, *args], capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"PostgreSQL: {' '.join(args[:1])} failed: {done.stderr or done.stdout}")
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "fedcrm", "-E", "UTF8", "--no-sync")
+    pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "start",
+       "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100")
+    try:
+        yield f"postgresql+psycopg://fedcrm@127.0.0.1:{port}/postgres"
+    finally:
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)

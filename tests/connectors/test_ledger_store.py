@@ -4,67 +4,28 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from connectors import LocalRegionStore
 from connectors.ledger import read_ledger, updating_ledger
-from fedcrm.errors import PrivacyError
 from fedcrm.privacy.accountant import PrivacyEvent, compose_epsilon
 from fedcrm.privacy.ledger import PlannedSpend
 
-JOB = PrivacyEvent(noise_multiplier=2.0, sample_rate=0.05, steps=40)
+JOB = PrivacyEvent(noise_multiplier=2.0, sample_rate=0.05, steps=40)  # as the race harness reserves
 ROUND = JOB.model_copy(update={"steps": 8})  # 5 rounds of 8 steps
 DELTA = 1e-5
 
 
-def budget_for(jobs_that_fit: int) -> float:
-    """A budget that exactly ``jobs_that_fit`` identical jobs fit in, and one more does not."""
-    fits = compose_epsilon([JOB] * jobs_that_fit, DELTA, "rdp")
-    over = compose_epsilon([JOB] * (jobs_that_fit + 1), DELTA, "rdp")
-    return (fits + over) / 2
-
-
-def try_reserve(root: str, job: str, budget: float) -> bool:
-    store = LocalRegionStore(root)
-    try:
-        with updating_ledger(store, "customers", budget_epsilon=budget, delta=DELTA, accountant="rdp") as ledger:
-            ledger.reserve(job, "churn", [PlannedSpend(purpose="federated training", event=JOB)], datetime.now(timezone.utc))
-        return True
-    except PrivacyError:
-        return False
-
-
-def _process_worker(args: tuple[str, str, float]) -> bool:
-    return try_reserve(*args)
-
-
 @pytest.mark.parametrize("workers", ["threads", "processes"])
-def test_concurrent_reservations_never_overspend(tmp_path, workers):
-    budget, n = budget_for(3), 12
-    if workers == "threads":
-        results: list[bool] = []
-        barrier = threading.Barrier(n)
-
-        def go(i: int) -> None:
-            barrier.wait()
-            results.append(try_reserve(str(tmp_path), f"job{i}", budget))
-
-        threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    else:
-        with multiprocessing.get_context("fork").Pool(8) as pool:
-            results = pool.map(_process_worker, [(str(tmp_path), f"job{i}", budget) for i in range(n)])
+def test_concurrent_reservations_never_overspend(tmp_path, reservations, workers):
+    results = reservations.run(lambda: LocalRegionStore(tmp_path), workers)
 
     ledger = read_ledger(LocalRegionStore(tmp_path), "customers")
     assert sum(results) == 3  # exactly as many as fit: none overspent, none lost
     assert sum(e.kind == "reserve" for e in ledger.entries) == 3
-    assert ledger.status().committed <= budget
+    assert ledger.status().committed <= reservations.budget_for(3)
 
 
 def _crash_mid_job(root: str, budget: float) -> None:
@@ -78,8 +39,8 @@ def _crash_mid_job(root: str, budget: float) -> None:
     os._exit(137)
 
 
-def test_a_killed_job_keeps_its_consumed_steps_and_a_rerun_is_not_double_charged(tmp_path):
-    budget = budget_for(1)  # the crashed job's reservation must be released for a rerun to fit
+def test_a_killed_job_keeps_its_consumed_steps_and_a_rerun_is_not_double_charged(tmp_path, reservations):
+    budget = reservations.budget_for(1)  # the crashed job's reservation must be released for a rerun to fit
     child = multiprocessing.get_context("fork").Process(target=_crash_mid_job, args=(str(tmp_path), budget))
     child.start()
     child.join()
@@ -91,12 +52,12 @@ def test_a_killed_job_keeps_its_consumed_steps_and_a_rerun_is_not_double_charged
     assert after_crash.open_jobs == ["crashed"]
     assert after_crash.spent == pytest.approx(two_rounds)  # the consumed steps are counted
     assert after_crash.committed == pytest.approx(compose_epsilon([JOB], DELTA, "rdp"))  # and the rest still held
-    assert not try_reserve(str(tmp_path), "rerun", budget)  # the held remainder blocks a rerun ...
+    assert not reservations.try_reserve(lambda: store, "rerun", budget)  # the held remainder blocks a rerun ...
 
     later = datetime.now(timezone.utc) + timedelta(hours=25)
     with updating_ledger(store, "customers", budget_epsilon=budget, delta=DELTA, accountant="rdp") as ledger:
         assert ledger.close_stale(later, timedelta(hours=24)) == ["crashed"]  # ... until its lease runs out
-    assert try_reserve(str(tmp_path), "rerun", budget)  # the rerun fits: only what was consumed stays charged
+    assert reservations.try_reserve(lambda: store, "rerun", budget)  # the rerun fits: only what was consumed stays charged
 
     for _ in range(5):
         with updating_ledger(store, "customers", budget_epsilon=budget * 2, delta=DELTA, accountant="rdp") as ledger:

@@ -4,23 +4,17 @@ encryption, and atomic ledger reservations through conditional writes."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import socket
-import threading
 import time
-from datetime import datetime, timezone
 
 import boto3
 import pandas as pd
 import pytest
 
-from connectors.ledger import read_ledger, updating_ledger
+from connectors.ledger import read_ledger
 from connectors.s3 import S3RegionStore
-from fedcrm.errors import ConnectorError, PrivacyError
-from fedcrm.privacy.accountant import PrivacyEvent, compose_epsilon
-from fedcrm.privacy.ledger import PlannedSpend
+from fedcrm.errors import ConnectorError
 
-JOB = PrivacyEvent(noise_multiplier=2.0, sample_rate=0.05, steps=40)
 BUCKET = "region-eu-store"
 
 
@@ -70,44 +64,14 @@ def test_a_missing_bucket_is_a_clear_connector_error(endpoint):
         S3RegionStore("no-such-bucket", endpoint_url=endpoint).write_json("x.json", {})
 
 
-def try_reserve(endpoint: str, prefix: str, job: str, budget: float) -> bool:
-    try:
-        with updating_ledger(store(endpoint, prefix), "customers", budget_epsilon=budget, delta=1e-5, accountant="rdp") as ledger:
-            ledger.reserve(job, "churn", [PlannedSpend(purpose="federated training", event=JOB)], datetime.now(timezone.utc))
-        return True
-    except PrivacyError:
-        return False
-
-
-def _process_worker(args):
-    import os
-
-    os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
-    return try_reserve(*args)
-
-
 @pytest.mark.parametrize("workers", ["threads", "processes"])
-def test_concurrent_reservations_in_s3_never_overspend(endpoint, workers):
-    fits, over = compose_epsilon([JOB] * 3, 1e-5, "rdp"), compose_epsilon([JOB] * 4, 1e-5, "rdp")
-    budget, n, prefix = (fits + over) / 2, 12, f"race-{workers}"
-    if workers == "threads":
-        results: list[bool] = []
-        barrier = threading.Barrier(n)
-
-        def go(i):
-            barrier.wait()
-            results.append(try_reserve(endpoint, prefix, f"job{i}", budget))
-
-        threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
-        [t.start() for t in threads]
-        [t.join() for t in threads]
-    else:
-        with multiprocessing.get_context("fork").Pool(8) as pool:
-            results = pool.map(_process_worker, [(endpoint, prefix, f"job{i}", budget) for i in range(n)])
+def test_concurrent_reservations_in_s3_never_overspend(endpoint, reservations, workers):
+    prefix = f"race-{workers}"
+    results = reservations.run(lambda: store(endpoint, prefix), workers)
 
     ledger = read_ledger(store(endpoint, prefix), "customers")
     assert sum(results) == 3 and sum(e.kind == "reserve" for e in ledger.entries) == 3
-    assert ledger.status().committed <= budget
+    assert ledger.status().committed <= reservations.budget_for(3)
     assert not store(endpoint, prefix).exists("privacy/ledger/customers.json.lock")  # every lock released
 
 
