@@ -66,10 +66,14 @@ def register(path: Path, identity: Identity) -> Keyring:
 
 
 def check_registered(keyring: Keyring, identity: Identity) -> None:
-    if not keyring.matches(identity):
-        listed = keyring.keys.get(identity.party)
-        raise IdentityError(
-            f"{identity.party!r}'s identity key is not the one the keyring lists"
-            + ("" if listed is None else f" (keyring: {public_key_text(listed)[:12]}…)"),
-            hint=f"re-register it: `fedcrm keys init {'--coordinator' if identity.party == 'coordinator' else '--region ' + identity.party}`",
-        )
+    if keyring.matches(identity):
+        return
+    flag = "--coordinator" if identity.party == "coordinator" else f"--region {identity.party}"
+    listed = keyring.keys.get(identity.party)
+    if listed is None:
+        raise IdentityError(f"{identity.party!r} is not in the federation keyring",
+                            hint=f"register it: `fedcrm keys init {flag}`")
+    raise IdentityError(
+        f"{identity.party!r}'s identity key is not the one the keyring lists (keyring: {public_key_text(listed)[:12]}…)",
+        hint=f"re-register it: `fedcrm keys init {flag}`",
+    )

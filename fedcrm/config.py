@@ -37,6 +37,7 @@ class LocalSource(_Section):
 class RegionSpec(_Section):
     source: LocalSource | None = Field(None, description="Default: <state_dir>/regions/<region>/crm/<use_case>.parquet")
     store: Path | None = Field(None, description="Region-private store. Default: <state_dir>/regions/<region>")
+    work_pool: str | None = Field(None, description="Distributed mode: the region's Prefect work pool. Default: crm-<region>.")
 
 
 class FederationSpec(_Section):
@@ -60,6 +61,29 @@ class FederationSpec(_Section):
         if self.min_regions > len(self.regions):
             raise ValueError(f"min_regions ({self.min_regions}) exceeds the number of regions ({len(self.regions)})")
         return self
+
+
+class ExchangeSpec(_Section):
+    url: str | None = Field(
+        None, description="Where coordinator and regions exchange signed messages: a folder, or s3://bucket/prefix. "
+                          "Default: <state_dir>/exchange.",
+    )
+    endpoint_url: str | None = Field(None, description="S3 API endpoint for an s3:// exchange (default: AWS).")
+    poll_interval_s: float = Field(0.05, gt=0, le=10, description="How often a waiting party looks for its next message.")
+
+
+class LauncherSpec(_Section):
+    mode: Literal["embedded", "distributed"] = Field(
+        "embedded", description="'embedded': regional flows run in this process; 'distributed': each region's "
+                                "deployment runs on its own work pool.",
+    )
+    region_deployment: str = Field("fedcrm-region", description="Distributed mode: the regional flow's name; the "
+                                   "deployment of region r is <region_deployment>/<r>.")
+    start_timeout_s: float = Field(300, gt=0, description="A regional run that has not said hello by then is excluded.")
+    step_timeout_s: float = Field(1800, gt=0, description="A region that has not answered a step by then is excluded "
+                                  "(its late answer is ignored).")
+    region_idle_timeout_s: float = Field(3600, gt=0, description="A regional run that hears nothing from the "
+                                         "coordinator for this long releases its workspace and ends.")
 
 
 class TrainingSpec(_Section):
@@ -199,6 +223,8 @@ class FedcrmConfig(_Section):
     tracking: TrackingSpec = TrackingSpec()
     baselines: BaselineSpec = BaselineSpec()
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
+    exchange: ExchangeSpec = ExchangeSpec()
+    launcher: LauncherSpec = LauncherSpec()
 
     @model_validator(mode="after")
     def _secure_aggregation_fits_the_strategy(self) -> FedcrmConfig:
@@ -254,6 +280,9 @@ class FedcrmConfig(_Section):
     def region_store(self, region: str) -> Path:
         spec = self.federation.regions[region]
         return spec.store or self.state_dir / "regions" / region
+
+    def work_pool(self, region: str) -> str:
+        return self.federation.regions[region].work_pool or f"crm-{region}"
 
     def region_source(self, region: str) -> LocalSource:
         spec = self.federation.regions[region]

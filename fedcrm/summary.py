@@ -40,6 +40,9 @@ class RegionSummary(BaseModel):
     central_reference: RegionMetrics | None = Field(
         None, description="Demo only: a pooled non-private model, evaluated on this region's holdout."
     )
+    residency: dict[str, Any] | None = Field(
+        None, description="Where the region's run executed: flow run, work pool (as the Prefect API records it), worker, host.",
+    )
 
 
 class RoundSummary(BaseModel):

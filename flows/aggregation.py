@@ -20,7 +20,7 @@ import numpy as np
 from fedcrm.aggregation import AggregateResult, Aggregator, Screen
 from fedcrm.config import FedcrmConfig
 from fedcrm.roster import Roster
-from flows.dispatch import in_each_region
+from flows.dispatch import RegionLinks
 from tasks import coordinator, regional
 
 
@@ -35,14 +35,14 @@ def _replies_or_reasons(roster: Roster, step: str, replies: dict[str, Any], valu
     return out
 
 
-def set_up_aggregation(config: FedcrmConfig, job_id: str, roster: Roster) -> Aggregator:
+def set_up_aggregation(config: FedcrmConfig, job_id: str, roster: Roster, links: RegionLinks) -> Aggregator:
     """The job's aggregator, with its key setup done among the active regions."""
     aggregator = coordinator.make_aggregator(config, job_id)
     for phase in aggregator.setup_phases:
         step = f"secure-aggregation setup ({phase})"
         requests = aggregator.setup_requests(phase, roster.active)
-        replies = in_each_region(regional.secure_aggregation_step, list(requests), config=config, job_id=job_id,
-                                 per_region={r: {"request": q} for r, q in requests.items()})
+        replies = links.ask(regional.secure_aggregation_step, list(requests),
+                            per_region={r: {"request": q} for r, q in requests.items()})
         failed = aggregator.receive_setup(phase, _replies_or_reasons(roster, step, replies))
         for region, reason in failed.items():
             roster.exclude(region, step, reason)
@@ -51,7 +51,7 @@ def set_up_aggregation(config: FedcrmConfig, job_id: str, roster: Roster) -> Agg
 
 
 def federated_sum(
-    config: FedcrmConfig, job_id: str, roster: Roster, aggregator: Aggregator, *, round_number: int, step: str,
+    config: FedcrmConfig, roster: Roster, links: RegionLinks, aggregator: Aggregator, *, round_number: int, step: str,
     regional_task: Any, bounds: np.ndarray, screen: Screen | None = None, **arguments: Any,
 ) -> tuple[AggregateResult, dict[str, Any], float]:
     """Run ``regional_task`` in every active region and sum what they contribute.
@@ -62,16 +62,16 @@ def federated_sum(
     excluded from the job; a plain aggregator's screen drops a bad contribution for this round only.
     """
     requests = aggregator.open_round(round_number, roster.active, bounds, screen)
-    replies = in_each_region(regional_task, list(requests), config=config, job_id=job_id, round_number=round_number,
-                             per_region={r: {"request": q} for r, q in requests.items()}, **arguments)
+    replies = links.ask(regional_task, list(requests), round_number=round_number,
+                        per_region={r: {"request": q} for r, q in requests.items()}, **arguments)
     released = {r: reply.value for r, reply in replies.items() if reply.ok}
     contributions = _replies_or_reasons(roster, step, replies, lambda value: value.contribution)
     began = time.perf_counter()
     unmask = coordinator.collect_contributions(aggregator, round_number, contributions)
     answers: dict[str, Any] = {}
     if unmask:
-        replies = in_each_region(regional.secure_aggregation_step, list(unmask), config=config, job_id=job_id,
-                                 per_region={r: {"request": q} for r, q in unmask.items()})
+        replies = links.ask(regional.secure_aggregation_step, list(unmask),
+                            per_region={r: {"request": q} for r, q in unmask.items()})
         answers = _replies_or_reasons(roster, f"{step} (unmask)", replies)
     result = coordinator.unmask_sum(aggregator, round_number, answers)
     elapsed = time.perf_counter() - began

@@ -1,31 +1,101 @@
-"""Run one regional task in every participating region, and record who drops out.
+"""The coordinator's side of the conversation with the job's regional runs.
 
-Embedded mode submits the task to the local task runner for each region. Distributed mode
-(issue 6) runs the region's deployment on the region's own work pool instead; callers see the
-same ``{region: RegionReply}`` either way.
+``RegionLinks.ask`` posts one signed request per region on the exchange and collects the signed
+replies until ``launcher.step_timeout_s``; a region that does not answer in time, or whose reply
+fails verification, gets a failed ``RegionReply`` with the reason (the flow excludes it; a late
+answer is never read). Callers see ``{region: RegionReply}`` whatever the launcher.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
+from fedcrm.channel import CoordinatorChannel
+from fedcrm.config import FedcrmConfig
+from fedcrm.errors import MessageRejectedError
+from fedcrm.messages import StepRequest, decode_value, encode_arguments
 from fedcrm.roster import Roster
 from tasks.guard import RegionReply, unwrap
 
 
-def in_each_region(
-    regional_task: Any, regions: list[str], per_region: dict[str, dict[str, Any]] | None = None, **arguments: Any
-) -> dict[str, RegionReply[Any]]:
-    """``per_region`` adds arguments that differ by region (e.g. a request addressed to it)."""
-    futures = {
-        region: regional_task.submit(region=region, **arguments, **(per_region or {}).get(region, {})) for region in regions
-    }
-    return {region: future.result() for region, future in futures.items()}
+class RegionLinks:
+    def __init__(self, config: FedcrmConfig, channel: CoordinatorChannel, *, clock: Callable[[], float] = time.monotonic):
+        self.channel, self.clock = channel, clock
+        self.timeout_s, self.poll_s = config.launcher.step_timeout_s, config.exchange.poll_interval_s
+        self.started: set[str] = set()
+        """Regions whose run said a verified hello (set by the launcher)."""
+        self.silent: set[str] = set()
+        """Regions that let a step time out: their run is presumed gone, and they are not asked again."""
+        self.ended: Callable[[str], str | None] = lambda region: None
+        """Set by the launcher: how a region's run ended (e.g. 'Failed'), or None while it runs."""
+        self.liveness_every_s = 2.0
+
+    def answering(self, regions: list[str]) -> list[str]:
+        """Those of ``regions`` that have not stopped answering (a region that timed out is not asked again)."""
+        return [region for region in regions if region in self.started and region not in self.silent]
+
+    def ask(
+        self, regional_task: Any, regions: list[str], per_region: dict[str, dict[str, Any]] | None = None, **arguments: Any
+    ) -> dict[str, RegionReply[Any]]:
+        """Run ``regional_task`` in every listed region; ``per_region`` adds arguments that differ by region."""
+        numbers, replies = {}, {}
+        for region in regions:
+            if region in self.silent:
+                replies[region] = RegionReply(region=region, ok=False, reason="its regional run stopped answering")
+                continue
+            encoded = encode_arguments(regional_task, {**arguments, **(per_region or {}).get(region, {})})
+            numbers[region] = self.channel.send(region, StepRequest(step=regional_task.name, arguments=encoded))
+        deadline = self.clock() + self.timeout_s
+        next_liveness = self.clock() + self.liveness_every_s
+        while numbers.keys() - replies.keys():
+            for region, number in numbers.items():
+                if region not in replies:
+                    reply = self._collect(regional_task, region, number)
+                    if reply is not None:
+                        replies[region] = reply
+            if self.clock() > next_liveness:  # a run that has ended will never answer: do not wait for the deadline
+                next_liveness = self.clock() + self.liveness_every_s
+                for region in numbers.keys() - replies.keys():
+                    state = self.ended(region)
+                    if state is not None and self._collect(regional_task, region, numbers[region]) is None:
+                        self.silent.add(region)
+                        replies[region] = RegionReply(region=region, ok=False, reason=(
+                            f"its regional run ended ({state}) without answering {regional_task.name}; see the "
+                            "region's flow run logs"))
+            if numbers.keys() - replies.keys():
+                if self.clock() > deadline:
+                    break
+                time.sleep(self.poll_s)
+        for region in numbers.keys() - replies.keys():
+            self.silent.add(region)
+            replies[region] = RegionReply(region=region, ok=False, reason=(
+                f"no answer to {regional_task.name} within {self.timeout_s:g} s (launcher.step_timeout_s): the regional "
+                "run stopped or is too slow; a late answer is ignored"))
+        return {region: replies[region] for region in regions}
+
+    def _collect(self, regional_task: Any, region: str, number: int) -> RegionReply[Any] | None:
+        try:
+            reply = self.channel.reply(region, number)
+            if reply is None:
+                return None
+            if not reply.ok:
+                return RegionReply(region=region, ok=False, reason=reply.reason)
+            return RegionReply(region=region, ok=True, value=decode_value(regional_task, reply.value))
+        except MessageRejectedError as exc:
+            return RegionReply(region=region, ok=False, reason=f"its reply was rejected: {exc}")
+
+    def tell(self, regions: list[str], step: str) -> None:
+        """A request that needs no answer (``finish``)."""
+        for region in regions:
+            self.channel.send(region, StepRequest(step=step))
 
 
-def run_step(roster: Roster, step: str, regional_task: Any, *, min_regions: int, **arguments: Any) -> dict[str, Any]:
+def run_step(roster: Roster, links: RegionLinks, step: str, regional_task: Any, *, min_regions: int,
+             **arguments: Any) -> dict[str, Any]:
     """One federated step: run in every active region, exclude the failures, enforce the quorum."""
-    replies = in_each_region(regional_task, roster.active, **arguments)
+    replies = links.ask(regional_task, roster.active, **arguments)
     for region, reply in replies.items():
         if not reply.ok:
             roster.exclude(region, step, reply.reason)

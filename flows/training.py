@@ -1,5 +1,7 @@
 """The federated training job, as a DAG:
 
+    start-regions (one regional run per region for the whole job: flows/region.py; each says a
+                   signed hello, and the Prefect API confirms where it runs)
     prepare-region (each region: read → parse → GX validate → quarantine → holdout split)
       → exclude failing regions, check quorum
     plan-privacy (each region: calibrate DP-SGD noise for the whole job, open its ledger)
@@ -14,6 +16,9 @@
     local-only-baseline (each region, same ε) and central-reference (bundled demo data only)
     release-workspace (each region; the quarantine stays) → save-job (coordinator store)
     track-job (MLflow run + registered model version with lineage and ε tags) → JobSummary
+    finish (every regional run ends)
+
+Every regional step is a request to the regional runs over the exchange (flows/dispatch.py).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from fedcrm.strategies import make_strategy
 from fedcrm.summary import JobSummary, RoundSummary
 from fedcrm.validation import contract_fingerprint, load_suite_dict
 from flows.aggregation import federated_sum, set_up_aggregation
-from flows.dispatch import in_each_region, record_preparation, run_step
+from flows.dispatch import RegionLinks, record_preparation, run_step
+from flows.launch import RunningRegions, finish_regions, start_regions
 from tasks import coordinator, regional
 
 
@@ -43,12 +49,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _run_baselines(config: FedcrmConfig, job_id: str, roster: Roster, pipeline, initial) -> dict[str, object]:
+def _run_baselines(config: FedcrmConfig, job_id: str, links: RegionLinks, roster: Roster, pipeline, initial) -> dict[str, object]:
     """What federation buys: each region alone (same ε), and a pooled ceiling on public demo data."""
     out: dict[str, object] = {}
     if config.baselines.local_only:
-        replies = in_each_region(regional.local_only_baseline, roster.active, config=config, job_id=job_id,
-                                 pipeline=pipeline, initial_vector=initial)
+        replies = links.ask(regional.local_only_baseline, roster.active, pipeline=pipeline, initial_vector=initial)
         alone, failed = {}, {}
         for region, reply in replies.items():
             if reply.ok:
@@ -112,9 +117,18 @@ def _warn_if_small(logger, contributors: list[str], *, already: bool) -> bool:
 @flow(name="fedcrm-train", persist_result=False, log_prints=False)
 def federated_training(config: FedcrmConfig, job_id: str | None = None):
     """Train one model across the configured regions; returns the JobSummary (also when it fails)."""
-    logger = get_run_logger()
     job_id = job_id or uuid.uuid4().hex[:12]
-    started = _now()
+    started: list[RunningRegions] = []  # the regional runs, once launched: told to finish whatever happens
+    try:
+        return _train(config, job_id, started)
+    finally:
+        for running in started:
+            finish_regions(running)
+
+
+def _train(config: FedcrmConfig, job_id: str, started: list[RunningRegions]):
+    logger = get_run_logger()
+    started_at = _now()
     contract = config.load_contract()
     suite = load_suite_dict(contract, config.expectations_dir)
     roster = Roster(list(config.federation.regions))
@@ -140,7 +154,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             status=status,
             error=error,
             contract_sha256=contract_fingerprint(contract),
-            started_at=started,
+            started_at=started_at,
             finished_at=_now(),
             regions=roster.regions,
             rounds=rounds,
@@ -155,18 +169,22 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             baselines=baselines,
         )
 
+    running: RunningRegions | None = None
     try:
         minimum = config.federation.min_regions
+        progress("prepare", 0, 1, "job %s: starting %d regional run(s)", job_id, len(roster.active))
+        running = start_regions(config, job_id, roster)
+        started.append(running)
+        links = running.links
+        roster.require_quorum(minimum, "start")
         progress("prepare", 0, 1, "job %s: validating %d region(s)", job_id, len(roster.active))
-        record_preparation(
-            roster, in_each_region(regional.prepare_region, roster.active, config=config, job_id=job_id, suite=suite)
-        )
+        record_preparation(roster, links.ask(regional.prepare_region, roster.active, suite=suite))
         for region, entry in roster.regions.items():
             if entry.status == "excluded":
                 logger.warning("region %s excluded at %s: %s", region, entry.excluded_at, entry.reason)
         roster.require_quorum(minimum, "validation")
 
-        plans = run_step(roster, "privacy planning", regional.plan_privacy, min_regions=minimum, config=config, job_id=job_id)
+        plans = run_step(roster, links, "privacy planning", regional.plan_privacy, min_regions=minimum)
         for region, plan in plans.items():
             roster.regions[region].privacy_plan = plan
         if config.privacy.mode == "off":
@@ -175,9 +193,9 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             logger.warning("privacy.noise is 'seeded': DP noise is reproducible from training.seed, so anyone who knows "
                            "the seed can remove it. NOT private. Research use only.")
 
-        aggregator = set_up_aggregation(config, job_id, roster)
+        aggregator = set_up_aggregation(config, job_id, roster, links)
         statistics, _, _ = federated_sum(
-            config, job_id, roster, aggregator, round_number=0, step="feature statistics",
+            config, roster, links, aggregator, round_number=0, step="feature statistics",
             regional_task=regional.feature_statistics,
             bounds=regional_core.statistics_codec_bounds(config, contract),
         )
@@ -190,7 +208,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         for number in range(1, rounds_total + 1):
             began = time.perf_counter()
             summed, released, aggregation_s = federated_sum(
-                config, job_id, roster, aggregator, round_number=number, step=f"round {number} training",
+                config, roster, links, aggregator, round_number=number, step=f"round {number} training",
                 regional_task=regional.local_training,
                 bounds=update_bounds(vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm),
                 screen=update_norm_screen(config.strategy.max_update_norm),
@@ -208,8 +226,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             evaluated = number % config.training.evaluate_every == 0 or number == rounds_total
             region_metrics, round_metrics = {}, None
             if evaluated:
-                region_metrics = run_step(roster, f"round {number} evaluation", regional.local_evaluation, min_regions=minimum,
-                                          config=config, job_id=job_id, pipeline=pipeline, global_vector=vector,
+                region_metrics = run_step(roster, links, f"round {number} evaluation", regional.local_evaluation, min_regions=minimum, pipeline=pipeline, global_vector=vector,
                                           round_number=number)
                 metrics = round_metrics = coordinator.global_metrics(region_metrics)
             spent = {r: u.epsilon_spent for r, u in released.items() if u.epsilon_spent is not None}
@@ -224,12 +241,13 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
             progress("train", number, rounds_total, "round %d/%d: %s from %d region(s); cumulative ε: %s",
                      number, rounds_total, auc_text, len(summed.contributors), eps_text)
 
-        baselines = _run_baselines(config, job_id, roster, pipeline, initial)
+        baselines = _run_baselines(config, job_id, links, roster, pipeline, initial)
     except FedcrmError as exc:
         logger.error("job %s failed: %s", job_id, exc)
         failure = exc
     finally:
-        for region, reply in in_each_region(regional.release_workspace, list(roster.regions), config=config, job_id=job_id).items():
+        answering = [] if running is None else running.links.answering(list(roster.regions))
+        for region, reply in running.links.ask(regional.release_workspace, answering).items() if answering else ():
             if not reply.ok:
                 logger.warning("region %s could not release its workspace: %s", region, reply.reason)
             elif reply.value is not None:  # the region's lifetime ledger is the source of truth for ε
@@ -247,8 +265,8 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None):
         logger.warning("MLflow registration failed (the model is saved): %s", result.tracking["error"])
     elif result.tracking.get("status") == "registered" and config.privacy.mode == "dp":
         version = f"{result.tracking['model_name']}/{result.tracking['model_version']}"
-        for region, reply in in_each_region(regional.record_model_version, roster.active, config=config, job_id=job_id,
-                                            model_version=version).items():
+        for region, reply in running.links.ask(regional.record_model_version, roster.active,
+                                               model_version=version).items():
             if not reply.ok:
                 logger.warning("region %s could not link model %s in its ledger: %s", region, version, reply.reason)
     coordinator.save_job(config, result, pipeline, vector)

@@ -1,4 +1,7 @@
-"""Validate every region's records against the contract (the first step of training, alone)."""
+"""Validate every region's records against the contract (the first step of training, alone):
+
+    start-regions → prepare-region (each region, nothing kept) → finish
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.roster import Roster
 from fedcrm.summary import RegionSummary
 from fedcrm.validation import load_suite_dict
-from flows.dispatch import in_each_region, record_preparation
+from flows.dispatch import record_preparation
+from flows.launch import finish_regions, start_regions
 from tasks import regional
 
 
@@ -19,9 +23,12 @@ def validate_federation(config: FedcrmConfig) -> dict[str, RegionSummary]:
     job_id = "validate-" + uuid.uuid4().hex[:8]
     contract = config.load_contract()
     roster = Roster(list(config.federation.regions))
-    replies = in_each_region(
-        regional.prepare_region, roster.active, config=config, job_id=job_id,
-        suite=load_suite_dict(contract, config.expectations_dir), keep=False,
-    )
-    record_preparation(roster, replies)
+    running = start_regions(config, job_id, roster)
+    try:
+        replies = running.links.ask(
+            regional.prepare_region, roster.active, suite=load_suite_dict(contract, config.expectations_dir), keep=False,
+        )
+        record_preparation(roster, replies)
+    finally:
+        finish_regions(running)
     return roster.regions

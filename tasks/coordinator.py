@@ -20,6 +20,7 @@ from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
 from fedcrm.secagg import COORDINATOR, SecAggServer, SecureAggregator
+from fedcrm.secagg.identity import Identity, Keyring
 from fedcrm.strategies import ClientUpdate, Strategy
 from fedcrm.summary import JobSummary
 from fedcrm import regional
@@ -28,13 +29,19 @@ from tasks.regional import _job_key
 COORDINATOR_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
 
+def coordinator_keys(config: FedcrmConfig) -> tuple[Identity, Keyring]:
+    """The coordinator's signing identity, checked against the federation's keyring."""
+    identity = load_identity(LocalRegionStore(config.coordinator_store), COORDINATOR)
+    keyring = read_keyring(config.keyring_path)
+    check_registered(keyring, identity)
+    return identity, keyring
+
+
 def make_aggregator(config: FedcrmConfig, job_id: str) -> Aggregator:
     """Secure aggregation (the default) or, if disabled, a plain sum by a trusted coordinator."""
     if not config.secure_aggregation.enabled:
         return PlainAggregator()
-    identity = load_identity(LocalRegionStore(config.coordinator_store), COORDINATOR)
-    keyring = read_keyring(config.keyring_path)
-    check_registered(keyring, identity)
+    identity, keyring = coordinator_keys(config)
     return SecureAggregator(SecAggServer(identity, keyring, job_id, config.secure_aggregation.graph_params()))
 
 

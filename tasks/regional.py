@@ -20,6 +20,7 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.errors import PrivacyError, SecureAggregationError
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
+from fedcrm.messages import Blob, Payload, Vector
 from fedcrm.model import head_size, with_head
 from fedcrm.privacy.accountant import PrivacyEvent, compose_epsilon
 from fedcrm.privacy.ledger import PlannedSpend
@@ -48,12 +49,12 @@ class Contribution:
     """What a region sends for a federated sum: its masked vector (secure aggregation) or, to a
     trusted plain aggregator, the vector itself."""
 
-    contribution: Any
+    contribution: Payload
     epsilon_spent: float | None = None
     """Cumulative ε of this region in this job after the step (None when not private)."""
 
 
-def _store(config: FedcrmConfig, region: str) -> LocalRegionStore:
+def region_store(config: FedcrmConfig, region: str) -> LocalRegionStore:
     return LocalRegionStore(config.region_store(region))
 
 
@@ -98,9 +99,9 @@ def _within_weight_bound(config: FedcrmConfig, n: int) -> None:
 
 
 @task(name="secure-aggregation", task_run_name="secure-aggregation-{region}", **REGION_TASK)
-def secure_aggregation_step(region: str, config: FedcrmConfig, job_id: str, request: bytes) -> RegionReply[bytes]:
+def secure_aggregation_step(region: str, config: FedcrmConfig, job_id: str, request: Blob) -> RegionReply[Blob]:
     """Answer a signed setup or unmask request of the coordinator (keys stay in the region)."""
-    store = _store(config, region)
+    store = region_store(config, region)
 
     def run() -> bytes:
         contributor, save = _contributor(config, store, job_id, region)
@@ -120,7 +121,7 @@ def prepare_region(
     With ``keep`` (training) the prepared frames and the quarantined rows stay in the region's
     store for the job; without it (a validation-only run) nothing is written.
     """
-    store = _store(config, region)
+    store = region_store(config, region)
 
     def run() -> PreparedSummary:
         contract = config.load_contract()
@@ -147,10 +148,10 @@ def prepare_region(
 
 @task(name="feature-statistics", task_run_name="feature-statistics-{region}", **REGION_TASK)
 def feature_statistics(
-    region: str, config: FedcrmConfig, job_id: str, round_number: int = 0, request: Any = None
+    region: str, config: FedcrmConfig, job_id: str, round_number: int = 0, request: Blob | None = None
 ) -> RegionReply[Contribution]:
     """Count, sum and sum of squares of each numeric column (a sum over ≥ k rows), contributed to the federated sum."""
-    store = _store(config, region)
+    store = region_store(config, region)
 
     def run() -> Contribution:
         contract, train = config.load_contract(), store.read_frame(_job_key(config, job_id, "train"))
@@ -218,7 +219,7 @@ def planned_spends(n_train: int, config: FedcrmConfig, region: str) -> list[Plan
 def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[PrivacyPlan | None]:
     """Calibrate this region's DP-SGD noise for the whole job and reserve its whole spend in the region's
     lifetime ledger; a job that does not fit in the budget is refused here, before any training."""
-    store = _store(config, region)
+    store = region_store(config, region)
 
     def run() -> PrivacyPlan | None:
         n_train = len(store.read_frame(_job_key(config, job_id, "train")))
@@ -237,15 +238,15 @@ def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[
 
 @task(name="local-training", task_run_name="local-training-{region}-r{round_number}", **REGION_TASK)
 def local_training(
-    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: np.ndarray,
-    round_number: int, prox_mu: float = 0.0, request: Any = None,
+    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: Vector,
+    round_number: int, prox_mu: float = 0.0, request: Blob | None = None,
 ) -> RegionReply[Contribution]:
     """One round of local training; under DP the region's own ledger is checked and charged.
 
     The clipped update is packed as [n·Δθ, n·loss, n] and contributed to the round's federated
     sum (masked, under secure aggregation).
     """
-    store = _store(config, region)
+    store = region_store(config, region)
 
     def run() -> Contribution:
         ledger = None
@@ -283,10 +284,10 @@ def local_training(
 
 @task(name="local-evaluation", task_run_name="local-evaluation-{region}-r{round_number}", **REGION_TASK)
 def local_evaluation(
-    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: np.ndarray, round_number: int
+    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: Vector, round_number: int
 ) -> RegionReply[RegionMetrics]:
     """Score the global model on the region's holdout (with the region's own head if personalised)."""
-    store = _store(config, region)
+    store = region_store(config, region)
 
     def run() -> RegionMetrics:
         vector = global_vector
@@ -305,7 +306,7 @@ def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionR
     Returns, from the lifetime ledger, the region's budget after the job and this job's own ε
     (everything it spent here, composed).
     """
-    store = _store(config, region)
+    store = region_store(config, region)
 
     def run() -> dict[str, Any] | None:
         store.remove(_workspace(config, job_id))
@@ -323,7 +324,7 @@ def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionR
 @task(name="record-model-version", task_run_name="record-model-version-{region}", **REGION_TASK)
 def record_model_version(region: str, config: FedcrmConfig, job_id: str, model_version: str) -> RegionReply[None]:
     """Link this job's spends in the region's lifetime ledger to the model version they produced."""
-    store = _store(config, region)
+    store = region_store(config, region)
 
     def run() -> None:
         with _lifetime_ledger(config, store) as ledger:
@@ -341,14 +342,14 @@ class LocalOnlyResult:
 
 @task(name="local-only-baseline", task_run_name="local-only-baseline-{region}", **REGION_TASK)
 def local_only_baseline(
-    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, initial_vector: np.ndarray
+    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, initial_vector: Vector
 ) -> RegionReply[LocalOnlyResult]:
     """Train the same model on this region alone, under the same ε, and evaluate it on the holdout.
 
     Its DP-SGD steps touch the same records, so they go in a ledger of their own and the job's
     total ε for the region composes both.
     """
-    store = _store(config, region)
+    store = region_store(config, region)
 
     def run() -> LocalOnlyResult:
         train = store.read_frame(_job_key(config, job_id, "train"))
@@ -369,3 +370,13 @@ def local_only_baseline(
         return LocalOnlyResult(metrics=metrics, epsilon_spent=spent, epsilon_job_total=total)
 
     return in_region(region, store, "local-only baseline", run)
+
+
+REGIONAL_STEPS = {step.name: step for step in (
+    prepare_region, plan_privacy, secure_aggregation_step, feature_statistics, local_training, local_evaluation,
+    local_only_baseline, release_workspace, record_model_version,
+)}
+"""What a coordinator may ask a regional run to do, by name; anything else is refused."""
+
+SUPPLIED_BY_THE_REGION = {"region", "config", "job_id"}
+"""Arguments a region takes from its own run, never from a request."""

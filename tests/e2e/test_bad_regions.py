@@ -106,9 +106,9 @@ def test_job_completes_on_the_healthy_regions(bad_job):
         ("one-class", "validation", ["only one class", "'yes'"]),
         ("semicolon", "validation", ["separated", "source.separator"]),
         ("non-finite", "validation", ["malformed record(s)", "more than the contract allows"]),
-        ("no-key", "secure-aggregation setup (advertise)", ["no identity key", "fedcrm keys init --region no-key"]),
-        ("impostor", "secure-aggregation setup (advertise)", ["not the one the keyring lists", "keys init --region impostor"]),
-        ("unregistered", "secure-aggregation setup (advertise)", ["not in the federation keyring", "keys init --region unregistered"]),
+        ("no-key", "start", ["no identity key", "fedcrm keys init --region no-key"]),
+        ("impostor", "start", ["not the one the keyring lists", "keys init --region impostor"]),
+        ("unregistered", "start", ["not in the federation keyring", "keys init --region unregistered"]),
     ],
 )
 def test_each_bad_region_is_excluded_with_an_actionable_reason(bad_job, region, step, phrases):

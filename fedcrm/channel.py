@@ -1,0 +1,84 @@
+"""Signed, ordered conversations between the coordinator and each region over the exchange.
+
+The coordinator numbers its requests to each region 1, 2, 3, ...; the region answers request n
+with reply n, and announces itself with a hello (number 0) that carries its residency evidence.
+Every message is an ``Envelope`` signed by its sender and bound to (job, number, kind, sender,
+recipient), so the exchange, or anyone who can write to it, can neither forge, alter, re-address
+nor replay a message: the reader rejects it with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from fedcrm.messages import StepReply, StepRequest
+from fedcrm.secagg.envelope import Envelope, Inbox
+from fedcrm.secagg.identity import COORDINATOR, Identity, Keyring
+
+HELLO = 0
+
+
+class Mailboxes(Protocol):
+    def post(self, box: str, sequence: int, envelope: bytes) -> None: ...
+
+    def fetch(self, box: str, sequence: int) -> bytes | None: ...
+
+
+def _to(region: str) -> str:
+    return f"to-{region}"
+
+
+def _from(region: str) -> str:
+    return f"from-{region}"
+
+
+class CoordinatorChannel:
+    def __init__(self, mailboxes: Mailboxes, identity: Identity, keyring: Keyring, job_id: str):
+        self.mailboxes, self.identity, self.job_id = mailboxes, identity, job_id
+        self._inbox = Inbox(keyring, job_id, identity.party)
+        self._next: dict[str, int] = {}
+
+    def send(self, region: str, request: StepRequest) -> int:
+        """Post the region's next request; returns its number."""
+        number = self._next.get(region, HELLO + 1)
+        self._next[region] = number + 1
+        envelope = Envelope.seal(self.identity, job_id=self.job_id, round=number, phase="request", recipient=region,
+                                 body=request.model_dump(mode="json"))
+        self.mailboxes.post(_to(region), number, envelope.to_bytes())
+        return number
+
+    def hello(self, region: str) -> dict[str, Any] | None:
+        """The region's signed residency evidence, once it has started; raises MessageRejectedError if forged."""
+        data = self.mailboxes.fetch(_from(region), HELLO)
+        return None if data is None else dict(self._inbox.open(data, round=HELLO, phase="hello", sender=region))
+
+    def reply(self, region: str, number: int) -> StepReply | None:
+        data = self.mailboxes.fetch(_from(region), number)
+        if data is None:
+            return None
+        return StepReply.model_validate(self._inbox.open(data, round=number, phase="reply", sender=region))
+
+
+class RegionChannel:
+    def __init__(self, mailboxes: Mailboxes, identity: Identity, keyring: Keyring, job_id: str):
+        self.mailboxes, self.identity, self.job_id = mailboxes, identity, job_id
+        self.region = identity.party
+        self._inbox = Inbox(keyring, job_id, identity.party)
+
+    def _post(self, number: int, kind: str, body: object) -> None:
+        envelope = Envelope.seal(self.identity, job_id=self.job_id, round=number, phase=kind, recipient=COORDINATOR,
+                                 body=body)
+        self.mailboxes.post(_from(self.region), number, envelope.to_bytes())
+
+    def hello(self, evidence: dict[str, Any]) -> None:
+        self._post(HELLO, "hello", evidence)
+
+    def request(self, number: int) -> StepRequest | None:
+        """Request ``number`` once the coordinator has posted it; raises MessageRejectedError if forged."""
+        data = self.mailboxes.fetch(_to(self.region), number)
+        if data is None:
+            return None
+        return StepRequest.model_validate(self._inbox.open(data, round=number, phase="request", sender=COORDINATOR))
+
+    def reply(self, number: int, reply: StepReply) -> None:
+        self._post(number, "reply", reply.model_dump(mode="json"))

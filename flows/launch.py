@@ -1,0 +1,138 @@
+"""Start the job's regional runs, once per job, and check where they run.
+
+The only difference between the modes (``launcher.mode``):
+
+* **embedded**: each region's ``fedcrm-region`` flow runs in this process, as a subflow;
+* **distributed**: each region's deployment ``<launcher.region_deployment>/<region>`` is run on
+  the region's own work pool (``run_deployment``, not waited for).
+
+Either way every regional run first posts a signed hello. The coordinator then asks the Prefect
+API where that flow run really executed, and refuses a region whose run is not the one it
+launched or, in distributed mode, did not come from the region's own work pool.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from connectors.exchange import Exchange, open_exchange
+from fedcrm.channel import CoordinatorChannel
+from fedcrm.config import FedcrmConfig
+from fedcrm.errors import FedcrmError, MessageRejectedError
+from fedcrm.roster import Roster
+from flows.dispatch import RegionLinks
+from flows.region import FINISH, regional_participant
+from tasks.coordinator import coordinator_keys
+
+
+@task(name="regional-run", task_run_name="regional-run-{region}", cache_policy=NO_CACHE, persist_result=False)
+def embedded_regional_run(region: str, job_id: str, config: FedcrmConfig) -> dict[str, int]:
+    """Embedded mode: the region's whole part in the job, as a subflow in this process."""
+    return regional_participant(region=region, job_id=job_id, config=config)
+
+
+@dataclass
+class RunningRegions:
+    links: RegionLinks
+    exchange: Exchange
+    launched: dict[str, Any] = field(default_factory=dict)
+    """Region → its embedded future, or the id of its deployment's flow run."""
+
+    def ended(self, region: str) -> str | None:
+        """The final state of the region's run, or None while it runs."""
+        handle = self.launched.get(region)
+        if handle is None:
+            return "never started"
+        if hasattr(handle, "state"):  # embedded: a future of this process
+            state = handle.state
+        else:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(handle).state
+        return state.name if state is not None and state.is_final() else None
+
+
+def _launch(config: FedcrmConfig, job_id: str, region: str) -> Any:
+    if config.launcher.mode == "embedded":
+        return embedded_regional_run.submit(region=region, job_id=job_id, config=config)
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(
+        f"{config.launcher.region_deployment}/{region}", timeout=0, as_subflow=True,
+        parameters={"region": region, "job_id": job_id, "config": config.model_dump(mode="json")},
+    )
+    return flow_run.id
+
+
+def _where_it_ran(config: FedcrmConfig, region: str, evidence: dict[str, Any], launched: Any) -> dict[str, Any]:
+    """The evidence, checked against the Prefect API's record of the flow run; raises if it is not the region's."""
+    from prefect.client.orchestration import get_client
+
+    claimed = evidence.get("flow_run_id")
+    if not claimed:
+        raise FedcrmError(f"region {region}'s run does not say which flow run it is", hint="run it as a Prefect flow")
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(claimed))
+    expected_pool = config.work_pool(region) if config.launcher.mode == "distributed" else None
+    if config.launcher.mode == "distributed" and str(flow_run.id) != str(launched):
+        raise FedcrmError(f"region {region} answered from flow run {claimed}, not the run {launched} started for it",
+                          hint="another process is answering for the region: check who can write to the exchange")
+    if flow_run.work_pool_name != expected_pool:
+        raise FedcrmError(
+            f"region {region}'s run executed on work pool {flow_run.work_pool_name!r}, not {expected_pool!r}",
+            hint=f"its data may only be read inside the region: deploy fedcrm-region/{region} to pool {expected_pool}",
+        )
+    return {**evidence, "work_pool": flow_run.work_pool_name, "launcher": config.launcher.mode, "verified": True}
+
+
+def start_regions(config: FedcrmConfig, job_id: str, roster: Roster) -> RunningRegions:
+    """Launch one run per active region and wait for their hellos; exclude those that do not start."""
+    exchange = open_exchange(config, job_id)
+    identity, keyring = coordinator_keys(config)
+    channel = CoordinatorChannel(exchange, identity, keyring, job_id)
+    running = RunningRegions(RegionLinks(config, channel), exchange)
+    running.links.ended = running.ended
+    for region in roster.active:
+        try:
+            running.launched[region] = _launch(config, job_id, region)
+        except Exception as exc:  # noqa: BLE001 - e.g. the deployment does not exist; the job goes on without it
+            roster.exclude(region, "start", f"its regional run could not be started ({type(exc).__name__}: {exc})")
+    pending, deadline = set(running.launched), time.monotonic() + config.launcher.start_timeout_s
+    while pending:
+        for region in sorted(pending):
+            failure = exchange.fetch_unsigned_failure(region)
+            try:
+                if failure is not None:
+                    raise FedcrmError(f"its regional run could not take part: {failure}")
+                evidence = channel.hello(region)
+                if evidence is None:
+                    continue
+                roster.regions[region].residency = _where_it_ran(config, region, evidence, running.launched[region])
+                running.links.started.add(region)
+            except (FedcrmError, MessageRejectedError) as exc:
+                roster.exclude(region, "start", str(exc))
+            pending.discard(region)
+        if pending and time.monotonic() > deadline:
+            where = ("" if config.launcher.mode == "embedded"
+                     else " (is a worker polling work pool {pool}?)")
+            for region in pending:
+                roster.exclude(region, "start", f"its regional run did not start within {config.launcher.start_timeout_s:g} s "
+                               f"(launcher.start_timeout_s){where.format(pool=config.work_pool(region))}")
+            break
+        time.sleep(config.exchange.poll_interval_s)
+    return running
+
+
+def finish_regions(running: RunningRegions, *, wait_s: float = 60.0) -> None:
+    """Tell every launched run the job is over (excluded ones too, so none waits for its idle timeout)."""
+    running.links.tell(list(running.launched), FINISH)
+    for future in running.launched.values():
+        if hasattr(future, "wait"):
+            future.wait(timeout=wait_s)

@@ -1,0 +1,101 @@
+"""One region's part in a job, as one flow run for the whole job (not one per round):
+
+    hello (signed residency evidence: flow run, work pool, worker)
+    loop: wait for the coordinator's next signed request on the exchange
+          → run that regional step (a task of tasks/regional.py, inside the region)
+          → post the signed reply (counts, DP releases, masked contributions only)
+    until the coordinator says "finish", or stays silent for launcher.region_idle_timeout_s
+    (then the region releases its workspace itself and ends).
+
+In distributed mode this flow is the region's deployment, on the region's own work pool; in
+embedded mode the coordinator runs it in-process. The code path is the same.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from connectors.exchange import open_exchange
+from connectors.keys import check_registered, load_identity, read_keyring
+from fedcrm.channel import RegionChannel
+from fedcrm.config import FedcrmConfig
+from fedcrm.errors import FedcrmError, MessageRejectedError
+from fedcrm.messages import StepReply, StepRequest, decode_arguments, encode_value
+from tasks import regional
+
+FINISH = "finish"
+
+
+def residency_evidence(region: str) -> dict[str, Any]:
+    """Where this run executes, as the orchestrator and the machine report it."""
+    from prefect.runtime import flow_run
+
+    return {
+        "region": region,
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "worker": os.environ.get("PREFECT__WORKER_NAME"),
+        "deployment": os.environ.get("PREFECT__DEPLOYMENT_NAME"),
+        "host": socket.gethostname(),
+    }
+
+
+def _answer(region: str, config: FedcrmConfig, job_id: str, request: StepRequest) -> StepReply:
+    step = regional.REGIONAL_STEPS.get(request.step)
+    if step is None:
+        return StepReply(ok=False, reason=f"unknown step {request.step!r}: the region runs an older or newer fedcrm")
+    try:
+        arguments = decode_arguments(step, request.arguments, allowed=set(request.arguments) - regional.SUPPLIED_BY_THE_REGION)
+    except MessageRejectedError as exc:
+        return StepReply(ok=False, reason=str(exc))
+    reply = step(region=region, config=config, job_id=job_id, **arguments)
+    if not reply.ok:
+        return StepReply(ok=False, reason=reply.reason)
+    try:
+        return StepReply(ok=True, value=encode_value(step, reply.value))
+    except (TypeError, ValueError) as exc:  # a bug, not data: the step's value does not fit its declared type
+        return StepReply(ok=False, reason=f"{request.step}: its result could not be encoded ({type(exc).__name__})")
+
+
+@flow(name="fedcrm-region", flow_run_name="{region}-{job_id}", persist_result=False, log_prints=False)
+def regional_participant(region: str, job_id: str, config: FedcrmConfig) -> dict[str, int]:
+    """Take part in job ``job_id`` as ``region``; returns how many requests it answered."""
+    logger = get_run_logger()
+    store = regional.region_store(config, region)
+    try:
+        identity, keyring = load_identity(store, region), read_keyring(config.keyring_path)
+        check_registered(keyring, identity)
+    except FedcrmError as exc:  # without its key the region cannot sign anything: say why, unsigned, and stop
+        logger.error("region %s cannot take part: %s", region, exc)
+        open_exchange(config, job_id).post_unsigned_failure(region, str(exc))
+        return {"answered": 0}
+    channel = RegionChannel(open_exchange(config, job_id), identity, keyring, job_id)
+    channel.hello(residency_evidence(region))
+    number, answered, rejected = 1, 0, set()
+    idle_until = time.monotonic() + config.launcher.region_idle_timeout_s
+    while True:
+        try:
+            request = channel.request(number)
+        except MessageRejectedError as exc:  # forged or altered: never acted on; the coordinator will time out
+            if number not in rejected:
+                logger.error("region %s ignored request %d: %s", region, number, exc)
+                rejected.add(number)
+            request = None
+        if request is None:
+            if time.monotonic() > idle_until:
+                logger.warning("region %s heard nothing from the coordinator for %g s: releasing its workspace",
+                               region, config.launcher.region_idle_timeout_s)
+                regional.release_workspace(region=region, config=config, job_id=job_id)
+                break
+            time.sleep(config.exchange.poll_interval_s)
+            continue
+        if request.step == FINISH:
+            break
+        channel.reply(number, _answer(region, config, job_id, request))
+        number, answered = number + 1, answered + 1
+        idle_until = time.monotonic() + config.launcher.region_idle_timeout_s
+    return {"answered": answered}
