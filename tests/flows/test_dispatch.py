@@ -1,0 +1,75 @@
+"""The coordinator's side of the exchange: replies collected, silence and dead runs turned into reasons."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from connectors import LocalRegionStore
+from connectors.exchange import Exchange
+from fedcrm.channel import CoordinatorChannel, RegionChannel
+from fedcrm.config import load_config
+from fedcrm.messages import StepReply
+from fedcrm.secagg.identity import COORDINATOR, Identity, Keyring
+from flows.dispatch import RegionLinks
+from tasks import regional
+
+REGIONS = ("eu", "us")
+
+
+@pytest.fixture
+def federation(tmp_path):
+    identities = {party: Identity.generate(party) for party in (COORDINATOR, *REGIONS)}
+    keyring = Keyring({party: identity.public_key for party, identity in identities.items()})
+    exchange = Exchange(LocalRegionStore(tmp_path), "job-1")
+    config = load_config(overrides=["launcher.step_timeout_s=1.5", "exchange.poll_interval_s=0.01"])
+    links = RegionLinks(config, CoordinatorChannel(exchange, identities[COORDINATOR], keyring, "job-1"))
+    links.started.update(REGIONS)
+    regions = {r: RegionChannel(exchange, identities[r], keyring, "job-1") for r in REGIONS}
+    return links, regions
+
+
+def answer_once(channel: RegionChannel, reply: StepReply, delay_s: float = 0.0) -> threading.Thread:
+    def run() -> None:
+        while channel.request(1) is None:
+            time.sleep(0.01)
+        time.sleep(delay_s)
+        channel.reply(1, reply)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_replies_are_collected_and_failures_keep_their_reason(federation):
+    links, regions = federation
+    answer_once(regions["eu"], StepReply(ok=True, value=None))
+    answer_once(regions["us"], StepReply(ok=False, reason="model lineage failed: the store is read-only"))
+    replies = links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
+    assert replies["eu"].ok and not replies["us"].ok and "read-only" in replies["us"].reason
+    assert links.answering(list(REGIONS)) == list(REGIONS)
+
+
+def test_a_silent_region_times_out_is_not_asked_again_and_its_late_answer_is_ignored(federation):
+    links, regions = federation
+    answer_once(regions["eu"], StepReply(ok=True, value=None))
+    late = answer_once(regions["us"], StepReply(ok=True, value=None), delay_s=2.5)
+    began = time.monotonic()
+    replies = links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
+    assert 1.5 <= time.monotonic() - began < 2.5
+    assert replies["eu"].ok and "no answer to record-model-version within 1.5 s" in replies["us"].reason
+    late.join()
+    again = links.ask(regional.record_model_version, ["us"], model_version="fedcrm-churn/4")
+    assert "stopped answering" in again["us"].reason and links.answering(list(REGIONS)) == ["eu"]
+
+
+def test_a_run_that_has_ended_fails_its_step_at_once(federation):
+    links, regions = federation
+    links.liveness_every_s = 0.05
+    links.ended = lambda region: "Crashed" if region == "us" else None
+    answer_once(regions["eu"], StepReply(ok=True, value=None))
+    began = time.monotonic()
+    replies = links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
+    assert time.monotonic() - began < 1.0 and "ended (Crashed)" in replies["us"].reason and replies["eu"].ok
