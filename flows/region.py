@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -23,8 +24,8 @@ from prefect import flow, get_run_logger
 from connectors.exchange import open_exchange
 from connectors.keys import check_registered, load_identity, read_keyring
 from fedcrm.channel import RegionChannel
-from fedcrm.config import FedcrmConfig
-from fedcrm.errors import FedcrmError, MessageRejectedError
+from fedcrm.config import FedcrmConfig, LocalSource
+from fedcrm.errors import ConfigError, FedcrmError, MessageRejectedError
 from fedcrm.messages import StepReply, StepRequest, decode_arguments, encode_value
 from tasks import regional
 
@@ -42,6 +43,26 @@ def residency_evidence(region: str) -> dict[str, Any]:
         "deployment": os.environ.get("PREFECT__DEPLOYMENT_NAME"),
         "host": socket.gethostname(),
     }
+
+
+def with_local_settings(config: FedcrmConfig, region: str, environ: dict[str, str]) -> FedcrmConfig:
+    """The region's own settings win over the coordinator's: where its store and records are, and
+    which region this worker serves, come from the environment of its work pool (job variables)."""
+    serves = environ.get("FEDCRM_REGION")
+    if serves and serves != region:
+        raise ConfigError(f"this worker serves region {serves!r}, not {region!r}",
+                          hint=f"run region {region}'s deployment on its own work pool ({config.work_pool(region)})")
+    spec = config.federation.regions[region]
+    if environ.get("FEDCRM_REGION_STORE"):
+        spec = spec.model_copy(update={"store": Path(environ["FEDCRM_REGION_STORE"])})
+    if environ.get("FEDCRM_REGION_SOURCE"):
+        spec = spec.model_copy(update={"source": LocalSource(path=Path(environ["FEDCRM_REGION_SOURCE"]))})
+    federation = config.federation.model_copy(update={"regions": {**config.federation.regions, region: spec}})
+    updated = config.model_copy(update={"federation": federation})
+    if environ.get("FEDCRM_KEYRING"):
+        keys = config.secure_aggregation.model_copy(update={"keyring": Path(environ["FEDCRM_KEYRING"])})
+        updated = updated.model_copy(update={"secure_aggregation": keys})
+    return updated
 
 
 def _answer(region: str, config: FedcrmConfig, job_id: str, request: StepRequest) -> StepReply:
@@ -65,8 +86,9 @@ def _answer(region: str, config: FedcrmConfig, job_id: str, request: StepRequest
 def regional_participant(region: str, job_id: str, config: FedcrmConfig) -> dict[str, int]:
     """Take part in job ``job_id`` as ``region``; returns how many requests it answered."""
     logger = get_run_logger()
-    store = regional.region_store(config, region)
     try:
+        config = with_local_settings(config, region, dict(os.environ))
+        store = regional.region_store(config, region)
         identity, keyring = load_identity(store, region), read_keyring(config.keyring_path)
         check_registered(keyring, identity)
     except FedcrmError as exc:  # without its key the region cannot sign anything: say why, unsigned, and stop

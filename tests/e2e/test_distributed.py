@@ -1,0 +1,136 @@
+"""Distributed mode on loopback: a real Prefect server, one process worker per region pool (each
+with only its own region's data location in its environment), the deployments of
+deployments/prefect.yaml, and a job launched by `fedcrm run` against them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from connectors.keys import read_keyring
+from fedcrm.secagg.envelope import Envelope
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).parent / "prefect")
+REGIONS = ("eu", "us", "apac")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Workers ignore one SIGTERM/SIGINT (see the stack notes): interrupt twice, then kill the group."""
+    if process.poll() is not None:
+        return
+    for sig in (signal.SIGINT, signal.SIGINT):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")  # noqa: SIM115 - open for the server's lifetime
+    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                _stop(server)
+                pytest.fail(f"the Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    try:
+        yield url
+    finally:
+        _stop(server)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def federation(prefect_server, tmp_path_factory):
+    """Demo data split into three regions, their pools, deployments and one worker per pool."""
+    work = tmp_path_factory.mktemp("distributed")
+    state = work / "state"
+    client_env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_HOME": str(work / "client-home"),
+                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200"}
+    subprocess.run([sys.executable, "-m", "cli.main", "data", "split", "--use-case", "churn", "--state-dir", str(state)],
+                   cwd=REPO, env=client_env, check=True, capture_output=True, timeout=120)
+    for pool in (*[f"crm-{r}" for r in REGIONS], "crm-coordinator"):
+        subprocess.run([PREFECT, "work-pool", "create", pool, "--type", "process"], env=client_env, check=True,
+                       capture_output=True, timeout=60)
+    deployed = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
+                              cwd=REPO, env=client_env, capture_output=True, text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    workers = {}
+    for region in REGIONS:
+        env = {**client_env, "PREFECT_HOME": str(work / f"worker-{region}"), "FEDCRM_REGION": region,
+               "FEDCRM_REGION_STORE": str(state / "regions" / region), "PREFECT_WORKER_QUERY_SECONDS": "1",
+               "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+        log = open(work / f"worker-{region}.log", "w")  # noqa: SIM115
+        workers[region] = subprocess.Popen([PREFECT, "worker", "start", "--pool", f"crm-{region}", "--name", f"w-{region}"],
+                                           cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield {"state": state, "env": client_env, "work": work, "workers": workers}
+    finally:
+        for worker in workers.values():
+            _stop(worker)
+
+
+def _run_job(federation, *extra: str, timeout: int = 420) -> tuple[subprocess.CompletedProcess, dict]:
+    summary = federation["work"] / f"summary-{time.monotonic_ns()}.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "run", "--use-case", "churn", "--state-dir", str(federation["state"]),
+         "--rounds", "3", "--set", "launcher.mode=distributed", "--set", "baselines.local_only=false",
+         "--set", "launcher.start_timeout_s=90", *extra, "--json-summary", str(summary)],
+        cwd=REPO, env=federation["env"], capture_output=True, text=True, timeout=timeout,
+    )
+    return done, json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def test_each_region_runs_on_its_own_pool_and_the_exchange_holds_only_signed_messages(federation):
+    done, summary = _run_job(federation)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert summary["status"] == "completed" and len(summary["rounds"]) == 3
+    for region in REGIONS:
+        residency = summary["regions"][region]["residency"]
+        assert residency["work_pool"] == f"crm-{region}" and residency["worker"].startswith(f"w-{region}")
+        assert residency["launcher"] == "distributed" and residency["verified"]
+    assert summary["tracking"]["status"] == "registered"
+
+    keyring = read_keyring(federation["state"] / "federation" / "keyring.json")
+    messages = list((federation["state"] / "exchange" / "jobs" / summary["job_id"]).rglob("*.msg"))
+    assert len(messages) > 3 * (2 + 3 * 2)  # hello, requests and replies of every step of 3 rounds
+    for path in messages:
+        envelope = Envelope.from_bytes(__import__("base64").b64decode(json.loads(path.read_text())["envelope"]))
+        keyring.verify(envelope.sender, envelope.signature, envelope.signed_bytes())  # raises if not
