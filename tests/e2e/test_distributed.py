@@ -4,6 +4,7 @@ deployments/prefect.yaml, and a job launched by `fedcrm run` against them."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -92,35 +93,48 @@ def federation(prefect_server, tmp_path_factory):
     deployed = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
                               cwd=REPO, env=client_env, capture_output=True, text=True, timeout=120)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    workers = {}
-    for region in REGIONS:
+    workers: dict[str, subprocess.Popen] = {}
+
+    def start_worker(region: str) -> None:
         env = {**client_env, "PREFECT_HOME": str(work / f"worker-{region}"), "FEDCRM_REGION": region,
                "FEDCRM_REGION_STORE": str(state / "regions" / region), "PREFECT_WORKER_QUERY_SECONDS": "1",
                "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
-        log = open(work / f"worker-{region}.log", "w")  # noqa: SIM115
+        log = open(work / f"worker-{region}.log", "a")  # noqa: SIM115
         workers[region] = subprocess.Popen([PREFECT, "worker", "start", "--pool", f"crm-{region}", "--name", f"w-{region}"],
                                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    for region in REGIONS:
+        start_worker(region)
     try:
-        yield {"state": state, "env": client_env, "work": work, "workers": workers}
+        yield {"state": state, "env": client_env, "work": work, "workers": workers, "start_worker": start_worker}
     finally:
         for worker in workers.values():
             _stop(worker)
 
 
-def _run_job(federation, *extra: str, timeout: int = 420) -> tuple[subprocess.CompletedProcess, dict]:
+def _start_job(federation, *extra: str) -> tuple[subprocess.Popen, Path]:
     summary = federation["work"] / f"summary-{time.monotonic_ns()}.json"
-    done = subprocess.run(
+    job = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "run", "--use-case", "churn", "--state-dir", str(federation["state"]),
          "--rounds", "3", "--set", "launcher.mode=distributed", "--set", "baselines.local_only=false",
          "--set", "launcher.start_timeout_s=90", *extra, "--json-summary", str(summary)],
-        cwd=REPO, env=federation["env"], capture_output=True, text=True, timeout=timeout,
+        cwd=REPO, env=federation["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    return done, json.loads(summary.read_text()) if summary.exists() else {}
+    return job, summary
+
+
+def _finish_job(job: subprocess.Popen, summary: Path, timeout: int = 420) -> tuple[int, str, dict]:
+    output, _ = job.communicate(timeout=timeout)
+    return job.returncode, output, json.loads(summary.read_text()) if summary.exists() else {}
+
+
+def _run_job(federation, *extra: str) -> tuple[int, str, dict]:
+    return _finish_job(*_start_job(federation, *extra))
 
 
 def test_each_region_runs_on_its_own_pool_and_the_exchange_holds_only_signed_messages(federation):
-    done, summary = _run_job(federation)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    code, output, summary = _run_job(federation)
+    assert code == 0, output[-3000:]
     assert summary["status"] == "completed" and len(summary["rounds"]) == 3
     for region in REGIONS:
         residency = summary["regions"][region]["residency"]
@@ -132,5 +146,36 @@ def test_each_region_runs_on_its_own_pool_and_the_exchange_holds_only_signed_mes
     messages = list((federation["state"] / "exchange" / "jobs" / summary["job_id"]).rglob("*.msg"))
     assert len(messages) > 3 * (2 + 3 * 2)  # hello, requests and replies of every step of 3 rounds
     for path in messages:
-        envelope = Envelope.from_bytes(__import__("base64").b64decode(json.loads(path.read_text())["envelope"]))
+        envelope = Envelope.from_bytes(base64.b64decode(json.loads(path.read_text())["envelope"]))
         keyring.verify(envelope.sender, envelope.signature, envelope.signed_bytes())  # raises if not
+
+
+def _kill_region_mid_job(federation, region: str, *extra: str) -> tuple[int, str, dict]:
+    """Start a job, and once the region has answered a training request, kill its worker and run."""
+    exchange = federation["state"] / "exchange" / "jobs"
+    earlier = set(exchange.glob("*"))
+    job, summary = _start_job(federation, "--set", "launcher.step_timeout_s=20", *extra)
+    deadline = time.monotonic() + 180
+    while not any(len(list((new / f"from-{region}").glob("*.msg"))) >= 7 for new in set(exchange.glob("*")) - earlier):
+        assert job.poll() is None and time.monotonic() < deadline, "the job ended or stalled before round 1"
+        time.sleep(0.2)
+    _stop(federation["workers"][region])  # the worker and the regional run in its process group
+    try:
+        return _finish_job(job, summary)
+    finally:
+        federation["start_worker"](region)
+
+
+def test_a_region_lost_mid_job_is_excluded_and_the_quorum_finishes_it(federation):
+    code, output, summary = _kill_region_mid_job(federation, "apac", "--set", "federation.min_regions=2")
+    assert code == 0, output[-3000:]
+    apac = summary["regions"]["apac"]
+    assert apac["status"] == "excluded" and "no answer" in apac["reason"]
+    assert summary["status"] == "completed" and summary["rounds"][-1]["participants"] == ["eu", "us"]
+
+
+def test_with_a_quorum_of_three_losing_a_region_fails_the_job_cleanly(federation):
+    code, output, summary = _kill_region_mid_job(federation, "us", "--set", "federation.min_regions=3")
+    assert code != 0 and "Traceback" not in output
+    assert summary["status"] == "failed" and "min_regions" in summary["error"]
+    assert summary["regions"]["us"]["status"] == "excluded"
