@@ -15,7 +15,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import boto3
 import pytest
+
+from mlflow import MlflowClient
 
 from connectors.keys import read_keyring
 from fedcrm.secagg.envelope import Envelope
@@ -24,6 +27,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 REGIONS = ("eu", "us", "apac")
+EXCHANGE_BUCKET = "fedcrm-exchange"
 
 
 def _free_port() -> int:
@@ -61,16 +65,55 @@ def prefect_server(tmp_path_factory):
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
+    _wait_healthy(f"{url}/health", server, home / "server.log", "the Prefect server")
+    try:
+        yield url
+    finally:
+        _stop(server)
+        log.close()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path, what: str) -> None:
     deadline = time.monotonic() + 120
     while True:
         try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
+            urllib.request.urlopen(url, timeout=2)
+            return
         except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                _stop(server)
-                pytest.fail(f"the Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+            if time.monotonic() > deadline or process.poll() is not None:
+                _stop(process)
+                pytest.fail(f"{what} did not start: {log.read_text()[-2000:]}")
             time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """An S3 API server on loopback for the exchange bucket (moto's)."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    credentials = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
+                 region_name="us-east-1").create_bucket(Bucket=EXCHANGE_BUCKET)
+    yield url, credentials
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log_path = root / "server.log"
+    log = open(log_path, "w")  # noqa: SIM115
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(f"{url}/health", server, log_path, "the MLflow server")
     try:
         yield url
     finally:
@@ -79,11 +122,12 @@ def prefect_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def federation(prefect_server, tmp_path_factory):
+def federation(prefect_server, s3_endpoint, mlflow_server, tmp_path_factory):
     """Demo data split into three regions, their pools, deployments and one worker per pool."""
     work = tmp_path_factory.mktemp("distributed")
     state = work / "state"
-    client_env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_HOME": str(work / "client-home"),
+    endpoint, credentials = s3_endpoint
+    client_env = {**os.environ, **credentials, "PREFECT_API_URL": prefect_server, "PREFECT_HOME": str(work / "client-home"),
                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200"}
     subprocess.run([sys.executable, "-m", "cli.main", "data", "split", "--use-case", "churn", "--state-dir", str(state)],
                    cwd=REPO, env=client_env, check=True, capture_output=True, timeout=120)
@@ -106,10 +150,17 @@ def federation(prefect_server, tmp_path_factory):
     for region in REGIONS:
         start_worker(region)
     try:
-        yield {"state": state, "env": client_env, "work": work, "workers": workers, "start_worker": start_worker}
+        yield {"state": state, "env": client_env, "work": work, "workers": workers, "start_worker": start_worker,
+               "s3": endpoint, "mlflow": mlflow_server}
     finally:
         for worker in workers.values():
             _stop(worker)
+
+
+def _s3(federation):
+    env = federation["env"]
+    return boto3.client("s3", endpoint_url=federation["s3"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
 
 
 def _start_job(federation, *extra: str) -> tuple[subprocess.Popen, Path]:
@@ -117,7 +168,9 @@ def _start_job(federation, *extra: str) -> tuple[subprocess.Popen, Path]:
     job = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "run", "--use-case", "churn", "--state-dir", str(federation["state"]),
          "--rounds", "3", "--set", "launcher.mode=distributed", "--set", "baselines.local_only=false",
-         "--set", "launcher.start_timeout_s=90", *extra, "--json-summary", str(summary)],
+         "--set", "launcher.start_timeout_s=90", "--set", f"exchange.url=s3://{EXCHANGE_BUCKET}/fedcrm",
+         "--set", f"exchange.endpoint_url={federation['s3']}", "--set", f"tracking.uri={federation['mlflow']}",
+         *extra, "--json-summary", str(summary)],
         cwd=REPO, env=federation["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     return job, summary
@@ -140,23 +193,40 @@ def test_each_region_runs_on_its_own_pool_and_the_exchange_holds_only_signed_mes
         residency = summary["regions"][region]["residency"]
         assert residency["work_pool"] == f"crm-{region}" and residency["worker"].startswith(f"w-{region}")
         assert residency["launcher"] == "distributed" and residency["verified"]
-    assert summary["tracking"]["status"] == "registered"
+    tracking = summary["tracking"]
+    assert tracking["status"] == "registered" and tracking["tracking_uri"] == federation["mlflow"]
+    version = MlflowClient(federation["mlflow"]).get_model_version(tracking["model_name"], tracking["model_version"])
+    assert all(float(version.tags[f"epsilon_job_total.{region}"]) > 0 for region in REGIONS)
 
     keyring = read_keyring(federation["state"] / "federation" / "keyring.json")
-    messages = list((federation["state"] / "exchange" / "jobs" / summary["job_id"]).rglob("*.msg"))
-    assert len(messages) > 3 * (2 + 3 * 2)  # hello, requests and replies of every step of 3 rounds
-    for path in messages:
-        envelope = Envelope.from_bytes(base64.b64decode(json.loads(path.read_text())["envelope"]))
+    s3 = _s3(federation)
+    listed = s3.list_objects_v2(Bucket=EXCHANGE_BUCKET, Prefix=f"fedcrm/jobs/{summary['job_id']}/")["Contents"]
+    assert len(listed) > 3 * (2 + 3 * 2)  # hello, requests and replies of every step of 3 rounds
+    for item in listed:
+        stored = s3.get_object(Bucket=EXCHANGE_BUCKET, Key=item["Key"])
+        assert stored["ServerSideEncryption"] == "AES256"
+        envelope = Envelope.from_bytes(base64.b64decode(json.loads(stored["Body"].read())["envelope"]))
         keyring.verify(envelope.sender, envelope.signature, envelope.signed_bytes())  # raises if not
+    assert not (federation["state"] / "exchange").exists()  # nothing went to a local folder
 
 
 def _kill_region_mid_job(federation, region: str, *extra: str) -> tuple[int, str, dict]:
     """Start a job, and once the region has answered a training request, kill its worker and run."""
-    exchange = federation["state"] / "exchange" / "jobs"
-    earlier = set(exchange.glob("*"))
+    s3 = _s3(federation)
+
+    def answered() -> dict[str, int]:
+        """Messages from the region, per job."""
+        counts: dict[str, int] = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=EXCHANGE_BUCKET, Prefix="fedcrm/jobs/"):
+            for item in page.get("Contents", []):
+                _, _, job_id, box, _ = item["Key"].split("/")
+                counts[job_id] = counts.get(job_id, 0) + (box == f"from-{region}")
+        return counts
+
+    earlier = set(answered())
     job, summary = _start_job(federation, "--set", "launcher.step_timeout_s=20", *extra)
     deadline = time.monotonic() + 180
-    while not any(len(list((new / f"from-{region}").glob("*.msg"))) >= 7 for new in set(exchange.glob("*")) - earlier):
+    while not any(n >= 7 for job_id, n in answered().items() if job_id not in earlier):
         assert job.poll() is None and time.monotonic() < deadline, "the job ended or stalled before round 1"
         time.sleep(0.2)
     _stop(federation["workers"][region])  # the worker and the regional run in its process group
