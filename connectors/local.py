@@ -38,14 +38,9 @@ class LocalFileSource:
         return f"file {self.path}"
 
     def read_records(self) -> pd.DataFrame:
-        name = self.path.name.lower()
         try:
-            if name.endswith(PARQUET_SUFFIXES):
-                return pd.read_parquet(self.path)
-            if name.endswith(CSV_SUFFIXES):
-                return pd.read_csv(
-                    self.path, sep=self.separator, dtype=str, keep_default_na=False, encoding=self.encoding
-                )
+            return self.parse(self.path, self.path.name, separator=self.separator, encoding=self.encoding,
+                              description=self.description)
         except FileNotFoundError:
             raise ConnectorError(
                 "records file does not exist",
@@ -54,21 +49,35 @@ class LocalFileSource:
             ) from None
         except PermissionError:
             raise ConnectorError("records file is not readable", source=self.description, hint="check file permissions") from None
+
+    @staticmethod
+    def parse(data: Any, name: str, *, separator: str, encoding: str, description: str) -> pd.DataFrame:
+        """A CSV (cells as text) or parquet file or buffer, by its name's suffix; shared with the S3 source."""
+        name = name.lower()
+        try:
+            if name.endswith(PARQUET_SUFFIXES):
+                return pd.read_parquet(data)
+            if name.endswith(CSV_SUFFIXES):
+                compression = "gzip" if name.endswith(".gz") else "infer"
+                return pd.read_csv(data, sep=separator, dtype=str, keep_default_na=False, encoding=encoding,
+                                   compression=compression)
+        except (FileNotFoundError, PermissionError):
+            raise
         except UnicodeDecodeError:
             raise ConnectorError(
-                f"records file is not valid {self.encoding}",
-                source=self.description,
+                f"records file is not valid {encoding}",
+                source=description,
                 hint="set `source.encoding` in the contract (e.g. latin-1)",
             ) from None
         except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
             raise ConnectorError(
                 f"records file could not be parsed ({type(exc).__name__})",
-                source=self.description,
+                source=description,
                 hint="check that the file is a complete CSV/parquet export and the separator is right",
             ) from None
         raise ConnectorError(
             "unsupported file type",
-            source=self.description,
+            source=description,
             hint=f"use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}",
         )
 

@@ -8,10 +8,10 @@ Every field has a default, so the embedded demo needs no file at all.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from fedcrm.contract import DataContract, format_validation_error, load_contract
 from fedcrm.errors import ConfigError
@@ -34,8 +34,43 @@ class LocalSource(_Section):
     separator: str | None = Field(None, description="CSV separator; default: the contract's source.separator.")
 
 
+class S3Source(_Section):
+    """CSV/parquet objects under a prefix of the region's own bucket (credentials: the region's environment)."""
+
+    kind: Literal["s3"]
+    bucket: str
+    prefix: str = Field("", description="Every .csv/.csv.gz/.parquet object under it is read and concatenated.")
+    endpoint_url: str | None = None
+    separator: str | None = None
+
+
+class SqlSource(_Section):
+    """A table or a query of the region's database (SQLAlchemy URL without a password: use PGPASSWORD etc.)."""
+
+    kind: Literal["sql"]
+    url: str
+    table: str | None = None
+    query: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of `table` and `query`")
+        return self
+
+
+def _source_kind(value: Any) -> str:
+    return value.get("kind", "local") if isinstance(value, dict) else getattr(value, "kind", "local")
+
+
+RecordSourceSpec = Annotated[
+    Annotated[LocalSource, Tag("local")] | Annotated[S3Source, Tag("s3")] | Annotated[SqlSource, Tag("sql")],
+    Discriminator(_source_kind),
+]
+
+
 class RegionSpec(_Section):
-    source: LocalSource | None = Field(None, description="Default: <state_dir>/regions/<region>/crm/<use_case>.parquet")
+    source: RecordSourceSpec | None = Field(None, description="Default: <state_dir>/regions/<region>/crm/<use_case>.parquet")
     store: Path | None = Field(None, description="Region-private store. Default: <state_dir>/regions/<region>")
     work_pool: str | None = Field(None, description="Distributed mode: the region's Prefect work pool. Default: crm-<region>.")
 
@@ -284,7 +319,7 @@ class FedcrmConfig(_Section):
     def work_pool(self, region: str) -> str:
         return self.federation.regions[region].work_pool or f"crm-{region}"
 
-    def region_source(self, region: str) -> LocalSource:
+    def region_source(self, region: str) -> LocalSource | S3Source | SqlSource:
         spec = self.federation.regions[region]
         return spec.source or LocalSource(path=self.region_store(region) / "crm" / f"{self.use_case}.parquet")
 

@@ -78,6 +78,8 @@ class StepReply(BaseModel):
     ok: bool
     value: Any = None
     reason: str = ""
+    elapsed_s: float = 0.0
+    """Seconds the region spent on the step (so the coordinator can tell compute from transport)."""
 
 
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:

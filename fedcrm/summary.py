@@ -61,6 +61,9 @@ class RoundSummary(BaseModel):
     aggregation_s: float = Field(
         0.0, description="Of which the coordinator's aggregation once contributions arrived (checks, unmask step, sum)."
     )
+    transport_s: float = Field(
+        0.0, description="Of which the exchange: time the round's requests took beyond the slowest region's own compute.",
+    )
 
 
 class JobSummary(BaseModel):

@@ -31,6 +31,8 @@ class RegionLinks:
         self.ended: Callable[[str], str | None] = lambda region: None
         """Set by the launcher: how a region's run ended (e.g. 'Failed'), or None while it runs."""
         self.liveness_every_s = 2.0
+        self.transport_s = 0.0
+        """Cumulative seconds asks took beyond the slowest region's own compute: the exchange's overhead."""
 
     def answering(self, regions: list[str]) -> list[str]:
         """Those of ``regions`` that have not stopped answering (a region that timed out is not asked again)."""
@@ -47,19 +49,20 @@ class RegionLinks:
                 continue
             encoded = encode_arguments(regional_task, {**arguments, **(per_region or {}).get(region, {})})
             numbers[region] = self.channel.send(region, StepRequest(step=regional_task.name, arguments=encoded))
+        began, slowest = time.perf_counter(), 0.0
         deadline = self.clock() + self.timeout_s
         next_liveness = self.clock() + self.liveness_every_s
         while numbers.keys() - replies.keys():
             for region, number in numbers.items():
                 if region not in replies:
-                    reply = self._collect(regional_task, region, number)
+                    reply, elapsed = self._collect(regional_task, region, number)
                     if reply is not None:
-                        replies[region] = reply
+                        replies[region], slowest = reply, max(slowest, elapsed)
             if self.clock() > next_liveness:  # a run that has ended will never answer: do not wait for the deadline
                 next_liveness = self.clock() + self.liveness_every_s
                 for region in numbers.keys() - replies.keys():
                     state = self.ended(region)
-                    if state is not None and self._collect(regional_task, region, numbers[region]) is None:
+                    if state is not None and self._collect(regional_task, region, numbers[region])[0] is None:
                         self.silent.add(region)
                         replies[region] = RegionReply(region=region, ok=False, reason=(
                             f"its regional run ended ({state}) without answering {regional_task.name}; see the "
@@ -68,6 +71,8 @@ class RegionLinks:
                 if self.clock() > deadline:
                     break
                 time.sleep(self.poll_s)
+        if numbers:
+            self.transport_s += max(0.0, time.perf_counter() - began - slowest)
         for region in numbers.keys() - replies.keys():
             self.silent.add(region)
             replies[region] = RegionReply(region=region, ok=False, reason=(
@@ -75,16 +80,17 @@ class RegionLinks:
                 "run stopped or is too slow; a late answer is ignored"))
         return {region: replies[region] for region in regions}
 
-    def _collect(self, regional_task: Any, region: str, number: int) -> RegionReply[Any] | None:
+    def _collect(self, regional_task: Any, region: str, number: int) -> tuple[RegionReply[Any] | None, float]:
+        """The region's reply if it has arrived, and the seconds it spent computing it."""
         try:
             reply = self.channel.reply(region, number)
             if reply is None:
-                return None
+                return None, 0.0
             if not reply.ok:
-                return RegionReply(region=region, ok=False, reason=reply.reason)
-            return RegionReply(region=region, ok=True, value=decode_value(regional_task, reply.value))
+                return RegionReply(region=region, ok=False, reason=reply.reason), reply.elapsed_s
+            return RegionReply(region=region, ok=True, value=decode_value(regional_task, reply.value)), reply.elapsed_s
         except MessageRejectedError as exc:
-            return RegionReply(region=region, ok=False, reason=f"its reply was rejected: {exc}")
+            return RegionReply(region=region, ok=False, reason=f"its reply was rejected: {exc}"), 0.0
 
     def tell(self, regions: list[str], step: str) -> None:
         """A request that needs no answer (``finish``)."""

@@ -117,7 +117,9 @@ def regional_participant(region: str, job_id: str, config: FedcrmConfig) -> dict
             continue
         if request.step == FINISH:
             break
-        channel.reply(number, _answer(region, config, job_id, request))
+        began = time.perf_counter()
+        reply = _answer(region, config, job_id, request)
+        channel.reply(number, reply.model_copy(update={"elapsed_s": time.perf_counter() - began}))
         number, answered = number + 1, answered + 1
         idle_until = time.monotonic() + config.launcher.region_idle_timeout_s
     return {"answered": answered}

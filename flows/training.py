@@ -206,7 +206,7 @@ def _train(config: FedcrmConfig, job_id: str, started: list[RunningRegions]):
 
         rounds_total = config.training.rounds
         for number in range(1, rounds_total + 1):
-            began = time.perf_counter()
+            began, transport_before = time.perf_counter(), links.transport_s
             summed, released, aggregation_s = federated_sum(
                 config, roster, links, aggregator, round_number=number, step=f"round {number} training",
                 regional_task=regional.local_training,
@@ -235,6 +235,7 @@ def _train(config: FedcrmConfig, job_id: str, started: list[RunningRegions]):
                 region_metrics=region_metrics, epsilon_spent=spent, dropped=summed.dropped,
                 aggregation="secure" if config.secure_aggregation.enabled else "plain", quantization_error_bound=quantization,
                 duration_s=time.perf_counter() - began, aggregation_s=aggregation_s,
+                transport_s=links.transport_s - transport_before,
             ))
             eps_text = ", ".join(f"{r} {e:.2f}" for r, e in spent.items()) or "not private"
             auc_text = f"global AUC {metrics.auc:.4f} (gap {metrics.auc_gap:.4f})" if round_metrics else "not evaluated"

@@ -11,7 +11,8 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors import LocalRegionStore, source_from_spec
+from connectors import LocalRegionStore
+from connectors.sources import open_source
 from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.ledger import updating_ledger
 from fedcrm import regional
@@ -125,9 +126,8 @@ def prepare_region(
 
     def run() -> PreparedSummary:
         contract = config.load_contract()
-        source = source_from_spec(
-            config.region_source(region), default_separator=contract.source.separator, encoding=contract.source.encoding
-        )
+        source = open_source(config.region_source(region), separator=contract.source.separator,
+                             encoding=contract.source.encoding)
         raw = source.read_records()
         prepared = regional.prepare_region(raw, contract, config, region=region, suite=suite, source=source.description)
         if keep and prepared.quarantined is not None and len(prepared.quarantined):
