@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import flow, get_run_logger
+from pydantic import TypeAdapter, ValidationError
 
 from connectors.exchange import open_exchange
 from connectors.keys import check_registered, load_identity, read_keyring
 from fedcrm.channel import RegionChannel
-from fedcrm.config import FedcrmConfig, LocalSource
+from fedcrm.config import FedcrmConfig, LocalSource, RecordSourceSpec
 from fedcrm.errors import ConfigError, FedcrmError, MessageRejectedError
 from fedcrm.messages import StepReply, StepRequest, decode_arguments, encode_value
 from tasks import regional
@@ -45,6 +47,17 @@ def residency_evidence(region: str) -> dict[str, Any]:
     }
 
 
+def parse_source(text: str) -> Any:
+    """A records file path, or a YAML/JSON source spec such as ``{kind: sql, url: ..., table: leads}``."""
+    if not text.lstrip().startswith("{"):
+        return LocalSource(path=Path(text))
+    try:
+        return TypeAdapter(RecordSourceSpec).validate_python(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"FEDCRM_REGION_SOURCE is not a valid source ({type(exc).__name__}: {exc})",
+                          hint="give a file path, or e.g. {kind: s3, bucket: crm-eu, prefix: exports/}") from None
+
+
 def with_local_settings(config: FedcrmConfig, region: str, environ: dict[str, str]) -> FedcrmConfig:
     """The region's own settings win over the coordinator's: where its store and records are, and
     which region this worker serves, come from the environment of its work pool (job variables)."""
@@ -56,7 +69,7 @@ def with_local_settings(config: FedcrmConfig, region: str, environ: dict[str, st
     if environ.get("FEDCRM_REGION_STORE"):
         spec = spec.model_copy(update={"store": Path(environ["FEDCRM_REGION_STORE"])})
     if environ.get("FEDCRM_REGION_SOURCE"):
-        spec = spec.model_copy(update={"source": LocalSource(path=Path(environ["FEDCRM_REGION_SOURCE"]))})
+        spec = spec.model_copy(update={"source": parse_source(environ["FEDCRM_REGION_SOURCE"])})
     federation = config.federation.model_copy(update={"regions": {**config.federation.regions, region: spec}})
     updated = config.model_copy(update={"federation": federation})
     if environ.get("FEDCRM_KEYRING"):

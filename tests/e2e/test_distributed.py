@@ -16,7 +16,9 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from mlflow import MlflowClient
 
@@ -122,8 +124,10 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def federation(prefect_server, s3_endpoint, mlflow_server, tmp_path_factory):
-    """Demo data split into three regions, their pools, deployments and one worker per pool."""
+def federation(prefect_server, s3_endpoint, mlflow_server, postgres_url, tmp_path_factory):
+    """Demo data split into three regions, each behind a different connector (eu: local files,
+    us: objects in its S3 bucket, apac: a PostgreSQL table), their pools, the deployments, and one
+    worker per pool whose environment names only its own region's data."""
     work = tmp_path_factory.mktemp("distributed")
     state = work / "state"
     endpoint, credentials = s3_endpoint
@@ -131,6 +135,19 @@ def federation(prefect_server, s3_endpoint, mlflow_server, tmp_path_factory):
                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200"}
     subprocess.run([sys.executable, "-m", "cli.main", "data", "split", "--use-case", "churn", "--state-dir", str(state)],
                    cwd=REPO, env=client_env, check=True, capture_output=True, timeout=120)
+    sources = {"eu": str(state / "regions" / "eu" / "crm" / "churn.parquet")}
+    us_records, apac_records = (state / "regions" / r / "crm" / "churn.parquet" for r in ("us", "apac"))
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                      region_name="us-east-1")
+    s3.create_bucket(Bucket="crm-us")
+    s3.put_object(Bucket="crm-us", Key="exports/churn.parquet", Body=us_records.read_bytes())
+    sources["us"] = f"{{kind: s3, bucket: crm-us, prefix: exports/, endpoint_url: '{endpoint}'}}"
+    engine = sa.create_engine(postgres_url)
+    pd.read_parquet(apac_records).to_sql("churn_apac", engine, index=False, if_exists="replace")
+    engine.dispose()
+    sources["apac"] = f"{{kind: sql, url: '{postgres_url}', table: churn_apac}}"
+    us_records.unlink()  # from here on, us and apac records exist only behind their connectors
+    apac_records.unlink()
     for pool in (*[f"crm-{r}" for r in REGIONS], "crm-coordinator"):
         subprocess.run([PREFECT, "work-pool", "create", pool, "--type", "process"], env=client_env, check=True,
                        capture_output=True, timeout=60)
@@ -141,7 +158,8 @@ def federation(prefect_server, s3_endpoint, mlflow_server, tmp_path_factory):
 
     def start_worker(region: str) -> None:
         env = {**client_env, "PREFECT_HOME": str(work / f"worker-{region}"), "FEDCRM_REGION": region,
-               "FEDCRM_REGION_STORE": str(state / "regions" / region), "PREFECT_WORKER_QUERY_SECONDS": "1",
+               "FEDCRM_REGION_STORE": str(state / "regions" / region), "FEDCRM_REGION_SOURCE": sources[region],
+               "PREFECT_WORKER_QUERY_SECONDS": "1",
                "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
         log = open(work / f"worker-{region}.log", "a")  # noqa: SIM115
         workers[region] = subprocess.Popen([PREFECT, "worker", "start", "--pool", f"crm-{region}", "--name", f"w-{region}"],
@@ -168,6 +186,7 @@ def _start_job(federation, *extra: str) -> tuple[subprocess.Popen, Path]:
     job = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "run", "--use-case", "churn", "--state-dir", str(federation["state"]),
          "--rounds", "3", "--set", "launcher.mode=distributed", "--set", "baselines.local_only=false",
+         "--set", "baselines.central_reference=false",
          "--set", "launcher.start_timeout_s=90", "--set", f"exchange.url=s3://{EXCHANGE_BUCKET}/fedcrm",
          "--set", f"exchange.endpoint_url={federation['s3']}", "--set", f"tracking.uri={federation['mlflow']}",
          *extra, "--json-summary", str(summary)],
@@ -189,6 +208,7 @@ def test_each_region_runs_on_its_own_pool_and_the_exchange_holds_only_signed_mes
     code, output, summary = _run_job(federation)
     assert code == 0, output[-3000:]
     assert summary["status"] == "completed" and len(summary["rounds"]) == 3
+    assert all(summary["regions"][r]["n_train"] > 1000 for r in REGIONS)  # local files, S3 and PostgreSQL all read
     for region in REGIONS:
         residency = summary["regions"][region]["residency"]
         assert residency["work_pool"] == f"crm-{region}" and residency["worker"].startswith(f"w-{region}")
