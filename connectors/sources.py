@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from connectors.local import CSV_SUFFIXES, PARQUET_SUFFIXES, LocalFileSource
-from fedcrm.config import LocalSource, S3Source, SqlSource
+from fedcrm.config import LocalSource, S3Source, SalesforceSource, SqlSource
 from fedcrm.errors import ConnectorError
 
 T = TypeVar("T")
@@ -117,8 +117,13 @@ class SqlRecordSource:
                                       "environment") from None
 
 
-def open_source(spec: LocalSource | S3Source | SqlSource, *, separator: str, encoding: str = "utf-8") -> Any:
+def open_source(spec: LocalSource | S3Source | SqlSource | SalesforceSource, *, separator: str,
+                encoding: str = "utf-8") -> Any:
     """The record source a region's configuration names."""
+    if isinstance(spec, SalesforceSource):
+        from connectors.salesforce import SalesforceConnector
+
+        return SalesforceConnector(spec)
     if isinstance(spec, S3Source):
         return S3RecordSource(spec, separator=separator, encoding=encoding)
     if isinstance(spec, SqlSource):

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedcrm.contract import DataContract, format_validation_error, load_contract
 from fedcrm.errors import ConfigError
@@ -59,12 +68,26 @@ class SqlSource(_Section):
         return self
 
 
+class SalesforceSource(_Section):
+    """An object of the region's Salesforce org, read by SOQL (credentials: the region's environment)."""
+
+    kind: Literal["salesforce"]
+    instance_url: str = Field(description="e.g. https://acme-eu.my.salesforce.com")
+    object: str = Field(description="Lead (lead scoring), Account or a custom object (churn).")
+    fields: dict[str, str] = Field(description="contract column → Salesforce field, e.g. {id: Id, age: Age__c}.")
+    where: str | None = Field(None, description="An extra SOQL condition, e.g. IsConverted = false.")
+    api_version: str = "59.0"
+    session_id_env: str = Field("SALESFORCE_SESSION_ID", description="Environment variable holding the access token.")
+    ca_bundle: str | None = Field(None, description="A CA bundle to verify the org's TLS certificate (tests, proxies).")
+
+
 def _source_kind(value: Any) -> str:
     return value.get("kind", "local") if isinstance(value, dict) else getattr(value, "kind", "local")
 
 
 RecordSourceSpec = Annotated[
-    Annotated[LocalSource, Tag("local")] | Annotated[S3Source, Tag("s3")] | Annotated[SqlSource, Tag("sql")],
+    Annotated[LocalSource, Tag("local")] | Annotated[S3Source, Tag("s3")] | Annotated[SqlSource, Tag("sql")]
+    | Annotated[SalesforceSource, Tag("salesforce")],
     Discriminator(_source_kind),
 ]
 
@@ -319,7 +342,7 @@ class FedcrmConfig(_Section):
     def work_pool(self, region: str) -> str:
         return self.federation.regions[region].work_pool or f"crm-{region}"
 
-    def region_source(self, region: str) -> LocalSource | S3Source | SqlSource:
+    def region_source(self, region: str) -> LocalSource | S3Source | SqlSource | SalesforceSource:
         spec = self.federation.regions[region]
         return spec.source or LocalSource(path=self.region_store(region) / "crm" / f"{self.use_case}.parquet")
 

@@ -33,7 +33,7 @@ from prefect.states import Completed, Failed
 from fedcrm import regional as regional_core
 from fedcrm.aggregation import update_bounds, update_norm_screen
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import FederationError, FedcrmError
+from fedcrm.errors import FedcrmError, FederationError
 from fedcrm.evaluation import combine_metrics
 from fedcrm.roster import Roster
 from fedcrm.strategies import make_strategy

@@ -13,7 +13,13 @@ from prefect.cache_policies import NO_CACHE
 from connectors import LocalRegionStore
 from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.tracking import MlflowTracker
-from fedcrm.aggregation import AggregateResult, Aggregator, PlainAggregator, unpack_update_sum
+from fedcrm import regional
+from fedcrm.aggregation import (
+    AggregateResult,
+    Aggregator,
+    PlainAggregator,
+    unpack_update_sum,
+)
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
@@ -23,7 +29,6 @@ from fedcrm.secagg import COORDINATOR, SecAggServer, SecureAggregator
 from fedcrm.secagg.identity import Identity, Keyring
 from fedcrm.strategies import ClientUpdate, Strategy
 from fedcrm.summary import JobSummary
-from fedcrm import regional
 from tasks.regional import _job_key
 
 COORDINATOR_TASK = dict(cache_policy=NO_CACHE, persist_result=False)

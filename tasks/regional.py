@@ -12,9 +12,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import LocalRegionStore
-from connectors.sources import open_source
 from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.ledger import updating_ledger
+from connectors.sources import open_source
 from fedcrm import regional
 from fedcrm.aggregation import Contributor, PlainContributor, pack_update, update_bounds
 from fedcrm.config import FedcrmConfig

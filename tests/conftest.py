@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from fedcrm.contract import DataContract  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))  # `fakes`: local fakes of services that cannot run here
 
 TINY_CONTRACT = {
     "use_case": "tiny",

@@ -13,7 +13,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from connectors.sources import S3RecordSource, SqlRecordSource, open_source, with_retries
+from connectors.sources import (
+    S3RecordSource,
+    SqlRecordSource,
+    open_source,
+    with_retries,
+)
 from fedcrm.config import LocalSource, S3Source, SqlSource, load_config
 from fedcrm.errors import ConnectorError
 

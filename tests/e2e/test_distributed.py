@@ -19,7 +19,6 @@ import boto3
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-
 from mlflow import MlflowClient
 
 from connectors.keys import read_keyring

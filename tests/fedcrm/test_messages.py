@@ -15,7 +15,14 @@ from connectors import LocalRegionStore
 from connectors.exchange import Exchange
 from fedcrm.channel import CoordinatorChannel, RegionChannel
 from fedcrm.errors import MessageRejectedError
-from fedcrm.messages import StepReply, StepRequest, decode_arguments, decode_value, encode_arguments, encode_value
+from fedcrm.messages import (
+    StepReply,
+    StepRequest,
+    decode_arguments,
+    decode_value,
+    encode_arguments,
+    encode_value,
+)
 from fedcrm.secagg.identity import COORDINATOR, Identity, Keyring
 from tasks import regional
 
