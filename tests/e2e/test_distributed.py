@@ -214,7 +214,8 @@ def test_each_region_runs_on_its_own_pool_and_the_exchange_holds_only_signed_mes
         assert residency["launcher"] == "distributed" and residency["verified"]
     tracking = summary["tracking"]
     assert tracking["status"] == "registered" and tracking["tracking_uri"] == federation["mlflow"]
-    version = MlflowClient(federation["mlflow"]).get_model_version(tracking["model_name"], tracking["model_version"])
+    registry = MlflowClient(tracking_uri=federation["mlflow"], registry_uri=federation["mlflow"])
+    version = registry.get_model_version(tracking["model_name"], tracking["model_version"])
     assert all(float(version.tags[f"epsilon_job_total.{region}"]) > 0 for region in REGIONS)
 
     keyring = read_keyring(federation["state"] / "federation" / "keyring.json")
