@@ -163,8 +163,8 @@ def budget_show(
     overrides: SetOpt = None,
 ) -> None:
     """Per region: budget, spent, reserved by running jobs and remaining ε, from its own ledger."""
-    from connectors import LocalRegionStore
     from connectors.ledger import read_ledger
+    from connectors.stores import open_store
 
     cfg = _config(config, use_case, None, state_dir, [*(overrides or []), *([f"privacy.population={population}"] if population else [])])
     table = Table(title=f"privacy budget · population {cfg.population!r} (ε composed by the accountant at the ledger's δ)")
@@ -174,7 +174,7 @@ def budget_show(
     for column in ("region", "use case", "job", "ε spent", "state", "model version"):
         details.add_column(column, justify="right" if column == "ε spent" else "left")
     for region in cfg.federation.regions:
-        ledger = read_ledger(LocalRegionStore(cfg.region_store(region)), cfg.population)
+        ledger = read_ledger(open_store(cfg.region_store_location(region)), cfg.population)
         if ledger is None:
             table.add_row(region, f"{cfg.privacy.lifetime_epsilon:g}", "0.00", "0.00", f"{cfg.privacy.lifetime_epsilon:.2f}", "",
                           "no ledger yet (no private job has run)")

@@ -94,7 +94,10 @@ RecordSourceSpec = Annotated[
 
 class RegionSpec(_Section):
     source: RecordSourceSpec | None = Field(None, description="Default: <state_dir>/regions/<region>/crm/<use_case>.parquet")
-    store: Path | None = Field(None, description="Region-private store. Default: <state_dir>/regions/<region>")
+    store: str | None = Field(
+        None, description="Region-private store: a folder, s3://bucket/prefix or a postgresql+psycopg:// URL. "
+                          "Default: <state_dir>/regions/<region>",
+    )
     work_pool: str | None = Field(None, description="Distributed mode: the region's Prefect work pool. Default: crm-<region>.")
 
 
@@ -335,9 +338,17 @@ class FedcrmConfig(_Section):
             )
         return contract
 
+    def region_store_location(self, region: str) -> str:
+        """Where the region's private store is: a folder, an s3:// prefix or a database URL."""
+        return self.federation.regions[region].store or str(self.state_dir / "regions" / region)
+
     def region_store(self, region: str) -> Path:
-        spec = self.federation.regions[region]
-        return spec.store or self.state_dir / "regions" / region
+        """The region's store as a folder (embedded mode and the local tools)."""
+        location = self.region_store_location(region)
+        if "://" in location:
+            raise ConfigError(f"region {region}'s store is {location.split('://')[0]}://…, not a folder",
+                              hint="run this command where the region's store is a local folder")
+        return Path(location)
 
     def work_pool(self, region: str) -> str:
         return self.federation.regions[region].work_pool or f"crm-{region}"

@@ -67,7 +67,7 @@ def with_local_settings(config: FedcrmConfig, region: str, environ: dict[str, st
                           hint=f"run region {region}'s deployment on its own work pool ({config.work_pool(region)})")
     spec = config.federation.regions[region]
     if environ.get("FEDCRM_REGION_STORE"):
-        spec = spec.model_copy(update={"store": Path(environ["FEDCRM_REGION_STORE"])})
+        spec = spec.model_copy(update={"store": environ["FEDCRM_REGION_STORE"]})
     if environ.get("FEDCRM_REGION_SOURCE"):
         spec = spec.model_copy(update={"source": parse_source(environ["FEDCRM_REGION_SOURCE"])})
     federation = config.federation.model_copy(update={"regions": {**config.federation.regions, region: spec}})

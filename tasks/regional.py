@@ -11,7 +11,8 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors import LocalRegionStore
+from connectors.base import RegionStore
+from connectors.stores import open_store
 from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.ledger import updating_ledger
 from connectors.sources import open_source
@@ -55,8 +56,8 @@ class Contribution:
     """Cumulative ε of this region in this job after the step (None when not private)."""
 
 
-def region_store(config: FedcrmConfig, region: str) -> LocalRegionStore:
-    return LocalRegionStore(config.region_store(region))
+def region_store(config: FedcrmConfig, region: str) -> RegionStore:
+    return open_store(config.region_store_location(region))
 
 
 def _workspace(config: FedcrmConfig, job_id: str) -> str:
@@ -75,7 +76,7 @@ def _ledger_key(config: FedcrmConfig, job_id: str) -> str:
     return f"privacy/{config.use_case}/{job_id}.json"
 
 
-def _contributor(config: FedcrmConfig, store: LocalRegionStore, job_id: str, region: str) -> tuple[Contributor, Callable[[], None]]:
+def _contributor(config: FedcrmConfig, store: RegionStore, job_id: str, region: str) -> tuple[Contributor, Callable[[], None]]:
     """This region's side of the federated sum, and how to persist it between steps."""
     if not config.secure_aggregation.enabled:
         return PlainContributor(), lambda: None
@@ -177,7 +178,7 @@ LOCAL_ONLY = "local-only baseline"
 STATISTICS = "feature statistics"
 
 
-def _lifetime_ledger(config: FedcrmConfig, store: LocalRegionStore):
+def _lifetime_ledger(config: FedcrmConfig, store: RegionStore):
     """The region's lifetime ledger for the job's population, locked for a read-modify-write."""
     return updating_ledger(store, config.population, budget_epsilon=config.privacy.lifetime_epsilon,
                            delta=config.privacy.delta, accountant=config.privacy.accountant)
@@ -187,7 +188,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _spend(config: FedcrmConfig, store: LocalRegionStore, job_id: str, region: str, purpose: str, plan: PrivacyPlan,
+def _spend(config: FedcrmConfig, store: RegionStore, job_id: str, region: str, purpose: str, plan: PrivacyPlan,
            steps: int) -> None:
     """Record DP-SGD steps in the lifetime ledger *before* they are taken (never below what was consumed)."""
     event = PrivacyEvent(noise_multiplier=plan.noise_multiplier, sample_rate=plan.sample_rate, steps=steps)

@@ -110,3 +110,21 @@ def test_an_exception_inside_the_lock_rolls_the_update_back(database):
             store.write_json("doc.json", {"v": 2})
             raise RuntimeError("the step failed")
     assert store.read_json("doc.json") == {"v": 1}
+
+
+def test_a_region_store_given_as_a_database_url_in_the_configuration(database, tmp_path):
+    from connectors.s3 import S3RegionStore
+    from connectors.stores import open_store
+    from fedcrm.config import load_config
+    from fedcrm.errors import ConfigError
+    from tasks.regional import region_store
+
+    config = load_config(overrides=[f"federation.regions.eu.store={database}", "federation.regions.us.store=s3://crm-us/fedcrm",
+                                    f"federation.regions.apac.store={tmp_path}/apac"])
+    eu = region_store(config, "eu")
+    assert isinstance(eu, SqlRegionStore) and isinstance(open_store(config.region_store_location("us")), S3RegionStore)
+    eu.write_json("doc.json", {"v": 1})
+    assert SqlRegionStore(database).read_json("doc.json") == {"v": 1}
+    assert config.region_store("apac") == tmp_path / "apac"
+    with pytest.raises(ConfigError, match="not a folder"):
+        config.region_store("eu")
