@@ -4,12 +4,12 @@ encryption, and atomic ledger reservations through conditional writes."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import boto3
 import pandas as pd
 import pytest
+from s3server import CREDENTIALS, s3_api_server
 
 from connectors.ledger import read_ledger
 from connectors.s3 import S3RegionStore
@@ -20,21 +20,11 @@ BUCKET = "region-eu-store"
 
 @pytest.fixture(scope="module")
 def endpoint():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    with pytest.MonkeyPatch.context() as env:  # the server accepts any credentials; boto3 needs some
-        env.setenv("AWS_ACCESS_KEY_ID", "test")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "test")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with s3_api_server() as url, pytest.MonkeyPatch.context() as env:
+        for name, value in CREDENTIALS.items():  # boto3 needs some; the server accepts any
+            env.setenv(name, value)
         boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
         yield url
-    server.stop()
 
 
 def store(endpoint: str, prefix: str, **kwargs) -> S3RegionStore:

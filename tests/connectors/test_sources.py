@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import gzip
 import io
-import socket
 import uuid
 
 import boto3
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from s3server import s3_api_server
 
 from connectors.sources import (
     S3RecordSource,
@@ -79,18 +79,11 @@ def test_transient_errors_are_retried_with_backoff_and_others_are_not():
 
 @pytest.fixture(scope="module")
 def s3():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="test",
-                          aws_secret_access_key="test", region_name="us-east-1")
-    client.create_bucket(Bucket="crm-eu")
-    yield client
-    server.stop()
+    with s3_api_server() as url:
+        client = boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
+                              region_name="us-east-1")
+        client.create_bucket(Bucket="crm-eu")
+        yield client
 
 
 def test_csv_gzip_and_parquet_objects_under_a_prefix_are_concatenated(s3):

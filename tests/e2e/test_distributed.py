@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from mlflow import MlflowClient
+from s3server import CREDENTIALS, free_port, s3_api_server
 
 from connectors.keys import read_keyring
 from fedcrm.secagg.envelope import Envelope
@@ -29,12 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 REGIONS = ("eu", "us", "apac")
 EXCHANGE_BUCKET = "fedcrm-exchange"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -58,7 +52,7 @@ def _stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db"}
     env.pop("PREFECT_API_URL", None)
@@ -90,23 +84,16 @@ def _wait_healthy(url: str, process: subprocess.Popen, log: Path, what: str) -> 
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """An S3 API server on loopback for the exchange bucket (moto's)."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    credentials = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
-                 region_name="us-east-1").create_bucket(Bucket=EXCHANGE_BUCKET)
-    yield url, credentials
-    server.stop()
+    with s3_api_server() as url:
+        boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
+                     region_name="us-east-1").create_bucket(Bucket=EXCHANGE_BUCKET)
+        yield url, CREDENTIALS
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     log_path = root / "server.log"
     log = open(log_path, "w")  # noqa: SIM115
     server = subprocess.Popen(
