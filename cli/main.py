@@ -328,6 +328,10 @@ def run(
     rounds: Annotated[Optional[int], typer.Option("--rounds", help="Federated rounds (= --set training.rounds=N).")] = None,
     epsilon: Annotated[Optional[float], typer.Option("--epsilon", help="Each region's total ε for the job (= --set privacy.target_epsilon=E).")] = None,
     json_summary: Annotated[Optional[Path], typer.Option("--json-summary", help="Write the machine-readable job summary here.")] = None,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", metavar="JOB_ID",
+        help="Go on with a job whose coordinator died, from its last completed round (same configuration; "
+             "nothing is reserved or spent twice).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines.")] = False,
 ) -> None:
     """Run the federated training job end to end and print per-region results."""
@@ -355,7 +359,7 @@ def run(
         with progress:
             starting = progress.add_task("starting Prefect (embedded)", total=None)
             handler.bars["start"] = starting
-            state = run_embedded(federated_training, cfg)
+            state = run_embedded(federated_training, cfg, job_id=resume, resume=resume is not None)
             progress.update(starting, total=1, completed=1)
     finally:
         flow_logger.removeHandler(handler)

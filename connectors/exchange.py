@@ -2,8 +2,10 @@
 
 It holds signed envelopes only (``fedcrm.messages``): global models going out, masked
 contributions and releasable aggregates coming back. Each message has a key of its own,
-``jobs/<job>/<to|from>-<region>/<sequence>.msg``, written once, so no two parties ever write the
-same object and a reader polls one key. A local folder serves the embedded mode; an S3 bucket
+``jobs/<job>/attempt-<n>/<to|from>-<region>/<sequence>.msg``, written once, so no two parties
+ever write the same object and a reader polls one key. A job restarted after its coordinator died
+is a new *attempt* of the same job, with fresh mailboxes; the coordinator's own signed checkpoint
+after each completed round (``jobs/<job>/coordinator/round-<n>.msg``) is what it resumes from. A local folder serves the embedded mode; an S3 bucket
 (with server-side encryption requested on every object) the distributed one. The coordinator's
 credentials need to reach only this bucket, never a regional data bucket.
 """
@@ -19,15 +21,61 @@ from fedcrm.config import FedcrmConfig
 
 
 class Exchange:
-    def __init__(self, store: RegionStore, job_id: str):
-        self.store, self.job_id = store, job_id
+    def __init__(self, store: RegionStore, job_id: str, attempt: int = 1):
+        self.store, self.job_id, self.attempt = store, job_id, attempt
 
     @property
     def description(self) -> str:
         return f"exchange {self.store.description}"
 
+    def for_attempt(self, attempt: int) -> Exchange:
+        return Exchange(self.store, self.job_id, attempt)
+
     def _key(self, box: str, sequence: int) -> str:
-        return f"jobs/{self.job_id}/{box}/{sequence:06d}.msg"
+        return f"jobs/{self.job_id}/attempt-{self.attempt}/{box}/{sequence:06d}.msg"
+
+    def first_free(self, box: str) -> int:
+        """The first number not yet posted in ``box`` (where a late message to an old attempt goes)."""
+        sequence = 1
+        while self.store.exists(self._key(box, sequence)):
+            sequence += 1
+        return sequence
+
+    # --- the coordinator's own records of the job ---------------------------------------------
+
+    def _attempt_key(self, attempt: int) -> str:
+        return f"jobs/{self.job_id}/coordinator/attempt-{attempt}.json"
+
+    def _checkpoint_key(self, round_number: int) -> str:
+        return f"jobs/{self.job_id}/coordinator/round-{round_number:06d}.msg"
+
+    def begin_attempt(self, started_at: str) -> Exchange:
+        """Register the next attempt of this job; returns the exchange for its mailboxes."""
+        attempt = 1
+        while self.store.exists(self._attempt_key(attempt)):
+            attempt += 1
+        self.store.write_json(self._attempt_key(attempt), {"attempt": attempt, "started_at": started_at})
+        return self.for_attempt(attempt)
+
+    def save_checkpoint(self, round_number: int, envelope: bytes) -> None:
+        """Keep every round's checkpoint; then point at this one (so a crash in between leaves the previous)."""
+        self.store.write_json(self._checkpoint_key(round_number), {"envelope": base64.b64encode(envelope).decode()})
+        self.store.write_json(f"jobs/{self.job_id}/coordinator/latest.json", {"round": round_number})
+
+    def latest_checkpoint(self) -> tuple[int, bytes] | None:
+        """The last completed round's checkpoint (round number, sealed envelope), or None."""
+        pointer = f"jobs/{self.job_id}/coordinator/latest.json"
+        if not self.store.exists(pointer):
+            return None
+        latest = int(self.store.read_json(pointer)["round"])
+        return latest, base64.b64decode(self.store.read_json(self._checkpoint_key(latest))["envelope"])
+
+    def mark_completed(self, record: dict) -> None:
+        self.store.write_json(f"jobs/{self.job_id}/coordinator/completed.json", record)
+
+    def completed(self) -> dict | None:
+        key = f"jobs/{self.job_id}/coordinator/completed.json"
+        return self.store.read_json(key) if self.store.exists(key) else None
 
     def post(self, box: str, sequence: int, envelope: bytes) -> None:
         self.store.write_json(self._key(box, sequence), {"envelope": base64.b64encode(envelope).decode()})
@@ -53,11 +101,11 @@ class Exchange:
         self.store.remove(f"jobs/{self.job_id}")
 
 
-def open_exchange(config: FedcrmConfig, job_id: str) -> Exchange:
+def open_exchange(config: FedcrmConfig, job_id: str, attempt: int = 1) -> Exchange:
     url = config.exchange.url or str(config.state_dir / "exchange")
     if url.startswith("s3://"):
         from connectors.s3 import S3RegionStore
 
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        return Exchange(S3RegionStore(bucket, prefix, endpoint_url=config.exchange.endpoint_url), job_id)
-    return Exchange(LocalRegionStore(Path(url)), job_id)
+        return Exchange(S3RegionStore(bucket, prefix, endpoint_url=config.exchange.endpoint_url), job_id, attempt)
+    return Exchange(LocalRegionStore(Path(url)), job_id, attempt)

@@ -74,6 +74,7 @@ def version_tags(summary: JobSummary) -> dict[str, str]:
         "delta": str(privacy.get("delta")),
         "accountant": str(privacy.get("accountant")),
         "rounds": str(len(summary.rounds)),
+        "attempts": str(1 + len(summary.resumes)),
         "participating_regions": ",".join(included),
         "contract_sha256": summary.contract_sha256,
         "code_version": code_version(),

@@ -18,6 +18,11 @@ from fedcrm.secagg.identity import COORDINATOR, Identity, Keyring
 HELLO = 0
 
 
+def session_id(job_id: str, attempt: int) -> str:
+    """What one attempt's messages are bound to: a resumed job's new attempt never accepts the old one's."""
+    return job_id if attempt == 1 else f"{job_id}/attempt-{attempt}"
+
+
 class Mailboxes(Protocol):
     def post(self, box: str, sequence: int, envelope: bytes) -> None: ...
 
@@ -37,6 +42,10 @@ class CoordinatorChannel:
         self.mailboxes, self.identity, self.job_id = mailboxes, identity, job_id
         self._inbox = Inbox(keyring, job_id, identity.party)
         self._next: dict[str, int] = {}
+
+    def continue_from(self, region: str, number: int) -> None:
+        """Number the next request to ``region`` ``number`` (talking to a run another coordinator started)."""
+        self._next[region] = number
 
     def send(self, region: str, request: StepRequest) -> int:
         """Post the region's next request; returns its number."""

@@ -21,10 +21,11 @@ from uuid import UUID
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.exchange import Exchange, open_exchange
-from fedcrm.channel import CoordinatorChannel
+from connectors.exchange import Exchange
+from fedcrm.channel import CoordinatorChannel, session_id
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError, MessageRejectedError
+from fedcrm.messages import StepRequest
 from fedcrm.roster import Roster
 from flows.dispatch import RegionLinks
 from flows.region import FINISH, regional_participant
@@ -32,9 +33,9 @@ from tasks.coordinator import coordinator_keys
 
 
 @task(name="regional-run", task_run_name="regional-run-{region}", cache_policy=NO_CACHE, persist_result=False)
-def embedded_regional_run(region: str, job_id: str, config: FedcrmConfig) -> dict[str, int]:
+def embedded_regional_run(region: str, job_id: str, config: FedcrmConfig, attempt: int = 1) -> dict[str, int]:
     """Embedded mode: the region's whole part in the job, as a subflow in this process."""
-    return regional_participant(region=region, job_id=job_id, config=config)
+    return regional_participant(region=region, job_id=job_id, config=config, attempt=attempt)
 
 
 @dataclass
@@ -59,14 +60,14 @@ class RunningRegions:
         return state.name if state is not None and state.is_final() else None
 
 
-def _launch(config: FedcrmConfig, job_id: str, region: str) -> Any:
+def _launch(config: FedcrmConfig, job_id: str, attempt: int, region: str) -> Any:
     if config.launcher.mode == "embedded":
-        return embedded_regional_run.submit(region=region, job_id=job_id, config=config)
+        return embedded_regional_run.submit(region=region, job_id=job_id, config=config, attempt=attempt)
     from prefect.deployments import run_deployment
 
     flow_run = run_deployment(
         f"{config.launcher.region_deployment}/{region}", timeout=0, as_subflow=True,
-        parameters={"region": region, "job_id": job_id, "config": config.model_dump(mode="json")},
+        parameters={"region": region, "job_id": job_id, "config": config.model_dump(mode="json"), "attempt": attempt},
     )
     return flow_run.id
 
@@ -92,16 +93,17 @@ def _where_it_ran(config: FedcrmConfig, region: str, evidence: dict[str, Any], l
     return {**evidence, "work_pool": flow_run.work_pool_name, "launcher": config.launcher.mode, "verified": True}
 
 
-def start_regions(config: FedcrmConfig, job_id: str, roster: Roster) -> RunningRegions:
-    """Launch one run per active region and wait for their hellos; exclude those that do not start."""
-    exchange = open_exchange(config, job_id)
+def start_regions(config: FedcrmConfig, exchange: Exchange, roster: Roster) -> RunningRegions:
+    """Launch one run per active region for this attempt of the job (``exchange``) and wait for their
+    hellos; exclude those that do not start."""
+    job_id, attempt = exchange.job_id, exchange.attempt
     identity, keyring = coordinator_keys(config)
-    channel = CoordinatorChannel(exchange, identity, keyring, job_id)
+    channel = CoordinatorChannel(exchange, identity, keyring, session_id(job_id, attempt))
     running = RunningRegions(RegionLinks(config, channel), exchange)
     running.links.ended = running.ended
     for region in roster.active:
         try:
-            running.launched[region] = _launch(config, job_id, region)
+            running.launched[region] = _launch(config, job_id, attempt, region)
         except Exception as exc:  # noqa: BLE001 - e.g. the deployment does not exist; the job goes on without it
             roster.exclude(region, "start", f"its regional run could not be started ({type(exc).__name__}: {exc})")
     pending, deadline = set(running.launched), time.monotonic() + config.launcher.start_timeout_s
@@ -128,6 +130,18 @@ def start_regions(config: FedcrmConfig, job_id: str, roster: Roster) -> RunningR
             break
         time.sleep(config.exchange.poll_interval_s)
     return running
+
+
+def retire_earlier_attempts(config: FedcrmConfig, exchange: Exchange, regions: list[str]) -> None:
+    """Tell the runs of a dead coordinator's attempts to end (without releasing the job's workspace,
+    which the resumed attempt goes on with). A run that already ended never reads it."""
+    identity, keyring = coordinator_keys(config)
+    for attempt in range(1, exchange.attempt):
+        old = exchange.for_attempt(attempt)
+        channel = CoordinatorChannel(old, identity, keyring, session_id(exchange.job_id, attempt))
+        for region in regions:
+            channel.continue_from(region, old.first_free(f"to-{region}"))
+            channel.send(region, StepRequest(step=FINISH))
 
 
 def finish_regions(running: RunningRegions, *, wait_s: float = 60.0) -> None:

@@ -13,6 +13,7 @@ embedded mode the coordinator runs it in-process. The code path is the same.
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import time
@@ -25,7 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from connectors.exchange import open_exchange
 from connectors.keys import check_registered, load_identity, read_keyring
-from fedcrm.channel import RegionChannel
+from fedcrm.channel import RegionChannel, session_id
 from fedcrm.config import FedcrmConfig, LocalSource, RecordSourceSpec
 from fedcrm.errors import ConfigError, FedcrmError, MessageRejectedError
 from fedcrm.messages import StepReply, StepRequest, decode_arguments, encode_value
@@ -78,7 +79,7 @@ def with_local_settings(config: FedcrmConfig, region: str, environ: dict[str, st
     return updated
 
 
-def _answer(region: str, config: FedcrmConfig, job_id: str, request: StepRequest) -> StepReply:
+def _answer(region: str, config: FedcrmConfig, job_id: str, attempt: int, request: StepRequest) -> StepReply:
     step = regional.REGIONAL_STEPS.get(request.step)
     if step is None:
         return StepReply(ok=False, reason=f"unknown step {request.step!r}: the region runs an older or newer fedcrm")
@@ -86,6 +87,8 @@ def _answer(region: str, config: FedcrmConfig, job_id: str, request: StepRequest
         arguments = decode_arguments(step, request.arguments, allowed=set(request.arguments) - regional.SUPPLIED_BY_THE_REGION)
     except MessageRejectedError as exc:
         return StepReply(ok=False, reason=str(exc))
+    if "attempt" in inspect.signature(step.fn).parameters:
+        arguments["attempt"] = attempt
     reply = step(region=region, config=config, job_id=job_id, **arguments)
     if not reply.ok:
         return StepReply(ok=False, reason=reply.reason)
@@ -95,9 +98,9 @@ def _answer(region: str, config: FedcrmConfig, job_id: str, request: StepRequest
         return StepReply(ok=False, reason=f"{request.step}: its result could not be encoded ({type(exc).__name__})")
 
 
-@flow(name="fedcrm-region", flow_run_name="{region}-{job_id}", persist_result=False, log_prints=False)
-def regional_participant(region: str, job_id: str, config: FedcrmConfig) -> dict[str, int]:
-    """Take part in job ``job_id`` as ``region``; returns how many requests it answered."""
+@flow(name="fedcrm-region", flow_run_name="{region}-{job_id}-{attempt}", persist_result=False, log_prints=False)
+def regional_participant(region: str, job_id: str, config: FedcrmConfig, attempt: int = 1) -> dict[str, int]:
+    """Take part in attempt ``attempt`` of job ``job_id`` as ``region``; returns how many requests it answered."""
     logger = get_run_logger()
     try:
         config = with_local_settings(config, region, dict(os.environ))
@@ -106,9 +109,9 @@ def regional_participant(region: str, job_id: str, config: FedcrmConfig) -> dict
         check_registered(keyring, identity)
     except FedcrmError as exc:  # without its key the region cannot sign anything: say why, unsigned, and stop
         logger.error("region %s cannot take part: %s", region, exc)
-        open_exchange(config, job_id).post_unsigned_failure(region, str(exc))
+        open_exchange(config, job_id, attempt).post_unsigned_failure(region, str(exc))
         return {"answered": 0}
-    channel = RegionChannel(open_exchange(config, job_id), identity, keyring, job_id)
+    channel = RegionChannel(open_exchange(config, job_id, attempt), identity, keyring, session_id(job_id, attempt))
     channel.hello(residency_evidence(region))
     number, answered, rejected = 1, 0, set()
     idle_until = time.monotonic() + config.launcher.region_idle_timeout_s
@@ -131,7 +134,7 @@ def regional_participant(region: str, job_id: str, config: FedcrmConfig) -> dict
         if request.step == FINISH:
             break
         began = time.perf_counter()
-        reply = _answer(region, config, job_id, request)
+        reply = _answer(region, config, job_id, attempt, request)
         channel.reply(number, reply.model_copy(update={"elapsed_s": time.perf_counter() - began}))
         number, answered = number + 1, answered + 1
         idle_until = time.monotonic() + config.launcher.region_idle_timeout_s

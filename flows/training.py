@@ -1,5 +1,7 @@
 """The federated training job, as a DAG:
 
+    [resume: load-checkpoint (the signed state after the last completed round), retire the dead
+             coordinator's regional runs]
     start-regions (one regional run per region for the whole job: flows/region.py; each says a
                    signed hello, and the Prefect API confirms where it runs)
     prepare-region (each region: read → parse → GX validate → quarantine → holdout split)
@@ -7,12 +9,12 @@
     plan-privacy (each region: calibrate DP-SGD noise for the whole job, open its ledger)
     secure-aggregation setup (each region: signed ephemeral keys, encrypted key shares)
     feature-statistics (each region, masked) → federated sum → fit-feature-pipeline (coordinator)
-    initial-model
-    for each round:
+    initial-model → save-checkpoint (round 0)                     [resume: from the checkpoint instead]
+    for each round not yet trained:
         local-training (each region: DP-SGD, charge the ledger, clip, pack and mask the update)
           → federated sum (flows/aggregation.py: the coordinator learns only the sum)
           → aggregate-round (coordinator: the strategy turns the mean update into the next model)
-        local-evaluation (each region, holdout aggregates) → combine-metrics
+        local-evaluation (each region, holdout aggregates) → combine-metrics → save-checkpoint
     local-only-baseline (each region, same ε) and central-reference (bundled demo data only)
     release-workspace (each region; the quarantine stays) → save-job (coordinator store)
     track-job (MLflow run + registered model version with lineage and ε tags) → JobSummary
@@ -30,18 +32,27 @@ from datetime import datetime, timezone
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
+from connectors.exchange import open_exchange
 from fedcrm import regional as regional_core
 from fedcrm.aggregation import update_bounds, update_norm_screen
+from fedcrm.channel import session_id
+from fedcrm.checkpoint import JobCheckpoint, resume_fingerprint
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import FedcrmError, FederationError
+from fedcrm.errors import ConfigError, FedcrmError, FederationError
 from fedcrm.evaluation import combine_metrics
 from fedcrm.roster import Roster
 from fedcrm.strategies import make_strategy
+from fedcrm.strategies.base import restore_strategy_state, strategy_state
 from fedcrm.summary import JobSummary, RoundSummary
 from fedcrm.validation import contract_fingerprint, load_suite_dict
 from flows.aggregation import federated_sum, set_up_aggregation
 from flows.dispatch import RegionLinks, record_preparation, run_step
-from flows.launch import RunningRegions, finish_regions, start_regions
+from flows.launch import (
+    RunningRegions,
+    finish_regions,
+    retire_earlier_attempts,
+    start_regions,
+)
 from tasks import coordinator, regional
 
 
@@ -115,18 +126,24 @@ def _warn_if_small(logger, contributors: list[str], *, already: bool) -> bool:
 
 
 @flow(name="fedcrm-train", persist_result=False, log_prints=False)
-def federated_training(config: FedcrmConfig, job_id: str | None = None):
-    """Train one model across the configured regions; returns the JobSummary (also when it fails)."""
+def federated_training(config: FedcrmConfig, job_id: str | None = None, resume: bool = False):
+    """Train one model across the configured regions; returns the JobSummary (also when it fails).
+
+    ``resume`` with the ``job_id`` of a job whose coordinator died goes on from its last completed
+    round, on the regions' existing reservations: no ε is reserved or spent twice.
+    """
+    if resume and not job_id:
+        raise ConfigError("resume needs the id of the job to resume", hint="fedcrm run --resume JOB_ID")
     job_id = job_id or uuid.uuid4().hex[:12]
     started: list[RunningRegions] = []  # the regional runs, once launched: told to finish whatever happens
     try:
-        return _train(config, job_id, started)
+        return _train(config, job_id, resume, started)
     finally:
         for running in started:
             finish_regions(running)
 
 
-def _train(config: FedcrmConfig, job_id: str, started: list[RunningRegions]):
+def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[RunningRegions]):
     logger = get_run_logger()
     started_at = _now()
     contract = config.load_contract()
@@ -134,9 +151,11 @@ def _train(config: FedcrmConfig, job_id: str, started: list[RunningRegions]):
     roster = Roster(list(config.federation.regions))
     strategy = make_strategy(config.strategy)
     rounds: list[RoundSummary] = []
-    pipeline = vector = metrics = None
+    pipeline = vector = initial = metrics = None
     failure: FedcrmError | None = None
     baselines: dict[str, object] = {}
+    resumes: list[dict[str, object]] = []
+    small = False
 
     def progress(stage: str, done: int, total: int, message: str, *args: object) -> None:
         logger.info(message, *args, extra={"fedcrm_progress": {"stage": stage, "done": done, "total": total}})
@@ -167,18 +186,44 @@ def _train(config: FedcrmConfig, job_id: str, started: list[RunningRegions]):
             privacy=_privacy_note(config, strategy.name),
             config=config.model_dump(mode="json"),
             baselines=baselines,
+            resumes=resumes,
         )
 
+    def checkpoint(number: int, attempt: int) -> None:
+        coordinator.save_checkpoint(config, exchange, JobCheckpoint(
+            job_id=job_id, attempt=attempt, round=number, started_at=started_at,
+            config_fingerprint=resume_fingerprint(config), regions=roster.regions, rounds=rounds, pipeline=pipeline,
+            vector=vector, initial_vector=initial, strategy_state=strategy_state(strategy),
+            warned_small_aggregate=small, resumes=resumes,
+        ))
+
     running: RunningRegions | None = None
+    exchange = open_exchange(config, job_id)
     try:
         minimum = config.federation.min_regions
+        resumed = coordinator.load_checkpoint(config, exchange) if resume else None
+        attempt = exchange.begin_attempt(started_at)
+        if resumed is not None:
+            started_at, rounds, resumes, small = resumed.started_at, resumed.rounds, resumed.resumes, resumed.warned_small_aggregate
+            roster.regions.update(resumed.regions)
+            pipeline, vector, initial = resumed.pipeline, resumed.vector, resumed.initial_vector
+            restore_strategy_state(strategy, resumed.strategy_state)
+            metrics = next((r.metrics for r in reversed(rounds) if r.metrics is not None), None)
+            logger.info("job %s: resuming after round %d (attempt %d)", job_id, resumed.round, attempt.attempt)
+            retire_earlier_attempts(config, attempt, list(roster.regions))
         progress("prepare", 0, 1, "job %s: starting %d regional run(s)", job_id, len(roster.active))
-        running = start_regions(config, job_id, roster)
+        running = start_regions(config, attempt, roster)
         started.append(running)
         links = running.links
         roster.require_quorum(minimum, "start")
         progress("prepare", 0, 1, "job %s: validating %d region(s)", job_id, len(roster.active))
+        fingerprints = {r: e.data_fingerprint for r, e in roster.regions.items()}
         record_preparation(roster, links.ask(regional.prepare_region, roster.active, suite=suite))
+        if resumed is not None:
+            for region in roster.active:
+                if roster.regions[region].data_fingerprint != fingerprints[region]:
+                    roster.exclude(region, "resume", "its records changed since the job started (and its prepared "
+                                                     "copy is gone), so it cannot resume this job; start a new job")
         for region, entry in roster.regions.items():
             if entry.status == "excluded":
                 logger.warning("region %s excluded at %s: %s", region, entry.excluded_at, entry.reason)
@@ -186,26 +231,36 @@ def _train(config: FedcrmConfig, job_id: str, started: list[RunningRegions]):
 
         plans = run_step(roster, links, "privacy planning", regional.plan_privacy, min_regions=minimum)
         for region, plan in plans.items():
-            roster.regions[region].privacy_plan = plan
+            roster.regions[region].privacy_plan = plan.plan
         if config.privacy.mode == "off":
             logger.warning("privacy.mode is 'off': model updates are NOT differentially private. Research use only.")
         elif config.privacy.noise == "seeded":
             logger.warning("privacy.noise is 'seeded': DP noise is reproducible from training.seed, so anyone who knows "
                            "the seed can remove it. NOT private. Research use only.")
 
-        aggregator = set_up_aggregation(config, job_id, roster, links)
-        statistics, _, _ = federated_sum(
-            config, roster, links, aggregator, round_number=0, step="feature statistics",
-            regional_task=regional.feature_statistics,
-            bounds=regional_core.statistics_codec_bounds(config, contract),
-        )
-        small = _warn_if_small(logger, statistics.contributors, already=False)
-        pipeline = coordinator.fit_feature_pipeline(config, statistics)
-        vector = initial = coordinator.initial_model(config, pipeline.n_features)
+        aggregator = set_up_aggregation(config, session_id(job_id, attempt.attempt), roster, links)
+        if resumed is None:
+            statistics, _, _ = federated_sum(
+                config, roster, links, aggregator, round_number=0, step="feature statistics",
+                regional_task=regional.feature_statistics,
+                bounds=regional_core.statistics_codec_bounds(config, contract),
+            )
+            small = _warn_if_small(logger, statistics.contributors, already=False)
+            pipeline = coordinator.fit_feature_pipeline(config, statistics)
+            vector = initial = coordinator.initial_model(config, pipeline.n_features)
+            checkpoint(0, attempt.attempt)
+            first = 1
+        else:
+            first = max([resumed.round, *(n for p in plans.values() for n in p.rounds_charged)]) + 1
+            lost = list(range(resumed.round + 1, first))
+            resumes.append({"attempt": attempt.attempt, "started_at": _now(), "after_round": resumed.round, "lost_rounds": lost})
+            if lost:
+                logger.warning("rounds %s were trained (and charged) before the coordinator stopped but never aggregated: "
+                               "they are not repeated, and their ε stays spent", lost)
         progress("prepare", 1, 1, "feature pipeline agreed: %d features from %d region(s)", pipeline.n_features, len(roster.active))
 
         rounds_total = config.training.rounds
-        for number in range(1, rounds_total + 1):
+        for number in range(first, rounds_total + 1):
             began, transport_before = time.perf_counter(), links.transport_s
             summed, released, aggregation_s = federated_sum(
                 config, roster, links, aggregator, round_number=number, step=f"round {number} training",
@@ -241,6 +296,7 @@ def _train(config: FedcrmConfig, job_id: str, started: list[RunningRegions]):
             auc_text = f"global AUC {metrics.auc:.4f} (gap {metrics.auc_gap:.4f})" if round_metrics else "not evaluated"
             progress("train", number, rounds_total, "round %d/%d: %s from %d region(s); cumulative ε: %s",
                      number, rounds_total, auc_text, len(summed.contributors), eps_text)
+            checkpoint(number, attempt.attempt)
 
         baselines = _run_baselines(config, job_id, links, roster, pipeline, initial)
     except FedcrmError as exc:
@@ -271,4 +327,8 @@ def _train(config: FedcrmConfig, job_id: str, started: list[RunningRegions]):
             if not reply.ok:
                 logger.warning("region %s could not link model %s in its ledger: %s", region, version, reply.reason)
     coordinator.save_job(config, result, pipeline, vector)
+    try:  # so that the job is never resumed again; the model is saved either way
+        exchange.mark_completed({"finished_at": result.finished_at, "model_version": result.tracking.get("model_version")})
+    except FedcrmError as exc:
+        logger.warning("could not mark job %s completed in the exchange: %s", job_id, exc)
     return Completed(message=f"global AUC {metrics.auc:.4f}", data=result)

@@ -9,6 +9,7 @@ import uuid
 
 from prefect import flow
 
+from connectors.exchange import open_exchange
 from fedcrm.config import FedcrmConfig
 from fedcrm.roster import Roster
 from fedcrm.summary import RegionSummary
@@ -23,7 +24,7 @@ def validate_federation(config: FedcrmConfig) -> dict[str, RegionSummary]:
     job_id = "validate-" + uuid.uuid4().hex[:8]
     contract = config.load_contract()
     roster = Roster(list(config.federation.regions))
-    running = start_regions(config, job_id, roster)
+    running = start_regions(config, open_exchange(config, job_id), roster)
     try:
         replies = running.links.ask(
             regional.prepare_region, roster.active, suite=load_suite_dict(contract, config.expectations_dir), keep=False,

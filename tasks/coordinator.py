@@ -11,6 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import LocalRegionStore
+from connectors.exchange import Exchange
 from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.tracking import MlflowTracker
 from fedcrm import regional
@@ -20,12 +21,14 @@ from fedcrm.aggregation import (
     PlainAggregator,
     unpack_update_sum,
 )
+from fedcrm.checkpoint import JobCheckpoint
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import FedcrmError
+from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
 from fedcrm.secagg import COORDINATOR, SecAggServer, SecureAggregator
+from fedcrm.secagg.envelope import Envelope, Inbox
 from fedcrm.secagg.identity import Identity, Keyring
 from fedcrm.strategies import ClientUpdate, Strategy
 from fedcrm.summary import JobSummary
@@ -48,6 +51,41 @@ def make_aggregator(config: FedcrmConfig, job_id: str) -> Aggregator:
         return PlainAggregator()
     identity, keyring = coordinator_keys(config)
     return SecureAggregator(SecAggServer(identity, keyring, job_id, config.secure_aggregation.graph_params()))
+
+
+@task(name="save-checkpoint", task_run_name="save-checkpoint-r{checkpoint.round}", retries=2, retry_delay_seconds=2,
+      **COORDINATOR_TASK)
+def save_checkpoint(config: FedcrmConfig, exchange: Exchange, checkpoint: JobCheckpoint) -> None:
+    """Seal (sign) the job's state after a completed round and keep it in the exchange."""
+    identity, _ = coordinator_keys(config)
+    envelope = Envelope.seal(identity, job_id=checkpoint.job_id, round=checkpoint.round, phase="checkpoint",
+                             recipient=COORDINATOR, body=checkpoint.model_dump(mode="json"))
+    exchange.save_checkpoint(checkpoint.round, envelope.to_bytes())
+
+
+@task(name="load-checkpoint", **COORDINATOR_TASK)
+def load_checkpoint(config: FedcrmConfig, exchange: Exchange) -> JobCheckpoint:
+    """The job's last checkpoint, verified: a resumed job never goes on from state it cannot trust."""
+    finished = exchange.completed()
+    if finished is not None:
+        raise FedcrmError(f"job {exchange.job_id} already completed ({finished.get('model_version') or 'not registered'})",
+                          hint="nothing to resume; start a new job")
+    latest = exchange.latest_checkpoint()
+    if latest is None:
+        raise FedcrmError(f"job {exchange.job_id} has no checkpoint in the {exchange.description} to resume from",
+                          hint="check the job id and exchange.url; a job that died before agreeing its features "
+                               "cannot resume: start a new job")
+    number, sealed = latest
+    _, keyring = coordinator_keys(config)
+    try:
+        body = Inbox(keyring, exchange.job_id, COORDINATOR).open(sealed, round=number, phase="checkpoint",
+                                                                 sender=COORDINATOR)
+    except MessageRejectedError as exc:
+        raise FedcrmError(f"job {exchange.job_id}'s checkpoint of round {number} was rejected: {exc}",
+                          hint="the exchange was altered; start a new job") from None
+    checkpoint = JobCheckpoint.model_validate(body)
+    checkpoint.check_resumable(config)
+    return checkpoint
 
 
 @task(name="collect-contributions", task_run_name="collect-contributions-r{round_number}", **COORDINATOR_TASK)

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from pydantic import TypeAdapter
 
 from connectors.base import RegionStore
-from connectors.stores import open_store
 from connectors.keys import check_registered, load_identity, read_keyring
-from connectors.ledger import updating_ledger
+from connectors.ledger import read_ledger, updating_ledger
 from connectors.sources import open_source
+from connectors.stores import open_store
 from fedcrm import regional
 from fedcrm.aggregation import Contributor, PlainContributor, pack_update, update_bounds
+from fedcrm.channel import session_id
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import PrivacyError, SecureAggregationError
 from fedcrm.evaluation import RegionMetrics
@@ -76,18 +78,20 @@ def _ledger_key(config: FedcrmConfig, job_id: str) -> str:
     return f"privacy/{config.use_case}/{job_id}.json"
 
 
-def _contributor(config: FedcrmConfig, store: RegionStore, job_id: str, region: str) -> tuple[Contributor, Callable[[], None]]:
-    """This region's side of the federated sum, and how to persist it between steps."""
+def _contributor(config: FedcrmConfig, store: RegionStore, job_id: str, region: str,
+                 attempt: int) -> tuple[Contributor, Callable[[], None]]:
+    """This region's side of the federated sum, and how to persist it between steps (fresh keys
+    for each attempt of the job)."""
     if not config.secure_aggregation.enabled:
         return PlainContributor(), lambda: None
     identity = load_identity(store, region)
     keyring = read_keyring(config.keyring_path)
     check_registered(keyring, identity)
-    key = f"{_workspace(config, job_id)}/secure_aggregation.json"
+    key = f"{_workspace(config, job_id)}/secure_aggregation-{attempt}.json"
     client = (
         SecAggClient.from_state(store.read_json(key), identity, keyring)
         if store.exists(key)
-        else SecAggClient(identity, keyring, job_id, config.secure_aggregation.graph_params())
+        else SecAggClient(identity, keyring, session_id(job_id, attempt), config.secure_aggregation.graph_params())
     )
     return MaskingContributor(client), lambda: store.write_json(key, client.to_state())
 
@@ -101,12 +105,13 @@ def _within_weight_bound(config: FedcrmConfig, n: int) -> None:
 
 
 @task(name="secure-aggregation", task_run_name="secure-aggregation-{region}", **REGION_TASK)
-def secure_aggregation_step(region: str, config: FedcrmConfig, job_id: str, request: Blob) -> RegionReply[Blob]:
+def secure_aggregation_step(region: str, config: FedcrmConfig, job_id: str, request: Blob,
+                            attempt: int = 1) -> RegionReply[Blob]:
     """Answer a signed setup or unmask request of the coordinator (keys stay in the region)."""
     store = region_store(config, region)
 
     def run() -> bytes:
-        contributor, save = _contributor(config, store, job_id, region)
+        contributor, save = _contributor(config, store, job_id, region, attempt)
         reply = contributor.respond(request)
         save()
         return reply
@@ -121,11 +126,15 @@ def prepare_region(
     """Read, parse, validate (GX), quarantine and split this region's records.
 
     With ``keep`` (training) the prepared frames and the quarantined rows stay in the region's
-    store for the job; without it (a validation-only run) nothing is written.
+    store for the job; without it (a validation-only run) nothing is written. A resumed job whose
+    workspace is still there goes on with the same prepared frames.
     """
     store = region_store(config, region)
+    prepared_key = f"{_workspace(config, job_id)}/prepared.json"
 
     def run() -> PreparedSummary:
+        if keep and store.exists(prepared_key) and store.exists(_job_key(config, job_id, "train")):
+            return TypeAdapter(PreparedSummary).validate_python(store.read_json(prepared_key))
         contract = config.load_contract()
         source = open_source(config.region_source(region), separator=contract.source.separator,
                              encoding=contract.source.encoding)
@@ -136,20 +145,24 @@ def prepare_region(
         if keep and prepared.usable:
             store.write_frame(_job_key(config, job_id, "train"), prepared.train)
             store.write_frame(_job_key(config, job_id, "holdout"), prepared.holdout)
-        return PreparedSummary(
+        summary = PreparedSummary(
             report=prepared.report,
             n_train=0 if prepared.train is None else len(prepared.train),
             n_holdout=0 if prepared.holdout is None else len(prepared.holdout),
             suppressed=prepared.suppressed,
             fingerprint=regional.fingerprint(raw),
         )
+        if keep and prepared.usable:
+            store.write_json(prepared_key, TypeAdapter(PreparedSummary).dump_python(summary, mode="json"))
+        return summary
 
     return in_region(region, store, "preparation", run)
 
 
 @task(name="feature-statistics", task_run_name="feature-statistics-{region}", **REGION_TASK)
 def feature_statistics(
-    region: str, config: FedcrmConfig, job_id: str, round_number: int = 0, request: Blob | None = None
+    region: str, config: FedcrmConfig, job_id: str, round_number: int = 0, request: Blob | None = None,
+    attempt: int = 1,
 ) -> RegionReply[Contribution]:
     """Count, sum and sum of squares of each numeric column (a sum over ≥ k rows), contributed to the federated sum."""
     store = region_store(config, region)
@@ -164,7 +177,7 @@ def feature_statistics(
                 ledger.spend(job_id, config.use_case, STATISTICS, event, _now(), region=region)
         statistics = regional.feature_statistics(train, contract, min_k=config.privacy.min_k, noise_multiplier=sigma,
                                                  noise=regional.noise_source(config, config.training.seed))
-        contributor, save = _contributor(config, store, job_id, region)
+        contributor, save = _contributor(config, store, job_id, region, attempt)
         bounds = regional.statistics_codec_bounds(config, contract)
         contribution = contributor.contribute(request, round_number, statistics, bounds)
         save()
@@ -216,31 +229,55 @@ def planned_spends(n_train: int, config: FedcrmConfig, region: str) -> list[Plan
     return spends
 
 
+@dataclass(frozen=True)
+class RegionPlan:
+    plan: PrivacyPlan | None
+    """None when the job is not private."""
+    rounds_charged: list[int] = field(default_factory=list)
+    """Rounds this job already trained here (a resumed job: never trained again)."""
+
+
 @task(name="plan-privacy", task_run_name="plan-privacy-{region}", **REGION_TASK)
-def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[PrivacyPlan | None]:
+def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[RegionPlan]:
     """Calibrate this region's DP-SGD noise for the whole job and reserve its whole spend in the region's
-    lifetime ledger; a job that does not fit in the budget is refused here, before any training."""
+    lifetime ledger; a job that does not fit in the budget is refused here, before any training.
+
+    A resumed job keeps its plan and its reservation: nothing is reserved or spent again."""
     store = region_store(config, region)
 
-    def run() -> PrivacyPlan | None:
+    def run() -> RegionPlan:
+        if store.exists(_ledger_key(config, job_id)):
+            return _resumed_plan(config, store, job_id)
         n_train = len(store.read_frame(_job_key(config, job_id, "train")))
         plan = regional.privacy_plan(n_train, config, region=region)
         if plan is None:
-            return None
+            return RegionPlan(plan=None)
         with _lifetime_ledger(config, store) as ledger:  # crashed jobs first, so their remainder is released
             ledger.close_stale(_now(), timedelta(hours=config.privacy.reservation_ttl_hours))
         with _lifetime_ledger(config, store) as ledger:
             ledger.reserve(job_id, config.use_case, planned_spends(n_train, config, region), _now(), region=region)
         store.write_json(_ledger_key(config, job_id), JobLedger(plan=plan).model_dump())
-        return plan
+        return RegionPlan(plan=plan)
 
     return in_region(region, store, "privacy planning", run)
+
+
+def _resumed_plan(config: FedcrmConfig, store: RegionStore, job_id: str) -> RegionPlan:
+    job = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
+    lifetime = read_ledger(store, config.population)
+    if lifetime is None or not lifetime.is_open(job_id):
+        raise PrivacyError(
+            f"job {job_id}'s reservation here is closed (its regional run ended it, e.g. after "
+            "launcher.region_idle_timeout_s without the coordinator), so the job cannot resume in this region",
+            hint="start a new job; what the closed job spent stays spent",
+        )
+    return RegionPlan(plan=job.plan, rounds_charged=list(job.rounds))
 
 
 @task(name="local-training", task_run_name="local-training-{region}-r{round_number}", **REGION_TASK)
 def local_training(
     region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: Vector,
-    round_number: int, prox_mu: float = 0.0, request: Blob | None = None,
+    round_number: int, prox_mu: float = 0.0, request: Blob | None = None, attempt: int = 1,
 ) -> RegionReply[Contribution]:
     """One round of local training; under DP the region's own ledger is checked and charged.
 
@@ -250,11 +287,13 @@ def local_training(
     store = region_store(config, region)
 
     def run() -> Contribution:
-        ledger = None
-        if config.privacy.mode == "dp":
+        ledger, epsilon = None, None
+        if config.privacy.mode == "dp":  # charged, in both ledgers, before the round is trained
             ledger = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
-            ledger.check_round()
+            ledger.check_round(round_number)
             _spend(config, store, job_id, region, FEDERATED, ledger.plan, ledger.plan.steps_per_round)
+            epsilon = ledger.charge(ledger.plan.steps_per_round, round_number)
+            store.write_json(_ledger_key(config, job_id), ledger.model_dump())
         update = regional.local_round(
             store.read_frame(_job_key(config, job_id, "train")),
             pipeline,
@@ -268,14 +307,13 @@ def local_training(
         if config.training.local_head:  # the region keeps its own output layer (a DP output, kept local)
             size = head_size(pipeline.n_features, config.training.hidden_sizes)
             store.write_json(_head_key(config, job_id), vector[-size:].tolist())
-        epsilon = None
-        if ledger is not None:
-            epsilon = ledger.charge(update.steps)
-            store.write_json(_ledger_key(config, job_id), ledger.model_dump())
+        if ledger is not None and update.steps > ledger.plan.steps_per_round:
+            raise PrivacyError(f"local training took {update.steps} DP-SGD steps, more than the "
+                               f"{ledger.plan.steps_per_round} charged for the round", hint="report this as a bug")
         _within_weight_bound(config, update.n_examples)
         packed = pack_update(vector - global_vector, update.n_examples, update.mean_loss)
         bounds = update_bounds(global_vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm)
-        contributor, save = _contributor(config, store, job_id, region)
+        contributor, save = _contributor(config, store, job_id, region, attempt)
         contribution = contributor.contribute(request, round_number, packed, bounds)
         save()
         return Contribution(contribution, epsilon_spent=epsilon)
@@ -351,24 +389,32 @@ def local_only_baseline(
     total ε for the region composes both.
     """
     store = region_store(config, region)
+    result_key, ledger_key = f"{_workspace(config, job_id)}/local_only.json", f"privacy/{config.use_case}/{job_id}-local-only.json"
 
     def run() -> LocalOnlyResult:
+        if store.exists(result_key):  # a resumed job: trained and charged once, reported again
+            return TypeAdapter(LocalOnlyResult).validate_python(store.read_json(result_key))
+        if store.exists(ledger_key):
+            raise PrivacyError("this job's local-only baseline was charged here before its coordinator restarted, "
+                               "but never finished: it is not trained (or charged) twice", hint="compare with a new job")
         train = store.read_frame(_job_key(config, job_id, "train"))
         alone = regional.baseline_spec(config)
-        plan, federated = None, None
+        plan, federated, ledger = None, None, None
         if config.privacy.mode == "dp":
             federated = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
             plan = regional.privacy_plan(len(train), alone, region=region)
             _spend(config, store, job_id, region, LOCAL_ONLY, plan, plan.planned_steps)
+            ledger = JobLedger(plan=plan)
+            ledger.charge(plan.planned_steps)
+            store.write_json(ledger_key, ledger.model_dump())
         update = regional.local_round(train, pipeline, initial_vector, alone, seed=config.training.seed * 7919 + 1, plan=plan)
         metrics = regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, update.vector, config)
-        if plan is None:
-            return LocalOnlyResult(metrics=metrics, epsilon_spent=None, epsilon_job_total=None)
-        ledger = JobLedger(plan=plan)
-        spent = ledger.charge(update.steps)
-        store.write_json(f"privacy/{config.use_case}/{job_id}-local-only.json", ledger.model_dump())
-        total = compose_epsilon([*federated.events, *ledger.events], plan.delta, plan.accountant)
-        return LocalOnlyResult(metrics=metrics, epsilon_spent=spent, epsilon_job_total=total)
+        result = LocalOnlyResult(metrics=metrics, epsilon_spent=None, epsilon_job_total=None)
+        if ledger is not None:
+            total = compose_epsilon([*federated.events, *ledger.events], plan.delta, plan.accountant)
+            result = LocalOnlyResult(metrics=metrics, epsilon_spent=ledger.epsilon_spent(), epsilon_job_total=total)
+        store.write_json(result_key, TypeAdapter(LocalOnlyResult).dump_python(result, mode="json"))
+        return result
 
     return in_region(region, store, "local-only baseline", run)
 
@@ -379,5 +425,5 @@ REGIONAL_STEPS = {step.name: step for step in (
 )}
 """What a coordinator may ask a regional run to do, by name; anything else is refused."""
 
-SUPPLIED_BY_THE_REGION = {"region", "config", "job_id"}
+SUPPLIED_BY_THE_REGION = {"region", "config", "job_id", "attempt"}
 """Arguments a region takes from its own run, never from a request."""

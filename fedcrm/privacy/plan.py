@@ -79,6 +79,7 @@ class JobLedger(BaseModel):
 
     plan: PrivacyPlan
     events: list[PrivacyEvent] = Field(default_factory=list)
+    rounds: list[int] = Field(default_factory=list, description="The federated rounds charged so far.")
 
     @property
     def steps_taken(self) -> int:
@@ -87,17 +88,25 @@ class JobLedger(BaseModel):
     def epsilon_spent(self) -> float:
         return compose_epsilon(self.events, self.plan.delta, self.plan.accountant)
 
-    def check_round(self) -> None:
-        """Refuse a round that would take more steps than the plan calibrated for."""
+    def check_round(self, round_number: int | None = None) -> None:
+        """Refuse a round that would take more steps than the plan calibrated for, or that this job has
+        already trained: a resumed job never trains (and charges) a round twice."""
+        if round_number is not None and round_number in self.rounds:
+            raise PrivacyError(
+                f"round {round_number} of this job was already trained and charged here (before its coordinator restarted)",
+                hint="a resumed job goes on from the next round; that round's ε stays spent",
+            )
         if self.steps_taken + self.plan.steps_per_round > self.plan.planned_steps:
             raise PrivacyError(
                 f"this job's privacy plan is used up ({self.steps_taken} of {self.plan.planned_steps} DP-SGD steps taken)",
                 hint="start a new job; the plan covers exactly training.rounds rounds",
             )
 
-    def charge(self, steps: int) -> float:
+    def charge(self, steps: int, round_number: int | None = None) -> float:
         """Record a round's steps; returns the cumulative ε."""
         self.events.append(
             PrivacyEvent(noise_multiplier=self.plan.noise_multiplier, sample_rate=self.plan.sample_rate, steps=steps)
         )
+        if round_number is not None:
+            self.rounds.append(round_number)
         return self.epsilon_spent()

@@ -55,3 +55,14 @@ def clip_update(global_vector: np.ndarray, local_vector: np.ndarray, bound: floa
     delta = local_vector - global_vector
     norm = float(np.linalg.norm(delta))
     return local_vector if norm <= bound else global_vector + delta * (bound / norm)
+
+
+def strategy_state(strategy: Strategy) -> dict[str, np.ndarray]:
+    """The server-side state a resumed job must carry on with (FedAdam's moments); {} if stateless."""
+    state = getattr(strategy, "state", None)
+    return dict(state()) if state is not None else {}
+
+
+def restore_strategy_state(strategy: Strategy, state: dict[str, np.ndarray]) -> None:
+    if state:
+        strategy.load_state(state)

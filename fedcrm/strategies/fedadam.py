@@ -21,6 +21,13 @@ class FedAdam:
     _m: np.ndarray | None = field(default=None, repr=False)
     _v: np.ndarray | None = field(default=None, repr=False)
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The moments, for the coordinator's checkpoint (a resumed job carries on with them)."""
+        return {} if self._m is None or self._v is None else {"m": self._m, "v": self._v}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self._m, self._v = (np.asarray(state["m"]), np.asarray(state["v"])) if state else (None, None)
+
     def apply(self, global_vector: np.ndarray, mean_delta: np.ndarray) -> np.ndarray:
         delta = mean_delta
         if self._m is None or self._v is None:

@@ -95,7 +95,7 @@ def test_forged_moved_or_altered_messages_are_rejected(parties, tmp_path):
     with pytest.raises(MessageRejectedError, match="replayed or misrouted"):
         region.request(2)
 
-    path = next(tmp_path.glob("jobs/job-1/to-eu/000001.msg"))
+    path = next(tmp_path.glob("jobs/job-1/attempt-1/to-eu/000001.msg"))
     document = json.loads(path.read_text())
     raw = bytearray(base64.b64decode(document["envelope"]))
     raw[raw.index(b"local-evaluation")] ^= 1  # one bit of the step name flipped

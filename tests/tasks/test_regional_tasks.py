@@ -59,7 +59,7 @@ def model_after(start: np.ndarray, reply) -> np.ndarray:
 def test_privacy_plan_and_ledger_are_cumulative_and_bounded(region_job):
     config, pipeline, start = region_job
     plan = regional.plan_privacy.fn("eu", config, "job1")
-    assert plan.ok and plan.value.planned_epsilon <= config.privacy.target_epsilon
+    assert plan.ok and plan.value.plan.planned_epsilon <= config.privacy.target_epsilon
     first = regional.local_training.fn("eu", config, "job1", pipeline, start, 1)
     second = regional.local_training.fn("eu", config, "job1", pipeline, model_after(start, first), 2)
     assert first.ok and second.ok
@@ -90,7 +90,8 @@ def test_local_head_personalises_evaluation(region_job):
 def test_a_region_too_small_for_delta_is_refused_at_planning(region_job):
     config, _, _ = region_job
     loose = config.model_copy(update={"privacy": config.privacy.model_copy(update={"delta": 0.01})})
-    plan = regional.plan_privacy.fn("eu", loose, "job1")
+    assert regional.prepare_region.fn("eu", loose, "job2", build_suite_dict(loose.load_contract())).ok
+    plan = regional.plan_privacy.fn("eu", loose, "job2")
     assert not plan.ok and "1/n" in plan.reason
 
 
