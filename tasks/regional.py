@@ -288,12 +288,13 @@ def local_training(
 
     def run() -> Contribution:
         ledger, epsilon = None, None
-        if config.privacy.mode == "dp":  # charged, in both ledgers, before the round is trained
+        if config.privacy.mode == "dp":  # charged before the round is trained: first in the job's own ledger (so a
+            # crash in between never lets the round run twice), then in the lifetime ledger
             ledger = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
             ledger.check_round(round_number)
-            _spend(config, store, job_id, region, FEDERATED, ledger.plan, ledger.plan.steps_per_round)
             epsilon = ledger.charge(ledger.plan.steps_per_round, round_number)
             store.write_json(_ledger_key(config, job_id), ledger.model_dump())
+            _spend(config, store, job_id, region, FEDERATED, ledger.plan, ledger.plan.steps_per_round)
         update = regional.local_round(
             store.read_frame(_job_key(config, job_id, "train")),
             pipeline,

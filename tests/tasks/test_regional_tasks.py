@@ -108,3 +108,43 @@ def test_dp_feature_statistics_are_charged_to_the_lifetime_ledger_before_release
     assert reserved == {"federated training", "local-only baseline", "feature statistics"}
     again = regional.feature_statistics.fn("eu", config, "job1")  # a second release was not reserved: refused
     assert not again.ok and "no reservation left" in again.reason
+
+
+def _kinds(config, job_id="job1"):
+    from connectors import LocalRegionStore
+    from connectors.ledger import read_ledger
+
+    ledger = read_ledger(LocalRegionStore(config.region_store("eu")), config.population)
+    return [(e.kind, s.purpose) for e in ledger.entries if e.job_id == job_id for s in (e.spends or [None]) if s]
+
+
+def test_a_resumed_job_keeps_its_plan_and_reservation_and_never_trains_a_round_twice(region_job, tmp_path):
+    config, pipeline, start = region_job
+    first = regional.local_training.fn("eu", config, "job1", pipeline, start, 1)
+    assert first.ok
+    (tmp_path / "eu.csv").unlink()  # the prepared copy is what a resumed job goes on with
+    again = regional.prepare_region.fn("eu", config, "job1", build_suite_dict(config.load_contract()))
+    assert again.ok and again.value.n_train > 0
+    before = _kinds(config)
+    resumed = regional.plan_privacy.fn("eu", config, "job1")
+    assert resumed.ok and resumed.value.rounds_charged == [1]
+    repeat = regional.local_training.fn("eu", config, "job1", pipeline, start, 1)
+    assert not repeat.ok and "already trained" in repeat.reason
+    assert _kinds(config) == before  # nothing reserved, nothing spent
+    assert regional.local_training.fn("eu", config, "job1", pipeline, model_after(start, first), 2).ok
+
+
+def test_the_local_only_baseline_is_trained_and_charged_once_per_job(region_job):
+    config, pipeline, start = region_job
+    first = regional.local_only_baseline.fn("eu", config, "job1", pipeline, start)
+    spent = _kinds(config).count(("spend", "local-only baseline"))
+    second = regional.local_only_baseline.fn("eu", config, "job1", pipeline, start)
+    assert first.ok and second.ok and second.value == first.value and spent == 1
+    assert _kinds(config).count(("spend", "local-only baseline")) == 1
+
+
+def test_a_job_whose_reservation_was_closed_cannot_resume(region_job):
+    config, _, _ = region_job
+    assert regional.release_workspace.fn("eu", config, "job1").ok  # e.g. its run's idle timeout
+    resumed = regional.plan_privacy.fn("eu", config, "job1")
+    assert not resumed.ok and "reservation here is closed" in resumed.reason
