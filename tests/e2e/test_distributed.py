@@ -18,6 +18,7 @@ import boto3
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from fakes.salesforce import FakeSalesforce
 from mlflow import MlflowClient
 from s3server import CREDENTIALS, free_port, s3_api_server
 
@@ -142,11 +143,11 @@ def federation(prefect_server, s3_endpoint, mlflow_server, postgres_url, tmp_pat
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     workers: dict[str, subprocess.Popen] = {}
 
-    def start_worker(region: str) -> None:
+    def start_worker(region: str, source: str | None = None, **extra_env: str) -> None:
         env = {**client_env, "PREFECT_HOME": str(work / f"worker-{region}"), "FEDCRM_REGION": region,
-               "FEDCRM_REGION_STORE": str(state / "regions" / region), "FEDCRM_REGION_SOURCE": sources[region],
+               "FEDCRM_REGION_STORE": str(state / "regions" / region), "FEDCRM_REGION_SOURCE": source or sources[region],
                "PREFECT_WORKER_QUERY_SECONDS": "1",
-               "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+               "PREFECT_WORKER_PREFETCH_SECONDS": "5", **extra_env}
         log = open(work / f"worker-{region}.log", "a")  # noqa: SIM115
         workers[region] = subprocess.Popen([PREFECT, "worker", "start", "--pool", f"crm-{region}", "--name", f"w-{region}"],
                                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -207,13 +208,23 @@ def test_each_region_runs_on_its_own_pool_and_the_exchange_holds_only_signed_mes
 
     keyring = read_keyring(federation["state"] / "federation" / "keyring.json")
     s3 = _s3(federation)
-    listed = s3.list_objects_v2(Bucket=EXCHANGE_BUCKET, Prefix=f"fedcrm/jobs/{summary['job_id']}/")["Contents"]
-    assert len(listed) > 3 * (2 + 3 * 2)  # hello, requests and replies of every step of 3 rounds
+    job = f"fedcrm/jobs/{summary['job_id']}/"
+    listed = s3.list_objects_v2(Bucket=EXCHANGE_BUCKET, Prefix=job)["Contents"]
+    messages = [item["Key"] for item in listed if item["Key"].endswith(".msg")]
+    assert len([k for k in messages if "/attempt-1/" in k]) > 3 * (2 + 3 * 2)  # hello, requests, replies of 3 rounds
+    assert {k.removeprefix(job) for k in messages if "/attempt-1/" not in k} == {
+        f"coordinator/round-{n:06d}.msg" for n in range(4)}  # the coordinator's checkpoints (round 0: features)
+    bookkeeping = {item["Key"].removeprefix(job) for item in listed if not item["Key"].endswith(".msg")}
+    assert bookkeeping == {"coordinator/attempt-1.json", "coordinator/latest.json", "coordinator/completed.json"}
     for item in listed:
         stored = s3.get_object(Bucket=EXCHANGE_BUCKET, Key=item["Key"])
         assert stored["ServerSideEncryption"] == "AES256"
-        envelope = Envelope.from_bytes(base64.b64decode(json.loads(stored["Body"].read())["envelope"]))
-        keyring.verify(envelope.sender, envelope.signature, envelope.signed_bytes())  # raises if not
+        document = json.loads(stored["Body"].read())
+        if item["Key"].endswith(".msg"):
+            envelope = Envelope.from_bytes(base64.b64decode(document["envelope"]))
+            keyring.verify(envelope.sender, envelope.signature, envelope.signed_bytes())  # raises if not
+        else:
+            assert set(document) <= {"attempt", "started_at", "round", "finished_at", "model_version"}
     assert not (federation["state"] / "exchange").exists()  # nothing went to a local folder
 
 
@@ -226,8 +237,8 @@ def _kill_region_mid_job(federation, region: str, *extra: str) -> tuple[int, str
         counts: dict[str, int] = {}
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=EXCHANGE_BUCKET, Prefix="fedcrm/jobs/"):
             for item in page.get("Contents", []):
-                _, _, job_id, box, _ = item["Key"].split("/")
-                counts[job_id] = counts.get(job_id, 0) + (box == f"from-{region}")
+                _, _, job_id, *folders, _ = item["Key"].split("/")
+                counts[job_id] = counts.get(job_id, 0) + (folders[-1] == f"from-{region}")
         return counts
 
     earlier = set(answered())
@@ -256,3 +267,29 @@ def test_with_a_quorum_of_three_losing_a_region_fails_the_job_cleanly(federation
     assert code != 0 and "Traceback" not in output
     assert summary["status"] == "failed" and "min_regions" in summary["error"]
     assert summary["regions"]["us"]["status"] == "excluded"
+
+
+def test_a_region_reading_its_records_from_salesforce_takes_part(federation, tmp_path):
+    """eu's records behind the Salesforce REST API (the faithful HTTPS fake) instead of files."""
+    records = pd.read_parquet(federation["state"] / "regions" / "eu" / "crm" / "churn.parquet")
+    numeric = ("SeniorCitizen", "tenure", "MonthlyCharges", "TotalCharges")  # number fields in the org: JSON numbers
+    rows = []
+    for i, record in enumerate(records.to_dict("records")):
+        fields = {f"{c}__c": (float(v) if v.strip() else None) if c in numeric else v for c, v in record.items()}
+        rows.append({"Id": f"a0B{i:015d}", **fields, "LastModifiedDate": f"2026-11-{1 + i % 20:02d}T08:00:00.000+0000"})
+    source = {"kind": "salesforce", "object": "Churn__c", "fields": {c: f"{c}__c" for c in records.columns}}
+    with FakeSalesforce(tmp_path, objects={"Churn__c": rows}, token="EU_SESSION", page_size=500) as org:
+        source.update(instance_url=org.url, ca_bundle=str(org.cert))
+        _stop(federation["workers"]["eu"])
+        federation["start_worker"]("eu", json.dumps(source), SALESFORCE_SESSION_ID="EU_SESSION")
+        try:
+            code, output, summary = _run_job(federation)
+        finally:
+            _stop(federation["workers"]["eu"])
+            federation["start_worker"]("eu")
+    assert code == 0, output[-3000:]
+    assert summary["status"] == "completed" and summary["regions"]["eu"]["status"] == "included"
+    eu = summary["regions"]["eu"]
+    assert eu["n_train"] + eu["n_holdout"] + eu["n_quarantined"] == len(records)
+    queries = [path for method, path in org.requests if method == "GET" and "/query" in path]
+    assert len(queries) == -(-len(records) // 500)  # the SOQL query and every nextRecordsUrl page
