@@ -293,3 +293,39 @@ def test_a_region_reading_its_records_from_salesforce_takes_part(federation, tmp
     assert eu["n_train"] + eu["n_holdout"] + eu["n_quarantined"] == len(records)
     queries = [path for method, path in org.requests if method == "GET" and "/query" in path]
     assert len(queries) == -(-len(records) // 500)  # the SOQL query and every nextRecordsUrl page
+
+
+def _regional_runs(federation, job_id: str) -> dict[str, str]:
+    """Flow run name → state type, for the job's regional runs (from the Prefect server's REST API)."""
+    request = urllib.request.Request(
+        f"{federation['env']['PREFECT_API_URL']}/flow_runs/filter", method="POST",
+        data=json.dumps({"flow_runs": {"name": {"like_": job_id}}}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return {run["name"]: run["state_type"] for run in json.loads(response.read())}
+
+
+def test_a_restarted_coordinator_resumes_the_job_and_ends_the_regional_runs_it_left_behind(federation):
+    s3 = _s3(federation)
+    job, summary = _start_job(federation)
+    deadline, job_id = time.monotonic() + 180, None
+    while job_id is None:
+        assert job.poll() is None and time.monotonic() < deadline, "the job ended or stalled before round 1"
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=EXCHANGE_BUCKET, Prefix="fedcrm/jobs/"):
+            for item in page.get("Contents", []):
+                if item["Key"].endswith("/coordinator/round-000001.msg"):
+                    job_id = item["Key"].split("/")[2]
+        time.sleep(0.2)
+    job.kill()  # the coordinator dies; the regional runs on the workers do not
+    job.communicate(timeout=30)
+    assert all(state == "RUNNING" for state in _regional_runs(federation, job_id).values())
+
+    code, output, resumed = _run_job(federation, "--resume", job_id)
+    assert code == 0, output[-3000:]
+    assert resumed["status"] == "completed" and resumed["resumes"][0]["attempt"] == 2
+    assert [r["round"] for r in resumed["rounds"]][-1] == 3 and resumed["tracking"]["status"] == "registered"
+    deadline, runs = time.monotonic() + 60, _regional_runs(federation, job_id)
+    while any(state != "COMPLETED" for state in runs.values()):
+        assert time.monotonic() < deadline, runs  # the first attempt's runs were told to finish, and did
+        time.sleep(1)
+        runs = _regional_runs(federation, job_id)
+    assert sorted(runs) == sorted(f"{region}-{job_id}-{attempt}" for region in REGIONS for attempt in (1, 2))
