@@ -10,6 +10,7 @@ handles one request at a time, which restores it. Everything else is moto's own 
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -27,19 +28,28 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AW
 
 
 class _OneRequestAtATime:
-    """WSGI middleware: the whole request, body included, runs under one lock."""
+    """WSGI middleware: the whole request, body included, runs under one lock. With a ``log``, it
+    records who asked for which bucket: (access key id, method, bucket)."""
 
-    def __init__(self, app):
-        self.app, self.lock = app, threading.Lock()
+    def __init__(self, app, log: list[tuple[str, str, str]] | None):
+        self.app, self.lock, self.log = app, threading.Lock(), log
 
     def __call__(self, environ, start_response):
+        if self.log is not None:
+            credential = re.search(r"Credential=([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+            bucket = environ.get("PATH_INFO", "/").lstrip("/").split("/", 1)[0]
+            self.log.append((credential[1] if credential else "", environ["REQUEST_METHOD"], bucket))
         with self.lock:
             return list(self.app(environ, start_response))
 
 
 class SerialisedMotoServer(ThreadedMotoServer):
+    def __init__(self, *args, log: list[tuple[str, str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = log
+
     def _server_entry(self) -> None:
-        app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app))
+        app = _OneRequestAtATime(DomainDispatcherApplication(create_backend_app), self.log)
         self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
         self._server_ready_event.set()
         self._server.serve_forever()
@@ -52,12 +62,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def s3_api_server() -> Iterator[str]:
+def s3_api_server(log: list[tuple[str, str, str]] | None = None) -> Iterator[str]:
     """Start the server on a free loopback port; yields its endpoint URL. It accepts any credentials
-    (``CREDENTIALS`` are what the tests give boto3). Its per-request access log is silenced."""
+    (``CREDENTIALS`` are what the tests give boto3); ``log`` collects who asked for which bucket.
+    Its per-request access log is silenced."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = free_port()
-    server = SerialisedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = SerialisedMotoServer(ip_address="127.0.0.1", port=port, verbose=False, log=log)
     server.start()
     try:
         yield f"http://127.0.0.1:{port}"

@@ -84,11 +84,13 @@ def _wait_healthy(url: str, process: subprocess.Popen, log: Path, what: str) -> 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    """An S3 API server on loopback for the exchange bucket (moto's)."""
-    with s3_api_server() as url:
+    """An S3 API server on loopback for the exchange bucket and us's records (moto's), with a log of
+    which credentials asked for which bucket: (access key id, method, bucket)."""
+    log: list[tuple[str, str, str]] = []
+    with s3_api_server(log) as url:
         boto3.client("s3", endpoint_url=url, aws_access_key_id="test", aws_secret_access_key="test",
                      region_name="us-east-1").create_bucket(Bucket=EXCHANGE_BUCKET)
-        yield url, CREDENTIALS
+        yield url, {**CREDENTIALS, "AWS_ACCESS_KEY_ID": "coordinator"}, log
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +119,7 @@ def federation(prefect_server, s3_endpoint, mlflow_server, postgres_url, tmp_pat
     worker per pool whose environment names only its own region's data."""
     work = tmp_path_factory.mktemp("distributed")
     state = work / "state"
-    endpoint, credentials = s3_endpoint
+    endpoint, credentials, s3_log = s3_endpoint
     client_env = {**os.environ, **credentials, "PREFECT_API_URL": prefect_server, "PREFECT_HOME": str(work / "client-home"),
                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200"}
     subprocess.run([sys.executable, "-m", "cli.main", "data", "split", "--use-case", "churn", "--state-dir", str(state)],
@@ -147,7 +149,7 @@ def federation(prefect_server, s3_endpoint, mlflow_server, postgres_url, tmp_pat
         env = {**client_env, "PREFECT_HOME": str(work / f"worker-{region}"), "FEDCRM_REGION": region,
                "FEDCRM_REGION_STORE": str(state / "regions" / region), "FEDCRM_REGION_SOURCE": source or sources[region],
                "PREFECT_WORKER_QUERY_SECONDS": "1",
-               "PREFECT_WORKER_PREFETCH_SECONDS": "5", **extra_env}
+               "PREFECT_WORKER_PREFETCH_SECONDS": "5", "AWS_ACCESS_KEY_ID": f"region-{region}", **extra_env}
         log = open(work / f"worker-{region}.log", "a")  # noqa: SIM115
         workers[region] = subprocess.Popen([PREFECT, "worker", "start", "--pool", f"crm-{region}", "--name", f"w-{region}"],
                                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -156,16 +158,16 @@ def federation(prefect_server, s3_endpoint, mlflow_server, postgres_url, tmp_pat
         start_worker(region)
     try:
         yield {"state": state, "env": client_env, "work": work, "workers": workers, "start_worker": start_worker,
-               "s3": endpoint, "mlflow": mlflow_server}
+               "s3": endpoint, "s3_log": s3_log, "mlflow": mlflow_server}
     finally:
         for worker in workers.values():
             _stop(worker)
 
 
 def _s3(federation):
-    env = federation["env"]
-    return boto3.client("s3", endpoint_url=federation["s3"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+    """The test's own view of the buckets (its own credentials, apart from the coordinator's and the regions')."""
+    return boto3.client("s3", endpoint_url=federation["s3"], aws_access_key_id="test", aws_secret_access_key="test",
+                        region_name="us-east-1")
 
 
 def _start_job(federation, *extra: str) -> tuple[subprocess.Popen, Path]:
@@ -226,6 +228,12 @@ def test_each_region_runs_on_its_own_pool_and_the_exchange_holds_only_signed_mes
         else:
             assert set(document) <= {"attempt", "started_at", "round", "finished_at", "model_version"}
     assert not (federation["state"] / "exchange").exists()  # nothing went to a local folder
+    buckets_used = {}
+    for key_id, _, bucket in federation["s3_log"]:
+        buckets_used.setdefault(key_id, set()).add(bucket)
+    assert buckets_used["coordinator"] == {EXCHANGE_BUCKET}  # the coordinator's credentials never reach crm-us
+    assert buckets_used["region-us"] == {EXCHANGE_BUCKET, "crm-us"}
+    assert "crm-us" not in buckets_used["region-eu"] | buckets_used["region-apac"]
 
 
 def _kill_region_mid_job(federation, region: str, *extra: str) -> tuple[int, str, dict]:
