@@ -55,10 +55,16 @@ class SalesforceConnector:
         import requests
         from simple_salesforce import Salesforce
 
-        token = self.environ.get(self.spec.session_id_env)
+        if self.spec.session_id_secret:
+            from connectors.secrets import read_secret
+
+            token = read_secret(self.spec.session_id_secret)
+        else:
+            token = self.environ.get(self.spec.session_id_env)
         if not token:
             raise ConnectorError(f"no Salesforce access token in ${self.spec.session_id_env}", source=self.description,
-                                 hint="set it in the region's worker environment (or a Prefect Secret block read there)")
+                                 hint="set it in the region's worker environment, or name a Prefect Secret block "
+                                      "in the source's session_id_secret")
         session = requests.Session()
         session.trust_env = False  # a CA bundle from the environment must not override ours
         session.verify = self.spec.ca_bundle or True

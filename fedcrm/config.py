@@ -78,6 +78,9 @@ class SalesforceSource(_Section):
     where: str | None = Field(None, description="An extra SOQL condition, e.g. IsConverted = false.")
     api_version: str = "59.0"
     session_id_env: str = Field("SALESFORCE_SESSION_ID", description="Environment variable holding the access token.")
+    session_id_secret: str | None = Field(
+        None, description="A Prefect Secret block holding the access token, read by the region's run (instead of the "
+                          "environment variable).")
     ca_bundle: str | None = Field(None, description="A CA bundle to verify the org's TLS certificate (tests, proxies).")
 
 

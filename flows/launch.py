@@ -60,6 +60,15 @@ class RunningRegions:
         return state.name if state is not None and state.is_final() else None
 
 
+def settings_for_regions(config: FedcrmConfig) -> dict[str, Any]:
+    """The configuration a deployment run receives as its parameter: the job's settings, without where
+    any region's store or records are (a SQL URL may hold a password). Each region takes those from
+    its own worker's environment, so no location or credential is ever a flow parameter."""
+    regions = {r: spec.model_copy(update={"source": None, "store": None}) for r, spec in config.federation.regions.items()}
+    federation = config.federation.model_copy(update={"regions": regions})
+    return config.model_copy(update={"federation": federation}).model_dump(mode="json")
+
+
 def _launch(config: FedcrmConfig, job_id: str, attempt: int, region: str) -> Any:
     if config.launcher.mode == "embedded":
         return embedded_regional_run.submit(region=region, job_id=job_id, config=config, attempt=attempt)
@@ -67,7 +76,7 @@ def _launch(config: FedcrmConfig, job_id: str, attempt: int, region: str) -> Any
 
     flow_run = run_deployment(
         f"{config.launcher.region_deployment}/{region}", timeout=0, as_subflow=True,
-        parameters={"region": region, "job_id": job_id, "config": config.model_dump(mode="json"), "attempt": attempt},
+        parameters={"region": region, "job_id": job_id, "config": settings_for_regions(config), "attempt": attempt},
     )
     return flow_run.id
 

@@ -26,6 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from connectors.exchange import open_exchange
 from connectors.keys import check_registered, load_identity, read_keyring
+from connectors.secrets import resolve_setting
 from fedcrm.channel import RegionChannel, session_id
 from fedcrm.config import FedcrmConfig, LocalSource, RecordSourceSpec
 from fedcrm.errors import ConfigError, FedcrmError, MessageRejectedError
@@ -61,16 +62,17 @@ def parse_source(text: str) -> Any:
 
 def with_local_settings(config: FedcrmConfig, region: str, environ: dict[str, str]) -> FedcrmConfig:
     """The region's own settings win over the coordinator's: where its store and records are, and
-    which region this worker serves, come from the environment of its work pool (job variables)."""
+    which region this worker serves, come from the environment of its work pool (job variables).
+    A store or source given as ``secret:<block>`` is read from that Prefect Secret block."""
     serves = environ.get("FEDCRM_REGION")
     if serves and serves != region:
         raise ConfigError(f"this worker serves region {serves!r}, not {region!r}",
                           hint=f"run region {region}'s deployment on its own work pool ({config.work_pool(region)})")
     spec = config.federation.regions[region]
     if environ.get("FEDCRM_REGION_STORE"):
-        spec = spec.model_copy(update={"store": environ["FEDCRM_REGION_STORE"]})
+        spec = spec.model_copy(update={"store": resolve_setting(environ["FEDCRM_REGION_STORE"])})
     if environ.get("FEDCRM_REGION_SOURCE"):
-        spec = spec.model_copy(update={"source": parse_source(environ["FEDCRM_REGION_SOURCE"])})
+        spec = spec.model_copy(update={"source": parse_source(resolve_setting(environ["FEDCRM_REGION_SOURCE"]))})
     federation = config.federation.model_copy(update={"regions": {**config.federation.regions, region: spec}})
     updated = config.model_copy(update={"federation": federation})
     if environ.get("FEDCRM_KEYRING"):

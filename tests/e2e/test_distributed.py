@@ -285,11 +285,16 @@ def test_a_region_reading_its_records_from_salesforce_takes_part(federation, tmp
     for i, record in enumerate(records.to_dict("records")):
         fields = {f"{c}__c": (float(v) if v.strip() else None) if c in numeric else v for c, v in record.items()}
         rows.append({"Id": f"a0B{i:015d}", **fields, "LastModifiedDate": f"2026-11-{1 + i % 20:02d}T08:00:00.000+0000"})
-    source = {"kind": "salesforce", "object": "Churn__c", "fields": {c: f"{c}__c" for c in records.columns}}
+    source = {"kind": "salesforce", "object": "Churn__c", "fields": {c: f"{c}__c" for c in records.columns},
+              "session_id_secret": "eu-salesforce-token"}
     with FakeSalesforce(tmp_path, objects={"Churn__c": rows}, token="EU_SESSION", page_size=500) as org:
         source.update(instance_url=org.url, ca_bundle=str(org.cert))
+        for block, value in (("eu-salesforce-token", "EU_SESSION"), ("eu-crm-source", json.dumps(source))):
+            subprocess.run([sys.executable, "-c", "import sys; from prefect.blocks.system import Secret; "
+                            "Secret(value=sys.argv[2]).save(sys.argv[1], overwrite=True)", block, value],
+                           env=federation["env"], check=True, capture_output=True, timeout=60)
         _stop(federation["workers"]["eu"])
-        federation["start_worker"]("eu", json.dumps(source), SALESFORCE_SESSION_ID="EU_SESSION")
+        federation["start_worker"]("eu", "secret:eu-crm-source")  # the spec and the token: Prefect Secret blocks
         try:
             code, output, summary = _run_job(federation)
         finally:
@@ -301,15 +306,22 @@ def test_a_region_reading_its_records_from_salesforce_takes_part(federation, tmp
     assert eu["n_train"] + eu["n_holdout"] + eu["n_quarantined"] == len(records)
     queries = [path for method, path in org.requests if method == "GET" and "/query" in path]
     assert len(queries) == -(-len(records) // 500)  # the SOQL query and every nextRecordsUrl page
+    parameters = json.dumps([run["parameters"] for run in _flow_runs(federation, summary["job_id"])])
+    assert "EU_SESSION" not in parameters and org.url not in parameters and "postgresql" not in parameters
 
 
-def _regional_runs(federation, job_id: str) -> dict[str, str]:
-    """Flow run name → state type, for the job's regional runs (from the Prefect server's REST API)."""
+def _flow_runs(federation, job_id: str) -> list[dict]:
+    """The job's regional flow runs, as the Prefect server's REST API has them."""
     request = urllib.request.Request(
         f"{federation['env']['PREFECT_API_URL']}/flow_runs/filter", method="POST",
         data=json.dumps({"flow_runs": {"name": {"like_": job_id}}}).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
-        return {run["name"]: run["state_type"] for run in json.loads(response.read())}
+        return json.loads(response.read())
+
+
+def _regional_runs(federation, job_id: str) -> dict[str, str]:
+    """Flow run name → state type, for the job's regional runs."""
+    return {run["name"]: run["state_type"] for run in _flow_runs(federation, job_id)}
 
 
 def test_a_restarted_coordinator_resumes_the_job_and_ends_the_regional_runs_it_left_behind(federation):
