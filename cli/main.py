@@ -129,21 +129,23 @@ def data_split(
         console.print(f"Next: [bold]fedcrm run --use-case {cfg.use_case}[/]")
 
 
-def _provision_identities(cfg: FedcrmConfig, stores: dict[str, Path], *, rotate: bool) -> list[tuple[str, str, bool, Path]]:
-    """Create missing identity keys in each party's own store and register them in the keyring."""
-    from connectors import LocalRegionStore
+def _provision_identities(cfg: FedcrmConfig, stores: dict[str, Path | str], *,
+                          rotate: bool) -> list[tuple[str, str, bool, Path | str]]:
+    """Create missing identity keys in each party's own store (a folder, s3:// or a database) and
+    register them in the keyring."""
     from connectors.keys import create_identity, register
+    from connectors.stores import open_store
     from fedcrm.secagg.identity import public_key_text
 
     done = []
     for party, root in stores.items():
-        identity, created = create_identity(LocalRegionStore(root), party, rotate=rotate)
+        identity, created = create_identity(open_store(str(root)), party, rotate=rotate)
         register(cfg.keyring_path, identity)
         done.append((party, public_key_text(identity.public_key), created, root))
     return done
 
 
-def _print_identities(rows: list[tuple[str, str, bool, Path]], keyring: Path) -> None:
+def _print_identities(rows: list[tuple[str, str, bool, Path | str]], keyring: Path) -> None:
     table = Table(title=f"identity keys (keyring {keyring})")
     for column in ("party", "public key (Ed25519)", "status", "private key in"):
         table.add_column(column)
@@ -214,7 +216,7 @@ def keys_init(
     if unknown:
         raise FedcrmError(f"region(s) {unknown} are not in federation.regions {list(cfg.federation.regions)}",
                           hint="add them to the config, or pass --config with the federation's config file")
-    stores = {r: cfg.region_store(r) for r in names}
+    stores: dict[str, Path | str] = {r: cfg.region_store_location(r) for r in names}
     if coordinator or all_parties:
         stores["coordinator"] = cfg.coordinator_store
     if not stores:
@@ -226,8 +228,8 @@ def keys_init(
 @friendly_errors
 def keys_show(config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: StateOpt = None, overrides: SetOpt = None) -> None:
     """The keyring, and whether each configured party holds the matching private key."""
-    from connectors import LocalRegionStore
     from connectors.keys import load_identity, read_keyring
+    from connectors.stores import open_store
     from fedcrm.secagg.identity import public_key_text
 
     cfg = _config(config, use_case, None, state_dir, overrides)
@@ -235,13 +237,14 @@ def keys_show(config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: 
     table = Table(title=f"keyring {cfg.keyring_path}")
     for column in ("party", "public key (Ed25519)", "private key"):
         table.add_column(column)
-    stores = {**{r: cfg.region_store(r) for r in cfg.federation.regions}, "coordinator": cfg.coordinator_store}
+    stores = {**{r: cfg.region_store_location(r) for r in cfg.federation.regions}, "coordinator": cfg.coordinator_store}
     for party in sorted(set(keyring.keys) | set(stores)):
         listed = keyring.keys.get(party)
         status = "not local"
         if party in stores:
             try:
-                status = "matches" if keyring.matches(load_identity(LocalRegionStore(stores[party]), party)) else "[red]MISMATCH[/]"
+                identity = load_identity(open_store(str(stores[party])), party)
+                status = "matches" if keyring.matches(identity) else "[red]MISMATCH[/]"
             except FedcrmError as exc:
                 status = f"[red]{exc.message}[/]"
         table.add_row(party, public_key_text(listed) if listed else "[red]not registered[/]", status)

@@ -112,3 +112,18 @@ def postgres_url() -> Iterator[str]:
     finally:
         pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_database(postgres_url) -> str:
+    """A new, empty database on the session's server, so tests never see each other's rows."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"

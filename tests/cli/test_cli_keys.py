@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 
-
 def test_keys_init_all_then_show(tmp_path, invoke):
     code, out = invoke(["keys", "init", "--all", "--state-dir", "s"], tmp_path)
     assert code == 0 and out.count("created") == 4
@@ -74,3 +73,19 @@ def test_budget_show_lists_each_region_from_its_ledger(tmp_path, invoke):
     assert status.dashboard_line() in out and f"{status.spent:.2f}" in out and f"{status.reserved:.2f}" in out
     assert "job-a" in out and "running / reserved" in out
     assert out.count("no ledger yet") == 2  # us and apac have not run a private job
+
+
+def test_a_region_whose_store_is_a_database_keeps_its_key_there(tmp_path, invoke, fresh_database):
+    import sqlalchemy as sa
+
+    config = tmp_path / "fedcrm.yaml"
+    config.write_text(f"federation: {{min_regions: 1, regions: {{eu: {{store: '{fresh_database}'}}}}}}\n")
+    code, out = invoke(["keys", "init", "--region", "eu", "--config", str(config), "--state-dir", "s"], tmp_path)
+    assert code == 0 and "created" in out, out
+    code, out = invoke(["keys", "show", "--config", str(config), "--state-dir", "s"], tmp_path)
+    assert code == 0 and out.count("matches") == 1, out
+    engine = sa.create_engine(fresh_database)
+    with engine.connect() as connection:
+        keys = connection.execute(sa.text("SELECT key FROM fedcrm_region_store WHERE key LIKE '%identity%'")).scalars().all()
+    engine.dispose()
+    assert keys and not (tmp_path / "s" / "regions" / "eu").exists()  # in the database, not in a folder

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import uuid
 
 import boto3
 import pandas as pd
@@ -26,13 +25,8 @@ RECORDS = pd.DataFrame({"id": ["c1", "c2", "c3"], "age": ["34", "51", ""], "chan
 
 
 @pytest.fixture
-def database(postgres_url) -> str:
-    name = f"crm_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+def database(fresh_database) -> str:
+    url = fresh_database
     engine = sa.create_engine(url)
     RECORDS.to_sql("leads", engine, index=False)
     engine.dispose()

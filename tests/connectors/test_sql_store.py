@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import uuid
 from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from connectors.ledger import read_ledger, updating_ledger
 from connectors.sql import SqlRegionStore
@@ -19,14 +17,8 @@ from fedcrm.privacy.ledger import PlannedSpend
 
 
 @pytest.fixture
-def database(postgres_url) -> str:
-    """A fresh database per test, so stores never see each other's rows."""
-    name = f"region_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+def database(fresh_database) -> str:
+    return fresh_database
 
 
 def test_documents_and_frames_round_trip(database):
