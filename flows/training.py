@@ -199,6 +199,7 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
 
     running: RunningRegions | None = None
     exchange = open_exchange(config, job_id)
+    attempt = None
     try:
         minimum = config.federation.min_regions
         resumed = coordinator.load_checkpoint(config, exchange) if resume else None
@@ -313,7 +314,8 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
                     roster.regions[region].epsilon_job_total = reply.value["job_epsilon"]
     if failure is not None:
         result = summary("failed", str(failure))
-        coordinator.save_job(config, result, None, None)
+        if attempt is not None:  # a refused resume never overwrites what the job itself saved
+            coordinator.save_job(config, result, None, None)
         return Failed(message=str(failure), data=result)
     result = summary("completed")
     coordinator.save_job(config, result, pipeline, vector)

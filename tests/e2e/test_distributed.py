@@ -326,18 +326,26 @@ def _regional_runs(federation, job_id: str) -> dict[str, str]:
 
 def test_a_restarted_coordinator_resumes_the_job_and_ends_the_regional_runs_it_left_behind(federation):
     s3 = _s3(federation)
+
+    def past_round_1() -> set[str]:
+        """Jobs whose coordinator has checkpointed round 1."""
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=EXCHANGE_BUCKET, Prefix="fedcrm/jobs/")
+        return {item["Key"].split("/")[2] for page in pages for item in page.get("Contents", [])
+                if item["Key"].endswith("/coordinator/round-000001.msg")}
+
+    earlier = past_round_1()
     job, summary = _start_job(federation)
-    deadline, job_id = time.monotonic() + 180, None
-    while job_id is None:
+    deadline, new = time.monotonic() + 180, set()
+    while not new:
         assert job.poll() is None and time.monotonic() < deadline, "the job ended or stalled before round 1"
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=EXCHANGE_BUCKET, Prefix="fedcrm/jobs/"):
-            for item in page.get("Contents", []):
-                if item["Key"].endswith("/coordinator/round-000001.msg"):
-                    job_id = item["Key"].split("/")[2]
         time.sleep(0.2)
+        new = past_round_1() - earlier
     job.kill()  # the coordinator dies; the regional runs on the workers do not
     job.communicate(timeout=30)
-    assert all(state == "RUNNING" for state in _regional_runs(federation, job_id).values())
+    (job_id,) = new
+    left_behind = _regional_runs(federation, job_id)
+    assert sorted(left_behind) == sorted(f"{r}-{job_id}-1" for r in REGIONS)
+    assert set(left_behind.values()) == {"RUNNING"}, left_behind
 
     code, output, resumed = _run_job(federation, "--resume", job_id)
     assert code == 0, output[-3000:]

@@ -106,5 +106,8 @@ def test_a_restarted_coordinator_resumes_from_its_last_round_without_spending_tw
         assert ledger.epsilon(ledger.spent_events(job_id=job_id)) <= ledger.epsilon([s.event for s in reserved.spends]) + 1e-9
         assert summary["regions"][region]["epsilon_spent"] <= 3.0 + 1e-6  # the job's target, over both attempts
 
+    saved = work / "state" / "coordinator" / "jobs" / job_id / "summary.json"
+    kept = saved.read_text()
     again = cli([*RUN, "--resume", job_id], cwd=work, prefect_home=home)
     assert again.returncode != 0 and "already completed" in again.output, again.output
+    assert saved.read_text() == kept  # the refused resume did not overwrite the completed job's summary

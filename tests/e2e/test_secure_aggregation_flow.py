@@ -44,7 +44,7 @@ def contribute(region, config, job_id, round_number, request, crash_before=(), l
     def run():
         if region in crash_before:
             raise FedcrmError(f"{region} crashed before masking")
-        contributor, save = regional._contributor(config, store, job_id, region)
+        contributor, save = regional._contributor(config, store, job_id, region, attempt=1)
         masked = contributor.contribute(request, round_number, VALUES[region], BOUNDS)
         save()
         if region in lose_key_after:  # it then cannot answer the unmask request
