@@ -19,6 +19,7 @@ from rich.table import Table
 from cli.environment import prepare_environment
 from fedcrm.config import FedcrmConfig, load_config
 from fedcrm.errors import FedcrmError
+from fedcrm.gates import GateRule
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Federated lead scoring and churn across CRM regions.")
 data_app = typer.Typer(no_args_is_help=True, help="Regional data stores (embedded stand-ins for regional CRMs).")
@@ -406,6 +407,31 @@ def track(
     _print_tracking(job_id, summary.tracking)
 
 
+@app.command()
+@friendly_errors
+def models(config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: StateOpt = None,
+           overrides: SetOpt = None) -> None:
+    """The registered model's versions: aliases, gate result, approval, global AUC and ε per region."""
+    from datetime import datetime, timezone
+
+    from connectors.tracking import ModelRegistry
+
+    cfg = _config(config, use_case, None, state_dir, overrides)
+    rows = ModelRegistry(cfg.tracking_uri, cfg.model_name).versions()
+    if not rows:
+        console.print(f"no versions of {cfg.model_name} yet: run [bold]fedcrm run --use-case {cfg.use_case}[/]")
+        return
+    table = Table(title=f"{cfg.model_name} ({cfg.tracking_uri.split('://')[0]})")
+    for column in ("version", "aliases", "gates", "approval", "global AUC", "ε spent per region", "job", "registered"):
+        table.add_column(column)
+    for row in rows:
+        gate = {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(row.gate_status, row.gate_status)
+        when = datetime.fromtimestamp(row.created_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M") if row.created_ms else ""
+        table.add_row(row.version, ", ".join(row.aliases) or "-", gate, row.decision or "-", row.global_auc or "-",
+                      ", ".join(f"{r} {e}" for r, e in row.epsilon_spent.items()) or "-", row.job_id, when)
+    console.print(table)
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -453,6 +479,19 @@ def _print_summary(summary: Any) -> None:
                       highlight=False)
     console.print(f"[dim]{summary.privacy.get('note', '')}[/]")
     _print_tracking(summary.job_id, summary.tracking)
+    _print_gates(summary.gates)
+
+
+def _print_gates(gates: dict[str, Any]) -> None:
+    status = gates.get("status")
+    if status == "passed":
+        where = " → alias [bold]challenger[/], awaiting approval" if gates.get("challenger") else ""
+        console.print(f"Gates: [green]passed[/] ({len(gates['rules'])} rules){where}", highlight=False)
+    elif status == "failed":
+        console.print("Gates: [red]failed[/]: this version goes no further", highlight=False)
+        for rule in gates["rules"]:
+            if not rule["passed"]:
+                console.print(f"  ✗ {GateRule.model_validate(rule).line()}", highlight=False)
 
 
 def _print_tracking(job_id: str, tracking: dict[str, Any]) -> None:

@@ -226,3 +226,125 @@ class MlflowTracker:
             model_version=version,
             ui_command=f"mlflow ui --backend-store-uri {redact(self.tracking_uri)}",
         )
+
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class DeployedModel(BaseModel):
+    """A registered version's global model, as the regions need it to score."""
+
+    version: str
+    pipeline: FeaturePipeline
+    hidden_sizes: list[int]
+    parameters: list[float]
+
+
+def _missing(exc: Exception) -> bool:
+    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+class ModelRegistry:
+    """The registered model's aliases, gate results and weights (explicit URIs, no process-wide state)."""
+
+    def __init__(self, tracking_uri: str, model_name: str):
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri, self.model_name = tracking_uri, model_name
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @property
+    def description(self) -> str:
+        return f"MLflow registry {self.model_name} at {redact(self.tracking_uri)}"
+
+    def _wrapped(self, action: str, call):
+        try:
+            return call()
+        except ConnectorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many types; the caller gets one
+            raise ConnectorError(f"could not {action} ({type(exc).__name__}: {exc})", source=self.description,
+                                 hint="check tracking.uri and that the MLflow server is reachable") from None
+
+    def version_with_alias(self, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
+        def find() -> str | None:
+            try:
+                return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
+            except MlflowException as exc:
+                if _missing(exc):
+                    return None
+                raise
+
+        return self._wrapped(f"read alias {alias}", find)
+
+    def load(self, version: str) -> DeployedModel:
+        import mlflow
+
+        def fetch() -> DeployedModel:
+            uri = self.client.get_model_version_download_uri(self.model_name, version)
+            with tempfile.TemporaryDirectory() as tmp:
+                root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
+                                                                tracking_uri=self.tracking_uri))
+                model = json.loads((root / "artifacts" / "model.json").read_text(encoding="utf-8"))
+                pipeline = FeaturePipeline.model_validate_json(
+                    (root / "artifacts" / "feature_pipeline.json").read_text(encoding="utf-8"))
+            return DeployedModel(version=version, pipeline=pipeline, hidden_sizes=model["hidden_sizes"],
+                                 parameters=model["parameters"])
+
+        return self._wrapped(f"load version {version}", fetch)
+
+    def set_tags(self, version: str, tags: dict[str, str]) -> None:
+        def write() -> None:
+            for key, value in tags.items():
+                self.client.set_model_version_tag(self.model_name, version, key, value[:5000])
+
+        self._wrapped(f"tag version {version}", write)
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self._wrapped(f"set alias {alias}", lambda: self.client.set_registered_model_alias(self.model_name, alias, version))
+
+    def log_run_artifact(self, version: str, name: str, document: Any) -> None:
+        def write() -> None:
+            run_id = self.client.get_model_version(self.model_name, version).run_id
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / name
+                path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
+                self.client.log_artifact(run_id, str(path))
+
+        self._wrapped(f"log {name} for version {version}", write)
+
+    def versions(self) -> list[VersionRow]:
+        """Every version, newest first, with what a reviewer compares: aliases, gates, ε and AUC."""
+        def read() -> list[VersionRow]:
+            found = self.client.search_model_versions(f"name = '{self.model_name}'")
+            if not found:
+                return []
+            aliases: dict[str, list[str]] = {}  # search results do not carry aliases in every store
+            for alias, version in self.client.get_registered_model(self.model_name).aliases.items():
+                aliases.setdefault(str(version), []).append(alias)
+            return sorted((VersionRow.from_tags(str(v.version), aliases.get(str(v.version), []), dict(v.tags or {}),
+                                                int(v.creation_timestamp or 0)) for v in found),
+                          key=lambda row: int(row.version), reverse=True)
+
+        return self._wrapped("list versions", read)
+
+
+class VersionRow(BaseModel):
+    version: str
+    aliases: list[str]
+    created_ms: int
+    job_id: str = ""
+    global_auc: str = ""
+    gate_status: str = ""
+    epsilon_spent: dict[str, str] = {}
+    decision: str = ""
+
+    @classmethod
+    def from_tags(cls, version: str, aliases: list[str], tags: dict[str, str], created_ms: int) -> VersionRow:
+        return cls(version=version, aliases=sorted(aliases), created_ms=created_ms, job_id=tags.get("job_id", ""),
+                   global_auc=tags.get("global_auc", ""), gate_status=tags.get("gate.status", "not evaluated"),
+                   epsilon_spent={k.removeprefix("epsilon_spent."): v for k, v in tags.items()
+                                  if k.startswith("epsilon_spent.")},
+                   decision=tags.get("approval.decision", ""))

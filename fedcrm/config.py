@@ -234,6 +234,24 @@ class BaselineSpec(_Section):
     )
 
 
+class GateSpec(_Section):
+    """What a new global model must show before anyone may approve it for the CRM (AUC throughout)."""
+
+    enabled: bool = Field(True, description="Evaluate the gates after each registered model version.")
+    min_global_auc: float = Field(0.6, ge=0, le=1, description="Floor for the global (pooled) holdout AUC.")
+    min_region_auc: float = Field(0.55, ge=0, le=1, description="Floor for every participating region's AUC.")
+    max_global_regression: float = Field(
+        0.005, ge=0, description="How far the global AUC may fall below the champion's, both measured now in every region.")
+    max_region_regression: float = Field(
+        0.02, ge=0, description="How far any region's AUC may fall below the champion's in that region.")
+    max_region_gap: float = Field(0.2, ge=0, le=1, description="Largest allowed difference between regions' AUCs.")
+    min_regions: int | None = Field(None, ge=1, description="Participating regions needed. Default: federation.min_regions.")
+    beat_local_only: bool = Field(True, description="Each region's AUC at least its local-only baseline's (same ε).")
+    local_only_tolerance: float = Field(0.0, ge=0, description="Slack allowed against the local-only baseline.")
+    compare_with_champion: bool = Field(
+        True, description="Evaluate the champion in every region alongside the candidate (off e.g. after a contract change).")
+
+
 class TrackingSpec(_Section):
     enabled: bool = True
     uri: str | None = Field(None, description="MLflow tracking URI. Default: sqlite:///<state_dir>/mlflow.db (embedded).")
@@ -286,6 +304,7 @@ class FedcrmConfig(_Section):
     holdout: HoldoutSpec = HoldoutSpec()
     tracking: TrackingSpec = TrackingSpec()
     baselines: BaselineSpec = BaselineSpec()
+    gates: GateSpec = GateSpec()
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     exchange: ExchangeSpec = ExchangeSpec()
     launcher: LauncherSpec = LauncherSpec()

@@ -85,6 +85,8 @@ class JobSummary(BaseModel):
     baselines: dict[str, object] = Field(
         default_factory=dict, description="Global metrics of the local-only and central reference baselines."
     )
+    gates: dict[str, object] = Field(
+        default_factory=dict, description="The gate report (every rule: value, threshold, pass/fail) or why there is none.")
     resumes: list[dict[str, object]] = Field(
         default_factory=list,
         description="Each restart of the job's coordinator: its attempt, the round it resumed after, and the rounds "

@@ -16,8 +16,10 @@
           → aggregate-round (coordinator: the strategy turns the mean update into the next model)
         local-evaluation (each region, holdout aggregates) → combine-metrics → save-checkpoint
     local-only-baseline (each region, same ε) and central-reference (bundled demo data only)
+    load-champion → local-evaluation of the champion (each region, on the same holdouts)
     release-workspace (each region; the quarantine stays) → save-job (coordinator store)
-    track-job (MLflow run + registered model version with lineage and ε tags) → JobSummary
+    track-job (MLflow run + registered model version with lineage and ε tags)
+    evaluate-gates → record-gates (tags, gates.json, alias "challenger" when all rules pass) → JobSummary
     finish (every regional run ends)
 
 Every regional step is a request to the regional runs over the exchange (flows/dispatch.py).
@@ -29,6 +31,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
+import numpy as np
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
@@ -40,6 +43,7 @@ from fedcrm.checkpoint import JobCheckpoint, resume_fingerprint
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import ConfigError, FedcrmError, FederationError
 from fedcrm.evaluation import combine_metrics
+from fedcrm.gates import ChampionMeasure
 from fedcrm.roster import Roster
 from fedcrm.strategies import make_strategy
 from fedcrm.strategies.base import restore_strategy_state, strategy_state
@@ -86,6 +90,36 @@ def _run_baselines(config: FedcrmConfig, job_id: str, links: RegionLinks, roster
         else:
             out["central_reference"] = {"skipped": reference["reason"]}
     return out
+
+
+def _measure_champion(config: FedcrmConfig, links: RegionLinks, roster: Roster) -> ChampionMeasure | str | None:
+    """The champion scored in every region on this job's holdouts (before they are released), or why not."""
+    champion, problem = coordinator.load_champion(config)
+    if champion is None:
+        return problem or None
+    replies = links.ask(regional.local_evaluation, roster.active, pipeline=champion.pipeline,
+                        global_vector=np.asarray(champion.parameters), round_number=0, hidden_sizes=champion.hidden_sizes)
+    return coordinator.measure_champion(champion.version, replies)
+
+
+def _gate(config: FedcrmConfig, result: JobSummary, champion: ChampionMeasure | str | None, logger) -> dict[str, object]:
+    """Evaluate the gates for the registered version and record them on it; a version whose gates
+    could not be recorded never becomes a challenger."""
+    if not config.gates.enabled:
+        return {"status": "disabled"}
+    if isinstance(champion, str):  # there is a champion, but it could not be loaded: no comparison is possible
+        champion = ChampionMeasure(version="unknown", unavailable={r: champion for r in result.regions})
+    report = coordinator.gate_model(config, result, champion)
+    outcome: dict[str, object] = {"status": "passed" if report.passed else "failed", **report.model_dump(mode="json")}
+    (logger.info if report.passed else logger.warning)("gates %s", report.verdict())
+    if result.tracking.get("status") == "registered":
+        try:
+            coordinator.record_gates(config, report)
+            outcome["challenger"] = report.passed
+        except FedcrmError as exc:
+            logger.warning("the gate report could not be recorded in MLflow: %s", exc)
+            outcome["recorded"] = f"failed: {exc}"
+    return outcome
 
 
 def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
@@ -199,7 +233,7 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
 
     running: RunningRegions | None = None
     exchange = open_exchange(config, job_id)
-    attempt = None
+    attempt = champion = None
     try:
         minimum = config.federation.min_regions
         resumed = coordinator.load_checkpoint(config, exchange) if resume else None
@@ -300,6 +334,7 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
             checkpoint(number, attempt.attempt)
 
         baselines = _run_baselines(config, job_id, links, roster, pipeline, initial)
+        champion = _measure_champion(config, links, roster)
     except FedcrmError as exc:
         logger.error("job %s failed: %s", job_id, exc)
         failure = exc
@@ -328,6 +363,7 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
                                                model_version=version).items():
             if not reply.ok:
                 logger.warning("region %s could not link model %s in its ledger: %s", region, version, reply.reason)
+    result.gates = _gate(config, result, champion, logger)
     coordinator.save_job(config, result, pipeline, vector)
     try:  # so that the job is never resumed again; the model is saved either way
         exchange.mark_completed({"finished_at": result.finished_at, "model_version": result.tracking.get("model_version")})

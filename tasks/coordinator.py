@@ -13,7 +13,13 @@ from prefect.cache_policies import NO_CACHE
 from connectors import LocalRegionStore
 from connectors.exchange import Exchange
 from connectors.keys import check_registered, load_identity, read_keyring
-from connectors.tracking import MlflowTracker
+from connectors.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    DeployedModel,
+    MlflowTracker,
+    ModelRegistry,
+)
 from fedcrm import regional
 from fedcrm.aggregation import (
     AggregateResult,
@@ -26,6 +32,7 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
 from fedcrm.features import FeaturePipeline
+from fedcrm.gates import ChampionMeasure, GateReport, evaluate_gates
 from fedcrm.model import build_model, get_vector
 from fedcrm.secagg import COORDINATOR, SecAggServer, SecureAggregator
 from fedcrm.secagg.envelope import Envelope, Inbox
@@ -160,6 +167,52 @@ def track_job(config: FedcrmConfig, summary: JobSummary) -> dict[str, object]:
     except FedcrmError as exc:
         return {"status": "failed", "error": str(exc), "retry": f"fedcrm track {summary.job_id}"}
     return {"status": "registered", **result.model_dump()}
+
+
+@task(name="load-champion", **COORDINATOR_TASK)
+def load_champion(config: FedcrmConfig) -> tuple[DeployedModel | None, str]:
+    """The current champion's weights, to be measured in every region next to the candidate; (None, why)
+    when there is none or it cannot be loaded (then the non-regression rules cannot pass)."""
+    if not (config.tracking.enabled and config.gates.enabled and config.gates.compare_with_champion):
+        return None, ""
+    try:
+        registry = ModelRegistry(config.tracking_uri, config.model_name)
+        version = registry.version_with_alias(CHAMPION)
+        return (None, "") if version is None else (registry.load(version), "")
+    except FedcrmError as exc:
+        return None, str(exc)
+
+
+def measure_champion(version: str, replies: dict[str, Any]) -> ChampionMeasure:
+    """From each region's evaluation of the champion on its holdout (RegionReply[RegionMetrics])."""
+    scored = {r: reply.value for r, reply in replies.items() if reply.ok}
+    return ChampionMeasure(
+        version=version,
+        region_auc={r: m.auc for r, m in scored.items()},
+        global_auc=combine_metrics(scored).auc if scored and len(scored) == len(replies) else None,
+        unavailable={r: reply.reason for r, reply in replies.items() if not reply.ok},
+    )
+
+
+@task(name="evaluate-gates", **COORDINATOR_TASK)
+def gate_model(config: FedcrmConfig, summary: JobSummary, champion: ChampionMeasure | None) -> GateReport:
+    return evaluate_gates(summary, config.gates, config, champion)
+
+
+@task(name="record-gates", retries=2, retry_delay_seconds=2, **COORDINATOR_TASK)
+def record_gates(config: FedcrmConfig, report: GateReport) -> None:
+    """On the model version: one tag per rule and the verdict, gates.json in its run, and alias
+    ``challenger`` when every rule passed (a failed version is tagged and goes no further)."""
+    registry = ModelRegistry(config.tracking_uri, config.model_name)
+    version = report.model_version
+    tags = {f"gate.{r.rule}.{r.scope}": r.line() for r in report.rules}
+    tags.update({"gate.status": "passed" if report.passed else "failed", "gate.verdict": report.verdict()})
+    if report.champion_version:
+        tags["gate.champion_version"] = report.champion_version
+    registry.set_tags(version, tags)
+    registry.log_run_artifact(version, "gates.json", report.model_dump(mode="json"))
+    if report.passed:
+        registry.set_alias(CHALLENGER, version)
 
 
 ORIGIN_KEY = "crm/{use_case}.origin.json"

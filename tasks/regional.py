@@ -324,16 +324,20 @@ def local_training(
 
 @task(name="local-evaluation", task_run_name="local-evaluation-{region}-r{round_number}", **REGION_TASK)
 def local_evaluation(
-    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: Vector, round_number: int
+    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: Vector, round_number: int,
+    hidden_sizes: list[int] | None = None,
 ) -> RegionReply[RegionMetrics]:
-    """Score the global model on the region's holdout (with the region's own head if personalised)."""
+    """Score a global model on the region's holdout: this job's (with the region's own head if
+    personalised), or another version's, e.g. the champion's, with its own ``hidden_sizes``."""
     store = region_store(config, region)
 
     def run() -> RegionMetrics:
-        vector = global_vector
-        if config.training.local_head and store.exists(_head_key(config, job_id)):
+        vector, spec = global_vector, config
+        if hidden_sizes is not None:  # another model version: its own architecture, never this job's head
+            spec = config.model_copy(update={"training": config.training.model_copy(update={"hidden_sizes": hidden_sizes})})
+        elif config.training.local_head and store.exists(_head_key(config, job_id)):
             vector = with_head(global_vector, np.asarray(store.read_json(_head_key(config, job_id))))
-        return regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, vector, config)
+        return regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, vector, spec)
 
     return in_region(region, store, f"round {round_number} evaluation", run)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +157,65 @@ def test_a_job_over_budget_is_refused_before_any_region_trains(churn_job, refuse
         assert "budget of 2.00" in entry["reason"] and "this job needs ε" in entry["reason"] and "remaining 2.00" in entry["reason"]
         assert "training.rounds" in entry["reason"]
     assert "would be exceeded" in refused_job.stderr
+
+
+def test_the_gate_report_is_recorded_on_the_model_version(churn_job):
+    from mlflow.tracking import MlflowClient
+
+    work, _, _, run = churn_job
+    summary = json.loads((work / "out" / "summary.json").read_text())
+    gates, version = summary["gates"], summary["tracking"]["model_version"]
+    assert gates["status"] in ("passed", "failed") and gates["model_version"] == version
+    assert {r["rule"] for r in gates["rules"]} >= {"auc_floor", "participating_regions", "epsilon_within_target"}
+    assert "Gates:" in run.stdout
+    uri = f"sqlite:///{work / 'state' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    model_version = client.get_model_version("fedcrm-churn", version)
+    tags = model_version.tags
+    assert tags["gate.status"] == gates["status"]
+    assert len([k for k in tags if k.startswith("gate.") and k.count(".") == 2]) == len(gates["rules"])
+    assert ("challenger" in model_version.aliases) == (gates["status"] == "passed")
+    recorded = json.loads(Path(client.download_artifacts(model_version.run_id, "gates.json", str(work))).read_text())
+    assert recorded["passed"] == (gates["status"] == "passed") and len(recorded["rules"]) == len(gates["rules"])
+
+
+@pytest.fixture(scope="module")
+def job_against_a_champion(churn_job, cli):
+    """The first job's version made champion, then a second, shorter job gated against it."""
+    from mlflow.tracking import MlflowClient
+
+    work, home, _, _ = churn_job
+    first = json.loads((work / "out" / "summary.json").read_text())
+    uri = f"sqlite:///{work / 'state' / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+        "fedcrm-churn", "champion", first["tracking"]["model_version"])
+    run = cli(["run", "--use-case", "churn", "--state-dir", "state", "--rounds", "1", "--epsilon", "3",
+               "--set", "gates.max_region_regression=0", "--set", "gates.max_global_regression=0",
+               "--json-summary", "out/second.json"], cwd=work, prefect_home=home)
+    assert run.returncode == 0, run.output
+    return first, json.loads((work / "out" / "second.json").read_text())
+
+
+def test_the_champion_is_measured_in_every_region_on_the_same_holdouts(job_against_a_champion):
+    first, second = job_against_a_champion
+    gates = second["gates"]
+    assert gates["champion_version"] == first["tracking"]["model_version"]
+    regression = {r["scope"]: r for r in gates["rules"] if r["rule"] == "no_regression"}
+    assert set(regression) == {"global", "eu", "us", "apac"}
+    for region in ("eu", "us", "apac"):  # same split seed, same holdout, same weights: the champion's own numbers
+        assert regression[region]["threshold"] == pytest.approx(first["regions"][region]["metrics"]["auc"], abs=1e-9)
+        assert regression[region]["value"] == pytest.approx(second["regions"][region]["metrics"]["auc"], abs=1e-9)
+        assert regression[region]["passed"] == (regression[region]["value"] >= regression[region]["threshold"] - 1e-12)
+    assert gates["status"] == ("passed" if all(r["passed"] for r in gates["rules"]) else "failed")
+
+
+def test_models_lists_versions_with_aliases_gates_and_epsilon(job_against_a_champion, churn_job, cli):
+    first, second = job_against_a_champion
+    work, home, _, _ = churn_job
+    listed = cli(["models", "--use-case", "churn", "--state-dir", "state"], cwd=work, prefect_home=home)
+    assert listed.returncode == 0, listed.output
+    lines = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 5}
+    champion, candidate = lines[first["tracking"]["model_version"]], lines[second["tracking"]["model_version"]]
+    assert "champion" in champion and first["job_id"] in champion and second["job_id"] in candidate
+    assert second["gates"]["status"] in candidate
+    assert f"eu {second['regions']['eu']['epsilon_spent']:.4f}" in candidate
