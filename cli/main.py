@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -430,6 +432,120 @@ def models(config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: Sta
         table.add_row(row.version, ", ".join(row.aliases) or "-", gate, row.decision or "-", row.global_auc or "-",
                       ", ".join(f"{r} {e}" for r, e in row.epsilon_spent.items()) or "-", row.job_id, when)
     console.print(table)
+
+
+ApproverOpt = Annotated[str, typer.Option("--approver", help="Who decides (recorded on the model version).")]
+CommentOpt = Annotated[str, typer.Option("--comment", help="Why (recorded on the model version).")]
+
+
+@app.command()
+@friendly_errors
+def promote(
+    version: Annotated[Optional[str], typer.Option("--version", help="Default: the current challenger.")] = None,
+    config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: StateOpt = None, overrides: SetOpt = None,
+) -> None:
+    """Ask for approval of a version whose gates passed; on approval it becomes the champion.
+
+    The run waits for `fedcrm approve RUN` / `fedcrm reject RUN` (or the form in the Prefect UI).
+    """
+    from cli.launcher import run_embedded
+    from flows.promotion import promote_model
+
+    cfg = _config(config, use_case, None, state_dir, overrides)
+    handler = _WaitingHandler()
+    logging.getLogger("prefect.flow_runs").addHandler(handler)
+    try:
+        state = run_embedded(promote_model, cfg, version=version)
+    finally:
+        logging.getLogger("prefect.flow_runs").removeHandler(handler)
+    decision = state.result(raise_on_failure=False)
+    if not hasattr(decision, "decision") and "never resumed" in (state.message or ""):
+        errors.print(f"[red]no decision within approval.timeout_s ({cfg.approval.timeout_s} s): counted as a rejection[/]",
+                     highlight=False)
+        raise typer.Exit(1)
+    if not hasattr(decision, "decision"):
+        raise FedcrmError(f"promotion ended {state.type.value}: {state.message}", hint="see `fedcrm models`")
+    colour = "green" if decision.decision == "approved" else "red"
+    console.print(f"version {decision.version} [{colour}]{decision.decision}[/] by {decision.approver}"
+                  f"{': ' + decision.comment if decision.comment else ''}; champion: {decision.champion or 'none'}",
+                  highlight=False)
+    if decision.decision != "approved":
+        raise typer.Exit(1)
+
+
+class _WaitingHandler(logging.Handler):
+    """Shows the approval instructions the promotion flow logs while it waits."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "waits for approval" in record.getMessage():
+            console.print(record.getMessage(), highlight=False)
+
+
+def _decide(run: str, decision: str, approver: str, comment: str) -> None:
+    from uuid import UUID
+
+    from prefect.exceptions import NotPausedError, ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        flow_run_id = UUID(run)
+    except ValueError:
+        raise FedcrmError(f"{run!r} is not a flow run id", hint="use the id the promotion printed") from None
+    deadline = time.monotonic() + 30  # a run that has just asked may still be pausing
+    try:
+        while True:
+            try:
+                resume_flow_run(flow_run_id, run_input={"decision": decision, "approver": approver, "comment": comment})
+                break
+            except NotPausedError:
+                if time.monotonic() > deadline:
+                    raise FedcrmError(f"run {run} is not waiting for a decision",
+                                      hint="it was decided already, timed out, or is not a promotion run") from None
+                time.sleep(1)
+    except ObjectNotFound:
+        raise FedcrmError(f"no flow run {run}", hint="check the id, and that PREFECT_API_URL/--state-dir match") from None
+    except RuntimeError as exc:  # Prefect: the input did not validate, or the run is not waiting
+        raise FedcrmError(f"the decision was not accepted: {exc}",
+                          hint="the run keeps waiting; give --approver (non-empty) and retry") from None
+    console.print(f"{decision} sent to run {run} by {approver}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def approve(run: Annotated[str, typer.Argument(help="The waiting promotion run's id.")], approver: ApproverOpt,
+            comment: CommentOpt = "", state_dir: StateOpt = None) -> None:
+    """Approve the version a promotion run waits on: it becomes the champion."""
+    prepare_environment(state_dir or Path(".fedcrm"))
+    _decide(run, "approve", approver, comment)
+
+
+@app.command()
+@friendly_errors
+def reject(run: Annotated[str, typer.Argument(help="The waiting promotion run's id.")], approver: ApproverOpt,
+           comment: CommentOpt = "", state_dir: StateOpt = None) -> None:
+    """Reject the version a promotion run waits on: nothing is deployed."""
+    prepare_environment(state_dir or Path(".fedcrm"))
+    _decide(run, "reject", approver, comment)
+
+
+@app.command()
+@friendly_errors
+def rollback(
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded on both versions).")],
+    to: Annotated[Optional[str], typer.Option("--to", help="The version to restore. Default: the one the champion replaced.")] = None,
+    by: Annotated[str, typer.Option("--by", help="Who rolls back. Default: $USER.")] = os.environ.get("USER", "unknown"),
+    config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: StateOpt = None, overrides: SetOpt = None,
+) -> None:
+    """Move the champion back in one command, recording who, when and why."""
+    from cli.launcher import run_embedded
+    from flows.rollback import rollback_model
+
+    cfg = _config(config, use_case, None, state_dir, overrides)
+    state = run_embedded(rollback_model, cfg, by=by, reason=reason, to_version=to)
+    decision = state.result(raise_on_failure=False)
+    if not hasattr(decision, "champion"):
+        raise FedcrmError(f"rollback ended {state.type.value}: {state.message}", hint="see `fedcrm models`")
+    console.print(f"champion is now version {decision.champion} (rolled back by {by}: {reason})", highlight=False)
 
 
 def _fmt(value: float | None) -> str:

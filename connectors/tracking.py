@@ -302,6 +302,13 @@ class ModelRegistry:
 
         self._wrapped(f"tag version {version}", write)
 
+    def tags(self, version: str) -> dict[str, str]:
+        return self._wrapped(f"read version {version}",
+                             lambda: dict(self.client.get_model_version(self.model_name, version).tags or {}))
+
+    def remove_alias(self, alias: str) -> None:
+        self._wrapped(f"remove alias {alias}", lambda: self.client.delete_registered_model_alias(self.model_name, alias))
+
     def set_alias(self, alias: str, version: str) -> None:
         self._wrapped(f"set alias {alias}", lambda: self.client.set_registered_model_alias(self.model_name, alias, version))
 
@@ -348,3 +355,11 @@ class VersionRow(BaseModel):
                    epsilon_spent={k.removeprefix("epsilon_spent."): v for k, v in tags.items()
                                   if k.startswith("epsilon_spent.")},
                    decision=tags.get("approval.decision", ""))
+
+
+def decision_tags(decision: str, who: str, comment: str, at: str, *, previous: str | None = None) -> dict[str, str]:
+    """What a version records about the human decision on it (shown by `fedcrm models` and the MLflow UI)."""
+    tags = {"approval.decision": decision, "approval.by": who, "approval.at": at, "approval.comment": comment or "-"}
+    if previous is not None:
+        tags["approval.previous_champion"] = previous or "none"
+    return tags

@@ -252,6 +252,14 @@ class GateSpec(_Section):
         True, description="Evaluate the champion in every region alongside the candidate (off e.g. after a contract change).")
 
 
+class ApprovalSpec(_Section):
+    """The human decision between a challenger and the CRM."""
+
+    timeout_s: int = Field(7 * 24 * 3600, ge=1, description="Waiting longer than this counts as a rejection.")
+    wait: Literal["auto", "pause", "suspend"] = Field(
+        "auto", description="suspend (no process waits; needs a deployment) or pause; auto: suspend when deployed.")
+
+
 class TrackingSpec(_Section):
     enabled: bool = True
     uri: str | None = Field(None, description="MLflow tracking URI. Default: sqlite:///<state_dir>/mlflow.db (embedded).")
@@ -305,6 +313,7 @@ class FedcrmConfig(_Section):
     tracking: TrackingSpec = TrackingSpec()
     baselines: BaselineSpec = BaselineSpec()
     gates: GateSpec = GateSpec()
+    approval: ApprovalSpec = ApprovalSpec()
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     exchange: ExchangeSpec = ExchangeSpec()
     launcher: LauncherSpec = LauncherSpec()

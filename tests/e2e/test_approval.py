@@ -1,0 +1,123 @@
+"""Approval, promotion and rollback through the CLI and Prefect's pause-for-input: a promotion run
+waits for a named human; approve → champion, reject or timeout → nothing moves; invalid input is
+refused and the run keeps waiting; rollback restores the previous champion's weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
+RELAXED = ["--set", "gates.min_global_auc=0.5", "--set", "gates.min_region_auc=0.5", "--set", "gates.max_region_gap=1",
+           "--set", "gates.max_global_regression=1", "--set", "gates.max_region_regression=1",
+           "--set", "baselines.local_only=false", "--set", "baselines.central_reference=false"]
+COMMON = ["--use-case", "churn", "--state-dir", "state"]
+
+
+def _train(work, home, cli) -> str:
+    run = cli(["run", *COMMON, "--rounds", "1", *RELAXED, "--json-summary", "out.json"], cwd=work, prefect_home=home)
+    assert run.returncode == 0, run.output
+    summary = json.loads((work / "out.json").read_text())
+    assert summary["gates"]["status"] == "passed" and summary["gates"]["challenger"], summary["gates"]
+    return summary["tracking"]["model_version"]
+
+
+def _start_promotion(work, home, *extra: str) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "PREFECT_HOME": str(home), "PYTHONUNBUFFERED": "1", "COLUMNS": "250",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    promotion = subprocess.Popen([sys.executable, "-m", "cli.main", "promote", *COMMON, *extra], cwd=work, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, seen = time.monotonic() + 120, []
+    while time.monotonic() < deadline:
+        line = promotion.stdout.readline()
+        seen.append(line)
+        if found := re.search(r"fedcrm approve ([0-9a-f-]{36})", line):
+            return promotion, found[1]
+        assert line or promotion.poll() is None, "".join(seen)
+    raise AssertionError("the promotion never asked for approval: " + "".join(seen))
+
+
+def _finish(promotion: subprocess.Popen) -> tuple[int, str]:
+    output, _ = promotion.communicate(timeout=120)
+    return promotion.returncode, output
+
+
+def _registry(work):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{work / 'state' / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+
+
+def _predictions(work, uri: str, model: str) -> np.ndarray:
+    """Scores of 200 of eu's records by ``model`` (loaded from the registry, as the scoring flow will)."""
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_registry_uri(uri)
+    records = pd.read_parquet(work / "state" / "regions" / "eu" / "crm" / "churn.parquet").head(200)
+    for column in ("tenure", "MonthlyCharges", "TotalCharges"):  # the model's signature: numbers as numbers
+        records[column] = pd.to_numeric(records[column], errors="coerce").astype(float)
+    records = records.dropna(subset=["tenure", "MonthlyCharges", "TotalCharges"])
+    return np.asarray(mlflow.pyfunc.load_model(model).predict(records), dtype=float)
+
+
+def test_approve_reject_timeout_and_rollback(tmp_path, cli):
+    work, home = tmp_path, tmp_path / "home"
+    assert cli(["data", "split", *COMMON], cwd=work, prefect_home=home).returncode == 0
+    first = _train(work, home, cli)
+    client, uri = _registry(work)
+
+    promotion, run = _start_promotion(work, home)
+    refused = cli(["approve", run, "--approver", "", "--state-dir", "state"], cwd=work, prefect_home=home)
+    assert refused.returncode == 2 and "not accepted" in refused.output, refused.output
+    time.sleep(3)
+    assert promotion.poll() is None  # still waiting for a valid decision
+    approved = cli(["approve", run, "--approver", "alice", "--comment", "beats v0", "--state-dir", "state"],
+                   cwd=work, prefect_home=home)
+    assert approved.returncode == 0, approved.output
+    code, output = _finish(promotion)
+    assert code == 0 and "approved by alice" in output, output
+    assert str(client.get_model_version_by_alias("fedcrm-churn", "champion").version) == first
+    tags = client.get_model_version("fedcrm-churn", first).tags
+    assert tags["approval.decision"] == "approved" and tags["approval.by"] == "alice"
+    assert tags["approval.comment"] == "beats v0" and tags["approval.previous_champion"] == "none"
+
+    second = _train(work, home, cli)
+    promotion, run = _start_promotion(work, home)
+    assert cli(["approve", run, "--approver", "bob", "--state-dir", "state"], cwd=work, prefect_home=home).returncode == 0
+    assert _finish(promotion)[0] == 0
+    assert client.get_model_version("fedcrm-churn", second).tags["approval.previous_champion"] == first
+
+    third = _train(work, home, cli)
+    promotion, run = _start_promotion(work, home)
+    assert cli(["reject", run, "--approver", "carol", "--comment", "gap too wide", "--state-dir", "state"],
+               cwd=work, prefect_home=home).returncode == 0
+    code, output = _finish(promotion)
+    assert code == 1 and "rejected by carol" in output
+    assert str(client.get_model_version_by_alias("fedcrm-churn", "champion").version) == second  # nothing moved
+    assert client.get_model_version("fedcrm-churn", third).tags["approval.decision"] == "rejected"
+
+    promotion, _ = _start_promotion(work, home, "--version", third, "--set", "approval.timeout_s=3")
+    code, output = _finish(promotion)
+    assert code == 1 and "counted as a rejection" in output, output
+    assert client.get_model_version("fedcrm-churn", third).tags["approval.by"] == "timeout"
+    assert str(client.get_model_version_by_alias("fedcrm-churn", "champion").version) == second
+
+    before = _predictions(work, uri, "models:/fedcrm-churn@champion")
+    rolled = cli(["rollback", *COMMON, "--reason", "complaints from sales", "--by", "dave"], cwd=work, prefect_home=home)
+    assert rolled.returncode == 0 and f"version {first}" in rolled.output, rolled.output
+    assert str(client.get_model_version_by_alias("fedcrm-churn", "champion").version) == first
+    after = _predictions(work, uri, "models:/fedcrm-churn@champion")
+    np.testing.assert_allclose(after, _predictions(work, uri, f"models:/fedcrm-churn/{first}"))
+    assert not np.allclose(after, before)  # the restored champion scores with the first version's weights
+    tags = client.get_model_version("fedcrm-churn", second).tags
+    assert tags["rollback.by"] == "dave" and tags["rollback.reason"] == "complaints from sales" and tags["rollback.to"] == first
