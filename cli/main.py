@@ -478,7 +478,7 @@ class _WaitingHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if "waits for approval" in record.getMessage():
-            console.print(record.getMessage(), highlight=False)
+            console.print(record.getMessage(), highlight=False, soft_wrap=True)  # ids stay copyable
 
 
 def _decide(run: str, decision: str, approver: str, comment: str) -> None:

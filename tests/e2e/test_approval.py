@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -29,25 +30,31 @@ def _train(work, home, cli) -> str:
     return summary["tracking"]["model_version"]
 
 
-def _start_promotion(work, home, *extra: str) -> tuple[subprocess.Popen, str]:
+def _start_promotion(work, home, *extra: str) -> tuple[subprocess.Popen, str, list[str]]:
+    """Start `fedcrm promote`; returns it, the id of its waiting run (from its own instructions)
+    and its output so far (read by a thread, so a silent process never blocks the test)."""
     env = {**os.environ, "PREFECT_HOME": str(home), "PYTHONUNBUFFERED": "1", "COLUMNS": "250",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     promotion = subprocess.Popen([sys.executable, "-m", "cli.main", "promote", *COMMON, *extra], cwd=work, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline, seen = time.monotonic() + 120, []
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(promotion.stdout.readline, "")), daemon=True).start()
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        line = promotion.stdout.readline()
-        seen.append(line)
-        if found := re.search(r"fedcrm approve ([0-9a-f-]{36})", line):
-            return promotion, found[1]
-        assert line or promotion.poll() is None, "".join(seen)
-    raise AssertionError("the promotion never asked for approval: " + "".join(seen))
+        if found := re.search(r"fedcrm approve\s+([0-9a-f-]{36})", "".join(lines)):
+            return promotion, found[1], lines
+        if promotion.poll() is not None:
+            break
+        time.sleep(0.2)
+    promotion.kill()
+    raise AssertionError("the promotion never asked for approval:\n" + "".join(lines))
 
 
-def _finish(promotion: subprocess.Popen) -> tuple[int, str]:
-    output, _ = promotion.communicate(timeout=120)
-    return promotion.returncode, output
+def _finish(promotion: subprocess.Popen, lines: list[str]) -> tuple[int, str]:
+    promotion.wait(timeout=120)
+    time.sleep(0.5)  # the reader thread drains the rest
+    return promotion.returncode, "".join(lines)
 
 
 def _registry(work):
@@ -76,7 +83,7 @@ def test_approve_reject_timeout_and_rollback(tmp_path, cli):
     first = _train(work, home, cli)
     client, uri = _registry(work)
 
-    promotion, run = _start_promotion(work, home)
+    promotion, run, lines = _start_promotion(work, home)
     refused = cli(["approve", run, "--approver", "", "--state-dir", "state"], cwd=work, prefect_home=home)
     assert refused.returncode == 2 and "not accepted" in refused.output, refused.output
     time.sleep(3)
@@ -84,7 +91,7 @@ def test_approve_reject_timeout_and_rollback(tmp_path, cli):
     approved = cli(["approve", run, "--approver", "alice", "--comment", "beats v0", "--state-dir", "state"],
                    cwd=work, prefect_home=home)
     assert approved.returncode == 0, approved.output
-    code, output = _finish(promotion)
+    code, output = _finish(promotion, lines)
     assert code == 0 and "approved by alice" in output, output
     assert str(client.get_model_version_by_alias("fedcrm-churn", "champion").version) == first
     tags = client.get_model_version("fedcrm-churn", first).tags
@@ -92,22 +99,22 @@ def test_approve_reject_timeout_and_rollback(tmp_path, cli):
     assert tags["approval.comment"] == "beats v0" and tags["approval.previous_champion"] == "none"
 
     second = _train(work, home, cli)
-    promotion, run = _start_promotion(work, home)
+    promotion, run, lines = _start_promotion(work, home)
     assert cli(["approve", run, "--approver", "bob", "--state-dir", "state"], cwd=work, prefect_home=home).returncode == 0
-    assert _finish(promotion)[0] == 0
+    assert _finish(promotion, lines)[0] == 0
     assert client.get_model_version("fedcrm-churn", second).tags["approval.previous_champion"] == first
 
     third = _train(work, home, cli)
-    promotion, run = _start_promotion(work, home)
+    promotion, run, lines = _start_promotion(work, home)
     assert cli(["reject", run, "--approver", "carol", "--comment", "gap too wide", "--state-dir", "state"],
                cwd=work, prefect_home=home).returncode == 0
-    code, output = _finish(promotion)
+    code, output = _finish(promotion, lines)
     assert code == 1 and "rejected by carol" in output
     assert str(client.get_model_version_by_alias("fedcrm-churn", "champion").version) == second  # nothing moved
     assert client.get_model_version("fedcrm-churn", third).tags["approval.decision"] == "rejected"
 
-    promotion, _ = _start_promotion(work, home, "--version", third, "--set", "approval.timeout_s=3")
-    code, output = _finish(promotion)
+    promotion, _, lines = _start_promotion(work, home, "--version", third, "--set", "approval.timeout_s=3")
+    code, output = _finish(promotion, lines)
     assert code == 1 and "counted as a rejection" in output, output
     assert client.get_model_version("fedcrm-churn", third).tags["approval.by"] == "timeout"
     assert str(client.get_model_version_by_alias("fedcrm-churn", "champion").version) == second
