@@ -15,7 +15,14 @@ from typing import Annotated, Any, Optional
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from cli.environment import prepare_environment
@@ -302,9 +309,8 @@ def validate(
 ) -> None:
     """Validate every region against the contract (inside each region) and show the report."""
     cfg = _config(config, use_case, contract, state_dir, overrides, verbose=verbose)
-    from flows.validation import validate_federation
-
     from cli.launcher import run_embedded
+    from flows.validation import validate_federation
 
     with console.status("validating regions inside each region…"):
         regions = run_embedded(validate_federation, cfg).result()
@@ -548,6 +554,40 @@ def rollback(
     console.print(f"champion is now version {decision.champion} (rolled back by {by}: {reason})", highlight=False)
 
 
+@app.command()
+@friendly_errors
+def score(
+    regions: Annotated[Optional[list[str]], typer.Option("--region", "-r", help="Only these regions (repeatable).")] = None,
+    config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: StateOpt = None, overrides: SetOpt = None,
+) -> None:
+    """Score each region's consenting records with the champion and write the scores back (counts only)."""
+    from cli.launcher import run_embedded
+    from flows.scoring import batch_scoring
+
+    cfg = _config(config, use_case, None, state_dir, overrides)
+    unknown = sorted(set(regions or []) - set(cfg.federation.regions))
+    if unknown:
+        raise typer.BadParameter(f"unknown region(s) {unknown}", param_hint="--region")
+    state = run_embedded(batch_scoring, cfg, regions=regions)
+    results = state.result(raise_on_failure=False)
+    if not isinstance(results, dict):
+        raise FedcrmError(f"scoring ended {state.type.value}: {state.message}", hint="see the flow run's logs")
+    table = Table(title=f"batch scoring · {cfg.model_name}@{cfg.scoring.model_alias}")
+    for column in ("region", "version", "read", "malformed", "no consent", "scored", "written", "failed", "destination"):
+        table.add_column(column, justify="left" if column in ("region", "destination") else "right")
+    failed = False
+    for region, counts in results.items():
+        if isinstance(counts, str):
+            failed = True
+            table.add_row(region, "-", "-", "-", "-", "-", "-", "-", f"[red]{counts}[/]")
+            continue
+        table.add_row(region, counts.model_version, str(counts.read), str(counts.malformed), str(counts.no_consent),
+                      str(counts.scored), str(counts.written), str(counts.failed), counts.destination)
+    console.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -621,6 +661,16 @@ def _print_tracking(job_id: str, tracking: dict[str, Any]) -> None:
     elif status == "failed":
         errors.print(f"[yellow]MLflow registration failed; the model is saved.[/] {tracking['error']}", highlight=False)
         errors.print(f"[yellow]→ retry with: fedcrm track {job_id}[/]", highlight=False)
+
+
+sys.modules.setdefault("cli.main", sys.modules[__name__])  # `python -m cli.main`: one module, not two copies
+from cli.audit import audit_app  # noqa: E402 - the sub-commands reuse this module's options and helpers
+from cli.drift import drift  # noqa: E402
+from cli.report import report  # noqa: E402
+
+app.add_typer(audit_app, name="audit")
+app.command("report")(friendly_errors(report))
+app.command()(drift)
 
 
 def main() -> None:  # pragma: no cover - console-script entry point

@@ -13,6 +13,8 @@ credentials need to reach only this bucket, never a regional data bucket.
 from __future__ import annotations
 
 import base64
+import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from connectors.base import RegionStore
@@ -96,6 +98,31 @@ class Exchange:
         if not self.store.exists(key):
             return None
         return self.store.read_json(key).get("unsigned_failure")
+
+    def mailbox_messages(self, regions: Iterable[str]) -> Iterator[tuple[int, str, int, bytes]]:
+        """Every message of every attempt of this job in the mailboxes of ``regions``, as
+        (attempt, box, sequence, sealed envelope as posted). An unsigned failure notice comes as its
+        stored JSON. For the compliance report's tally of what left each region (sizes and headers
+        only). Sequences are contiguous from 1 (a region's hello is 0)."""
+        regions, attempt = list(regions), 1
+        while self.store.exists(self._attempt_key(attempt)):
+            mailboxes = self.for_attempt(attempt)
+            for region in regions:
+                for box in (f"to-{region}", f"from-{region}"):
+                    sequence = 0
+                    while True:
+                        key = mailboxes._key(box, sequence)
+                        if not self.store.exists(key):
+                            if sequence > 0:
+                                break
+                            sequence += 1
+                            continue
+                        document = self.store.read_json(key)
+                        data = (base64.b64decode(document["envelope"]) if "envelope" in document
+                                else json.dumps(document, sort_keys=True).encode())
+                        yield attempt, box, sequence, data
+                        sequence += 1
+            attempt += 1
 
     def remove_job(self) -> None:
         self.store.remove(f"jobs/{self.job_id}")

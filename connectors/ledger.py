@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from connectors.audit import AuditLog
 from connectors.base import RegionStore
 from fedcrm.privacy.accountant import AccountantName
-from fedcrm.privacy.ledger import PrivacyLedger
+from fedcrm.privacy.ledger import LedgerEntry, PrivacyLedger
 
 
 def ledger_key(population: str) -> str:
@@ -42,3 +43,12 @@ def updating_ledger(
         yield ledger
         if existing is None or len(ledger.entries) != before:
             store.write_json(key, ledger.model_dump(mode="json"))
+            audit = AuditLog(store, f"ledger {population}")
+            for entry in ledger.entries[before:]:
+                audit.record(f"budget.{entry.kind}", _audit_details(population, entry), actor=f"job {entry.job_id}")
+
+
+def _audit_details(population: str, entry: LedgerEntry) -> dict:
+    return {"population": population, "job_id": entry.job_id, "use_case": entry.use_case, "note": entry.note,
+            "model_version": entry.model_version,
+            "spends": [{"purpose": s.purpose, **s.event.model_dump(mode="json")} for s in entry.spends]}

@@ -322,6 +322,33 @@ class ModelRegistry:
 
         self._wrapped(f"log {name} for version {version}", write)
 
+    def log_run_text(self, version: str, name: str, text: str) -> None:
+        """A text document (e.g. HTML) as artifact ``name`` of the version's run, replacing an earlier one."""
+        def write() -> None:
+            run_id = self.client.get_model_version(self.model_name, version).run_id
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / name
+                path.write_text(text, encoding="utf-8")
+                self.client.log_artifact(run_id, str(path))
+
+        self._wrapped(f"log {name} for version {version}", write)
+
+    def read_run_text(self, version: str, name: str) -> str | None:
+        """Artifact ``name`` of the version's run as text, or None when the run has no such artifact."""
+        def read() -> str | None:
+            run_id = self.client.get_model_version(self.model_name, version).run_id
+            if name not in {f.path for f in self.client.list_artifacts(run_id)}:
+                return None
+            with tempfile.TemporaryDirectory() as tmp:
+                return Path(self.client.download_artifacts(run_id, name, tmp)).read_text(encoding="utf-8")
+
+        return self._wrapped(f"read {name} of version {version}", read)
+
+    def tag_values(self, key: str) -> list[str]:
+        """The value of tag ``key`` on every version that has it."""
+        return self._wrapped(f"read tag {key}", lambda: [
+            v.tags[key] for v in self.client.search_model_versions(f"name = '{self.model_name}'") if key in (v.tags or {})])
+
     def versions(self) -> list[VersionRow]:
         """Every version, newest first, with what a reviewer compares: aliases, gates, ε and AUC."""
         def read() -> list[VersionRow]:

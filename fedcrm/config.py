@@ -7,6 +7,8 @@ Every field has a default, so the embedded demo needs no file at all.
 
 from __future__ import annotations
 
+from itertools import pairwise
+from math import isfinite
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -95,6 +97,39 @@ RecordSourceSpec = Annotated[
 ]
 
 
+class StoreScores(_Section):
+    """Scores as a parquet file in a store: the region's own (default) or another folder, s3:// prefix or database."""
+
+    kind: Literal["store"] = "store"
+    location: str | None = Field(None, description="Default: the region's own store.")
+
+
+class SqlScores(_Section):
+    """Scores upserted into a table of the region's database (created if missing)."""
+
+    kind: Literal["sql"]
+    url: str = Field(description="SQLAlchemy URL without a password (use PGPASSWORD etc.).")
+    table: str = "fedcrm_scores"
+
+
+class SalesforceScores(_Section):
+    """Scores written to a field of the records' own Salesforce object (the region's source must be Salesforce)."""
+
+    kind: Literal["salesforce"]
+    field: str = Field("Fedcrm_Score__c", description="The number field that receives the score.")
+
+
+def _sink_kind(value: Any) -> str:
+    return value.get("kind", "store") if isinstance(value, dict) else getattr(value, "kind", "store")
+
+
+ScoreSinkSpec = Annotated[
+    Annotated[StoreScores, Tag("store")] | Annotated[SqlScores, Tag("sql")]
+    | Annotated[SalesforceScores, Tag("salesforce")],
+    Discriminator(_sink_kind),
+]
+
+
 class RegionSpec(_Section):
     source: RecordSourceSpec | None = Field(None, description="Default: <state_dir>/regions/<region>/crm/<use_case>.parquet")
     store: str | None = Field(
@@ -102,6 +137,8 @@ class RegionSpec(_Section):
                           "Default: <state_dir>/regions/<region>",
     )
     work_pool: str | None = Field(None, description="Distributed mode: the region's Prefect work pool. Default: crm-<region>.")
+    scores: ScoreSinkSpec | None = Field(None, description="Where batch scoring writes this region's scores. Default: "
+                                         "a parquet file in the region's store.")
 
 
 class FederationSpec(_Section):
@@ -260,6 +297,19 @@ class ApprovalSpec(_Section):
         "auto", description="suspend (no process waits; needs a deployment) or pause; auto: suspend when deployed.")
 
 
+class ScoringSpec(_Section):
+    """Regional batch scoring with the champion: who may be scored, and what is written back."""
+
+    consent_column: str | None = Field(
+        None, description="Column saying whether a record may be activated. Default: the contract's consent_column.")
+    consent_values: list[str] = Field(
+        default_factory=lambda: ["yes", "y", "true", "1", "opt-in", "opted-in", "granted"],
+        description="Values (case-insensitive) that allow activation; anything else, or blank, is not scored.")
+    require_consent: bool = Field(
+        True, description="Refuse to score without a consent column (false only where consent is enforced upstream).")
+    model_alias: str = Field("champion", description="The registered model alias that scores.")
+
+
 class TrackingSpec(_Section):
     enabled: bool = True
     uri: str | None = Field(None, description="MLflow tracking URI. Default: sqlite:///<state_dir>/mlflow.db (embedded).")
@@ -290,6 +340,28 @@ class SecureAggregationSpec(_Section):
         return GraphParams(self.threshold_fraction, self.neighbours, self.full_graph_max_parties)
 
 
+class DriftSpec(_Section):
+    """Feature drift: PSI per feature between the champion's training data and each region's current records."""
+
+    psi_threshold: float = Field(
+        0.2, gt=0, description="A feature whose PSI exceeds this has drifted (rule of thumb: 0.1 moderate, 0.2 significant).")
+    retrain: bool = Field(False, description="Start a training job when any region has a drifted feature.")
+    z_edges: list[float] = Field(
+        default_factory=lambda: [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0],
+        description="Numeric bin cut points in pooled standard deviations from the pooled mean (a training job's "
+                    "snapshot keeps the ones it was trained with).")
+    smoothing: float = Field(0.5, gt=0, description="Added to every bin's count before PSI, so empty bins give finite values.")
+    training_deployment: str = Field(
+        "fedcrm-train/weekly", description="Distributed mode: the training deployment a drift-triggered retraining runs.")
+
+    @field_validator("z_edges")
+    @classmethod
+    def _increasing(cls, value: list[float]) -> list[float]:
+        if not value or any(b <= a for a, b in pairwise(value)) or not all(isfinite(v) for v in value):
+            raise ValueError("cut points must be finite and strictly increasing, e.g. [-2, -1, -0.5, 0, 0.5, 1, 2]")
+        return value
+
+
 class FeatureSpec(_Section):
     clip_z: float = Field(5.0, gt=0, description="Standardised numerics are clipped to ±clip_z.")
 
@@ -314,9 +386,11 @@ class FedcrmConfig(_Section):
     baselines: BaselineSpec = BaselineSpec()
     gates: GateSpec = GateSpec()
     approval: ApprovalSpec = ApprovalSpec()
+    scoring: ScoringSpec = ScoringSpec()
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
     exchange: ExchangeSpec = ExchangeSpec()
     launcher: LauncherSpec = LauncherSpec()
+    drift: DriftSpec = DriftSpec()
 
     @model_validator(mode="after")
     def _secure_aggregation_fits_the_strategy(self) -> FedcrmConfig:

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedcrm.errors import ContractError
 
@@ -154,9 +161,14 @@ class DataContract(_Strict):
         optional = [c for c in (self.consent_column, self.event_time_column) if c]
         return [self.id_column, self.target.column, *self.feature_columns, *optional]
 
-    def check_columns(self, columns: list[str], *, source: str) -> None:
+    @property
+    def scoring_columns(self) -> list[str]:
+        """Columns records to be scored must have (no outcome yet)."""
+        return [self.id_column, *self.feature_columns]
+
+    def check_columns(self, columns: list[str], *, source: str, scoring: bool = False) -> None:
         """Raise a ContractError naming every missing column and what to do about it."""
-        missing = [c for c in self.required_columns if c not in columns]
+        missing = [c for c in (self.scoring_columns if scoring else self.required_columns) if c not in columns]
         if not missing:
             return
         hints = []

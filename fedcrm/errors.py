@@ -17,7 +17,8 @@ safe to log and to send across regions.
     │   └── SecureAggregationError     secure aggregation could not complete a step
     │       ├── MessageRejectedError       a protocol message failed authentication/binding
     │       └── AggregationAbortedError    below the threshold t: nothing was unmasked
-    └── IdentityError          a party's identity key is missing or not in the keyring
+    ├── IdentityError          a party's identity key is missing or not in the keyring
+    └── DriftError             a drift check cannot be made (no snapshot, too few rows, other bins)
 """
 
 from __future__ import annotations
@@ -103,3 +104,7 @@ class AggregationAbortedError(SecureAggregationError):
 
 class IdentityError(FedcrmError):
     """A party's identity key is missing, unreadable, or does not match the federation's keyring."""
+
+
+class DriftError(FedcrmError):
+    """A drift (PSI) check cannot be made: no training snapshot, fewer than k rows, or different bins."""

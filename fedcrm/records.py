@@ -60,9 +60,13 @@ def _parse_numeric(series: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     return values, blank, values.isna() & ~blank
 
 
-def parse_records(raw: pd.DataFrame, contract: DataContract, *, source: str = "records") -> ParsedRecords:
-    """Type every contract column of ``raw``; raises ContractError if columns are missing."""
-    contract.check_columns([str(c) for c in raw.columns], source=source)
+def parse_records(raw: pd.DataFrame, contract: DataContract, *, source: str = "records",
+                  scoring: bool = False) -> ParsedRecords:
+    """Type every contract column of ``raw``; raises ContractError if columns are missing.
+
+    ``scoring``: records whose outcome is not known yet; the target (and event time) may be absent.
+    """
+    contract.check_columns([str(c) for c in raw.columns], source=source, scoring=scoring)
     raw = raw.reset_index(drop=True)
     index = raw.index
     out: dict[str, pd.Series] = {}
@@ -81,13 +85,14 @@ def parse_records(raw: pd.DataFrame, contract: DataContract, *, source: str = "r
     out[contract.id_column] = ids
     flag(contract.id_column, "unparsable", id_blank)  # a record without an id is malformed
 
-    labels, label_blank = _as_text(raw[contract.target.column])
     target = pd.Series(np.nan, index=index, dtype="float64")
-    target[labels == contract.target.positive] = 1.0
-    target[labels == contract.target.negative] = 0.0
-    flag(contract.target.column, "missing", label_blank)
-    flag(contract.target.column, "unknown_label", target.isna() & ~label_blank)
-    malformed = malformed | label_blank
+    if not scoring:
+        labels, label_blank = _as_text(raw[contract.target.column])
+        target[labels == contract.target.positive] = 1.0
+        target[labels == contract.target.negative] = 0.0
+        flag(contract.target.column, "missing", label_blank)
+        flag(contract.target.column, "unknown_label", target.isna() & ~label_blank)
+        malformed = malformed | label_blank
     out[TARGET] = target
 
     for name, spec in contract.numeric.items():
@@ -122,7 +127,7 @@ def parse_records(raw: pd.DataFrame, contract: DataContract, *, source: str = "r
         if name and name in raw.columns:
             out[name] = _as_text(raw[name])[0]
 
-    if contract.event_time_column:
+    if contract.event_time_column and not (scoring and contract.event_time_column not in raw.columns):
         name = contract.event_time_column
         text, blank = _as_text(raw[name])
         times = pd.to_datetime(text, errors="coerce", utc=True)

@@ -1,7 +1,8 @@
-"""The deployable model: feature pipeline + MLP, as an MLflow pyfunc.
+"""The deployable model (feature pipeline + MLP, as an MLflow pyfunc) and what a region may score.
 
 A scorer takes contract columns (raw values) and returns a score per record. It carries only
-the fitted pipeline (contract vocabulary, pooled moments) and the model parameters.
+the fitted pipeline (contract vocabulary, pooled moments) and the model parameters. Batch
+scoring scores only well-formed records whose consent allows activation, and reports counts.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ import json
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, Field
 
-from fedcrm.contract import OTHER
+from fedcrm.contract import OTHER, DataContract
+from fedcrm.errors import ContractError
 from fedcrm.features import FeaturePipeline
+from fedcrm.records import parse_records
 
 
 class Scorer:
@@ -64,3 +68,59 @@ def _pyfunc_class():
 def pyfunc_model():
     """A fresh ``mlflow.pyfunc.PythonModel`` instance for ``log_model``."""
     return _pyfunc_class()()
+
+
+class ScoringBatch(BaseModel):
+    """What a region may score now, and how many records were left out and why (counts only)."""
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    records: pd.DataFrame
+    """Typed contract columns of the records to score (never leaves the region)."""
+    read: int
+    malformed: int
+    no_consent: int
+
+
+class ScoringCounts(BaseModel):
+    """The only thing a regional scoring run returns: counts."""
+
+    region: str
+    model_version: str
+    read: int = 0
+    malformed: int = Field(0, description="Records that failed the contract's parsing: not scored.")
+    no_consent: int = Field(0, description="Records whose consent does not allow activation: never scored nor written.")
+    scored: int = 0
+    written: int = 0
+    failed: int = Field(0, description="Write-back errors (record ids kept in the region's store).")
+    failure_codes: dict[str, int] = Field(default_factory=dict)
+    destination: str = ""
+
+
+def consent_allows(values: pd.Series, allowed: list[str]) -> pd.Series:
+    """True where the consent value is one of ``allowed`` (case-insensitive, trimmed); blank is no."""
+    accepted = {value.strip().lower() for value in allowed}
+    text = values.astype("string").str.strip().str.lower()
+    return text.isin(accepted).fillna(False).astype(bool)
+
+
+def select_for_activation(raw: pd.DataFrame, contract: DataContract, *, consent_column: str | None,
+                          consent_values: list[str], require_consent: bool, source: str = "records") -> ScoringBatch:
+    """The records that may be scored and written back: well-formed, and with consent to activate."""
+    if consent_column is None and require_consent:
+        raise ContractError(
+            f"use case {contract.use_case!r} has no consent column, so no record may be activated",
+            hint="name the column with `consent_column` in the contract or `scoring.consent_column`; set "
+                 "scoring.require_consent=false only where consent is enforced before records reach this source")
+    if consent_column is not None and consent_column not in raw.columns:
+        raise ContractError(f"{source} lacks the consent column {consent_column!r}",
+                            hint="add it to the export, or fix scoring.consent_column")
+    raw = raw.reset_index(drop=True)
+    parsed = parse_records(raw, contract, source=source, scoring=True)
+    well_formed = ~parsed.malformed
+    consenting = (consent_allows(raw[consent_column], consent_values) if consent_column is not None
+                  else pd.Series(True, index=raw.index))
+    keep = well_formed & consenting
+    records = parsed.frame.loc[keep, [contract.id_column, *contract.feature_columns]].reset_index(drop=True)
+    return ScoringBatch(records=records, read=len(raw), malformed=int((~well_formed).sum()),
+                        no_consent=int((well_formed & ~consenting).sum()))

@@ -21,6 +21,7 @@ from uuid import UUID
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from connectors.audit import AuditedMailboxes, coordinator_audit
 from connectors.exchange import Exchange
 from fedcrm.channel import CoordinatorChannel, session_id
 from fedcrm.config import FedcrmConfig
@@ -64,7 +65,8 @@ def settings_for_regions(config: FedcrmConfig) -> dict[str, Any]:
     """The configuration a deployment run receives as its parameter: the job's settings, without where
     any region's store or records are (a SQL URL may hold a password). Each region takes those from
     its own worker's environment, so no location or credential is ever a flow parameter."""
-    regions = {r: spec.model_copy(update={"source": None, "store": None}) for r, spec in config.federation.regions.items()}
+    regions = {r: spec.model_copy(update={"source": None, "store": None, "scores": None})
+               for r, spec in config.federation.regions.items()}
     federation = config.federation.model_copy(update={"regions": regions})
     return config.model_copy(update={"federation": federation}).model_dump(mode="json")
 
@@ -107,7 +109,9 @@ def start_regions(config: FedcrmConfig, exchange: Exchange, roster: Roster) -> R
     hellos; exclude those that do not start."""
     job_id, attempt = exchange.job_id, exchange.attempt
     identity, keyring = coordinator_keys(config)
-    channel = CoordinatorChannel(exchange, identity, keyring, session_id(job_id, attempt))
+    session = session_id(job_id, attempt)
+    channel = CoordinatorChannel(AuditedMailboxes(exchange, coordinator_audit(config), session), identity, keyring,
+                                 session)
     running = RunningRegions(RegionLinks(config, channel), exchange)
     running.links.ended = running.ended
     for region in roster.active:
@@ -147,7 +151,9 @@ def retire_earlier_attempts(config: FedcrmConfig, exchange: Exchange, regions: l
     identity, keyring = coordinator_keys(config)
     for attempt in range(1, exchange.attempt):
         old = exchange.for_attempt(attempt)
-        channel = CoordinatorChannel(old, identity, keyring, session_id(exchange.job_id, attempt))
+        session = session_id(exchange.job_id, attempt)
+        channel = CoordinatorChannel(AuditedMailboxes(old, coordinator_audit(config), session), identity, keyring,
+                                     session)
         for region in regions:
             channel.continue_from(region, old.first_free(f"to-{region}"))
             channel.send(region, StepRequest(step=FINISH))

@@ -7,7 +7,8 @@
                 reject:  the decision is recorded; no alias moves
 (rollback: flows/rollback.py)
 
-Every decision is a tag on the model version (approval.decision/by/at/comment).
+Every decision is a tag on the model version (approval.decision/by/at/comment), and the version's
+compliance report (compliance.json/.html in its run) is re-issued with it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 from connectors.tracking import CHALLENGER, CHAMPION, ModelRegistry, decision_tags
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
+from tasks.coordinator import refresh_compliance
 
 
 class ApprovalInput(RunInput):
@@ -63,6 +65,16 @@ def _wait_for_approval(config: FedcrmConfig, version: str) -> ApprovalInput | No
         return None
 
 
+def _reissue_compliance_report(config: FedcrmConfig, version: str) -> None:
+    """The version's compliance report, now naming the approver; a failure is only a warning (the decision stands)."""
+    logger = get_run_logger()
+    try:
+        if refresh_compliance(config, version) is None:
+            logger.warning("version %s has no compliance report to update (registered before reports existed)", version)
+    except Exception as exc:  # noqa: BLE001 - the decision is recorded on the version either way
+        logger.warning("the compliance report of version %s could not be updated: %s", version, exc)
+
+
 @flow(name="fedcrm-promote", flow_run_name="promote-{config.use_case}", persist_result=False, log_prints=False)
 def promote_model(config: FedcrmConfig, version: str | None = None) -> Decision:
     """Ask a human to approve ``version`` (default: the current challenger) as the new champion."""
@@ -85,10 +97,12 @@ def promote_model(config: FedcrmConfig, version: str | None = None) -> Decision:
         registry.set_tags(version, decision_tags("approved", answer.approver, answer.comment, at, previous=previous or ""))
         registry.set_alias(CHAMPION, version)
         registry.remove_alias(CHALLENGER)
+        _reissue_compliance_report(config, version)
         logger.info("version %s approved by %s: it is the champion (previously %s)", version, answer.approver, previous)
         return Decision(version=version, decision="approved", approver=answer.approver, comment=answer.comment, at=at,
                         champion=version)
     registry.set_tags(version, decision_tags("rejected", answer.approver, answer.comment, at))
+    _reissue_compliance_report(config, version)
     logger.warning("version %s rejected by %s: %s", version, answer.approver, answer.comment or "no comment")
     return Decision(version=version, decision="rejected", approver=answer.approver, comment=answer.comment, at=at,
                     champion=previous)

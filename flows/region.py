@@ -24,11 +24,12 @@ import yaml
 from prefect import flow, get_run_logger
 from pydantic import TypeAdapter, ValidationError
 
+from connectors.audit import AuditedMailboxes, AuditLog
 from connectors.exchange import open_exchange
 from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.secrets import resolve_setting
 from fedcrm.channel import RegionChannel, session_id
-from fedcrm.config import FedcrmConfig, LocalSource, RecordSourceSpec
+from fedcrm.config import FedcrmConfig, LocalSource, RecordSourceSpec, ScoreSinkSpec
 from fedcrm.errors import ConfigError, FedcrmError, MessageRejectedError
 from fedcrm.messages import StepReply, StepRequest, decode_arguments, encode_value
 from tasks import regional
@@ -60,6 +61,15 @@ def parse_source(text: str) -> Any:
                           hint="give a file path, or e.g. {kind: s3, bucket: crm-eu, prefix: exports/}") from None
 
 
+def parse_sink(text: str) -> Any:
+    """Where scores go: a YAML/JSON spec such as ``{kind: sql, url: ..., table: scores}``."""
+    try:
+        return TypeAdapter(ScoreSinkSpec).validate_python(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"FEDCRM_REGION_SCORES is not a valid score destination ({type(exc).__name__}: {exc})",
+                          hint="e.g. {kind: salesforce, field: Score__c} or {kind: sql, url: ..., table: scores}") from None
+
+
 def with_local_settings(config: FedcrmConfig, region: str, environ: dict[str, str]) -> FedcrmConfig:
     """The region's own settings win over the coordinator's: where its store and records are, and
     which region this worker serves, come from the environment of its work pool (job variables).
@@ -73,6 +83,8 @@ def with_local_settings(config: FedcrmConfig, region: str, environ: dict[str, st
         spec = spec.model_copy(update={"store": resolve_setting(environ["FEDCRM_REGION_STORE"])})
     if environ.get("FEDCRM_REGION_SOURCE"):
         spec = spec.model_copy(update={"source": parse_source(resolve_setting(environ["FEDCRM_REGION_SOURCE"]))})
+    if environ.get("FEDCRM_REGION_SCORES"):
+        spec = spec.model_copy(update={"scores": parse_sink(resolve_setting(environ["FEDCRM_REGION_SCORES"]))})
     federation = config.federation.model_copy(update={"regions": {**config.federation.regions, region: spec}})
     updated = config.model_copy(update={"federation": federation})
     if environ.get("FEDCRM_KEYRING"):
@@ -113,7 +125,9 @@ def regional_participant(region: str, job_id: str, config: FedcrmConfig, attempt
         logger.error("region %s cannot take part: %s", region, exc)
         open_exchange(config, job_id, attempt).post_unsigned_failure(region, str(exc))
         return {"answered": 0}
-    channel = RegionChannel(open_exchange(config, job_id, attempt), identity, keyring, session_id(job_id, attempt))
+    session = session_id(job_id, attempt)
+    channel = RegionChannel(AuditedMailboxes(open_exchange(config, job_id, attempt), AuditLog(store, region), session),
+                            identity, keyring, session)
     channel.hello(residency_evidence(region))
     number, answered, rejected = 1, 0, set()
     idle_until = time.monotonic() + config.launcher.region_idle_timeout_s

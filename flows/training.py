@@ -19,7 +19,8 @@
     load-champion → local-evaluation of the champion (each region, on the same holdouts)
     release-workspace (each region; the quarantine stays) → save-job (coordinator store)
     track-job (MLflow run + registered model version with lineage and ε tags)
-    evaluate-gates → record-gates (tags, gates.json, alias "challenger" when all rules pass) → JobSummary
+    evaluate-gates → record-gates (tags, gates.json, alias "challenger" when all rules pass)
+    record-compliance (compliance.json and compliance.html in the version's run) → JobSummary
     finish (every regional run ends)
 
 Every regional step is a request to the regional runs over the exchange (flows/dispatch.py).
@@ -120,6 +121,19 @@ def _gate(config: FedcrmConfig, result: JobSummary, champion: ChampionMeasure | 
             logger.warning("the gate report could not be recorded in MLflow: %s", exc)
             outcome["recorded"] = f"failed: {exc}"
     return outcome
+
+
+def _record_compliance(config: FedcrmConfig, result: JobSummary, logger) -> None:
+    """The registered version's compliance report (compliance.json and .html in its MLflow run); a
+    version without one is still registered and gated, so a failure is only a warning."""
+    if result.tracking.get("status") != "registered":
+        return
+    try:
+        coordinator.record_compliance(config, result)
+        result.tracking["compliance_report"] = "compliance.html, compliance.json"
+    except Exception as exc:  # noqa: BLE001 - the report is an add-on to a registered version
+        logger.warning("the compliance report could not be recorded in MLflow: %s", exc)
+        result.tracking["compliance_report"] = f"failed: {type(exc).__name__}: {exc}"
 
 
 def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
@@ -364,6 +378,7 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
             if not reply.ok:
                 logger.warning("region %s could not link model %s in its ledger: %s", region, version, reply.reason)
     result.gates = _gate(config, result, champion, logger)
+    _record_compliance(config, result, logger)
     coordinator.save_job(config, result, pipeline, vector)
     try:  # so that the job is never resumed again; the model is saved either way
         exchange.mark_completed({"finished_at": result.finished_at, "model_version": result.tracking.get("model_version")})

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import LocalRegionStore
-from connectors.exchange import Exchange
+from connectors.exchange import Exchange, open_exchange
 from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.tracking import (
     CHALLENGER,
@@ -28,6 +28,15 @@ from fedcrm.aggregation import (
     unpack_update_sum,
 )
 from fedcrm.checkpoint import JobCheckpoint
+from fedcrm.compliance import (
+    HTML_NAME,
+    JSON_NAME,
+    ComplianceReport,
+    build_report,
+    render_html,
+    tally_egress,
+    with_approval,
+)
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
@@ -213,6 +222,43 @@ def record_gates(config: FedcrmConfig, report: GateReport) -> None:
     registry.log_run_artifact(version, "gates.json", report.model_dump(mode="json"))
     if report.passed:
         registry.set_alias(CHALLENGER, version)
+
+
+def _publish_compliance(registry: ModelRegistry, report: ComplianceReport) -> None:
+    registry.log_run_artifact(report.model_version, JSON_NAME, report.model_dump(mode="json"))
+    registry.log_run_text(report.model_version, HTML_NAME, render_html(report))
+
+
+@task(name="record-compliance", retries=2, retry_delay_seconds=2, **COORDINATOR_TASK)
+def record_compliance(config: FedcrmConfig, summary: JobSummary) -> ComplianceReport:
+    """The registered version's compliance report (fedcrm/compliance.py), built from the job's summary,
+    the sizes and headers of what each region posted to the exchange, and the version's tags; logged as
+    compliance.json and compliance.html in its run."""
+    registry = ModelRegistry(config.tracking_uri, config.model_name)
+    version = str(summary.tracking["model_version"])
+    tags = registry.tags(version)
+    try:
+        egress = tally_egress(open_exchange(config, summary.job_id).mailbox_messages(list(summary.regions))) or None
+    except FedcrmError as exc:  # the report is still worth having; it says the tally is missing
+        get_run_logger().warning("the exchange could not be read for the compliance report: %s", exc)
+        egress = None
+    report = build_report(summary, model_name=config.model_name, version=version, egress=egress, approval=tags,
+                          code_version=tags.get("code_version"))
+    _publish_compliance(registry, report)
+    return report
+
+
+@task(name="refresh-compliance", retries=2, retry_delay_seconds=2, **COORDINATOR_TASK)
+def refresh_compliance(config: FedcrmConfig, version: str) -> ComplianceReport | None:
+    """Re-issue the version's compliance report with the approval decision now on its tags; None when
+    the version has no report (registered before reports existed)."""
+    registry = ModelRegistry(config.tracking_uri, config.model_name)
+    stored = registry.read_run_text(version, JSON_NAME)
+    if stored is None:
+        return None
+    report = with_approval(ComplianceReport.model_validate_json(stored), registry.tags(version))
+    _publish_compliance(registry, report)
+    return report
 
 
 ORIGIN_KEY = "crm/{use_case}.origin.json"

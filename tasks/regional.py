@@ -17,11 +17,11 @@ from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.ledger import read_ledger, updating_ledger
 from connectors.sources import open_source
 from connectors.stores import open_store
-from fedcrm import regional
+from fedcrm import drift, regional
 from fedcrm.aggregation import Contributor, PlainContributor, pack_update, update_bounds
 from fedcrm.channel import session_id
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import PrivacyError, SecureAggregationError
+from fedcrm.errors import DriftError, PrivacyError, SecureAggregationError
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Blob, Payload, Vector
@@ -76,6 +76,11 @@ def _head_key(config: FedcrmConfig, job_id: str) -> str:
 
 def _ledger_key(config: FedcrmConfig, job_id: str) -> str:
     return f"privacy/{config.use_case}/{job_id}.json"
+
+
+def _drift_key(config: FedcrmConfig, job_id: str) -> str:
+    """The job's training snapshot for drift checks (bin counts; kept in the region, never sent)."""
+    return f"drift/{config.use_case}/{job_id}.json"
 
 
 def _contributor(config: FedcrmConfig, store: RegionStore, job_id: str, region: str,
@@ -295,8 +300,12 @@ def local_training(
             epsilon = ledger.charge(ledger.plan.steps_per_round, round_number)
             store.write_json(_ledger_key(config, job_id), ledger.model_dump())
             _spend(config, store, job_id, region, FEDERATED, ledger.plan, ledger.plan.steps_per_round)
+        train = store.read_frame(_job_key(config, job_id, "train"))
+        if not store.exists(_drift_key(config, job_id)):  # once per job: what later drift checks compare with
+            snapshot = drift.histogram(pipeline, train, z_edges=config.drift.z_edges)
+            store.write_json(_drift_key(config, job_id), snapshot.model_dump(mode="json"))
         update = regional.local_round(
-            store.read_frame(_job_key(config, job_id, "train")),
+            train,
             pipeline,
             global_vector,
             config,
@@ -424,9 +433,36 @@ def local_only_baseline(
     return in_region(region, store, "local-only baseline", run)
 
 
+@task(name="drift-check", task_run_name="drift-check-{region}", **REGION_TASK)
+def drift_check(region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline,
+                baseline_job: str) -> RegionReply[drift.DriftReport]:
+    """PSI per feature of the region's current records against the snapshot of training job
+    ``baseline_job`` (binned by its ``pipeline``); only the PSI values and the two row counts (≥ k) leave."""
+    store = region_store(config, region)
+
+    def run() -> drift.DriftReport:
+        if not baseline_job.replace("-", "").replace("_", "").isalnum():
+            raise DriftError(f"{baseline_job!r} is not a job id", hint="the model version's job_id tag names its training job")
+        if not store.exists(_drift_key(config, baseline_job)):
+            raise DriftError(f"no training snapshot of job {baseline_job} in this region (it did not train that job, "
+                             "or trained it before drift snapshots existed)",
+                             hint="drift is measured against the champion's own training data: retrain, then check again")
+        baseline = drift.FeatureHistograms.model_validate(store.read_json(_drift_key(config, baseline_job)))
+        contract = config.load_contract()
+        source = open_source(config.region_source(region), separator=contract.source.separator,
+                             encoding=contract.source.encoding)
+        records = drift.current_records(source.read_records(), contract, min_k=config.privacy.min_k,
+                                        source=source.description)
+        current = drift.histogram(pipeline, records, z_edges=baseline.z_edges)  # the snapshot's own cut points
+        return drift.drift_report(baseline, current, threshold=config.drift.psi_threshold,
+                                  min_k=config.privacy.min_k, smoothing=config.drift.smoothing)
+
+    return in_region(region, store, "drift check", run)
+
+
 REGIONAL_STEPS = {step.name: step for step in (
     prepare_region, plan_privacy, secure_aggregation_step, feature_statistics, local_training, local_evaluation,
-    local_only_baseline, release_workspace, record_model_version,
+    local_only_baseline, release_workspace, record_model_version, drift_check,
 )}
 """What a coordinator may ask a regional run to do, by name; anything else is refused."""
 

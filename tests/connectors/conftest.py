@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 
 import pytest
 
+from connectors.audit import AuditLog
 from connectors.base import RegionStore
-from connectors.ledger import updating_ledger
+from connectors.ledger import read_ledger, updating_ledger
 from fedcrm.errors import PrivacyError
 from fedcrm.privacy.accountant import PrivacyEvent, compose_epsilon
 from fedcrm.privacy.ledger import PlannedSpend
@@ -72,11 +73,21 @@ def _race(make_store: Callable[[], RegionStore], workers: str, *, n: int = 12, j
     return results
 
 
+def _audited(store: RegionStore, reservations: int) -> None:
+    """The store's audit log is one intact chain holding exactly the granted reservations."""
+    log = AuditLog(store, "region")
+    assert log.verify() == []
+    assert [e.details["job_id"] for e in log.entries() if e.kind == "budget.reserve"] == [
+        e.job_id for e in read_ledger(store, "customers").entries if e.kind == "reserve"]
+    assert sum(e.kind == "budget.reserve" for e in log.entries()) == reservations
+
+
 class ReservationRace:
     """What a store's ledger tests need: the race, one reservation, and a budget of k jobs."""
 
     job, delta = RACE_JOB, RACE_DELTA
     run = staticmethod(_race)
+    assert_audited = staticmethod(_audited)
     try_reserve = staticmethod(_try_reserve)
     budget_for = staticmethod(budget_for)
 

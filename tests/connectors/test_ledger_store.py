@@ -26,6 +26,7 @@ def test_concurrent_reservations_never_overspend(tmp_path, reservations, workers
     assert sum(results) == 3  # exactly as many as fit: none overspent, none lost
     assert sum(e.kind == "reserve" for e in ledger.entries) == 3
     assert ledger.status().committed <= reservations.budget_for(3)
+    reservations.assert_audited(LocalRegionStore(tmp_path), 3)
 
 
 def _crash_mid_job(root: str, budget: float) -> None:

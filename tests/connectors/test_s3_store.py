@@ -62,6 +62,7 @@ def test_concurrent_reservations_in_s3_never_overspend(endpoint, reservations, w
     ledger = read_ledger(store(endpoint, prefix), "customers")
     assert sum(results) == 3 and sum(e.kind == "reserve" for e in ledger.entries) == 3
     assert ledger.status().committed <= reservations.budget_for(3)
+    reservations.assert_audited(store(endpoint, prefix), 3)
     assert not store(endpoint, prefix).exists("privacy/ledger/customers.json.lock")  # every lock released
 
 

@@ -57,6 +57,7 @@ def test_concurrent_reservations_in_postgres_never_overspend(database, reservati
     ledger = read_ledger(SqlRegionStore(database), "customers")
     assert sum(results) == 3 and sum(e.kind == "reserve" for e in ledger.entries) == 3
     assert ledger.status().committed <= reservations.budget_for(3)
+    reservations.assert_audited(SqlRegionStore(database), 3)
 
 
 def _die_inside_the_update(database: str, budget: float, delta: float, event) -> None:

@@ -219,3 +219,50 @@ def test_models_lists_versions_with_aliases_gates_and_epsilon(job_against_a_cham
     assert "champion" in champion and first["job_id"] in champion and second["job_id"] in candidate
     assert second["gates"]["status"] in candidate
     assert f"eu {second['regions']['eu']['epsilon_spent']:.4f}" in candidate
+
+
+def _audit(root: Path, party: str):
+    from connectors import LocalRegionStore
+    from connectors.audit import AuditLog
+
+    store = root / ("coordinator" if party == "coordinator" else f"regions/{party}")
+    return AuditLog(LocalRegionStore(store), party).entries()
+
+
+def test_every_party_keeps_an_intact_audit_log_that_matches_the_others(churn_job, cli):
+    work, home, _, _ = churn_job
+    result = cli(["audit", "verify", "--use-case", "churn", "--state-dir", "state"], cwd=work, prefect_home=home)
+    assert result.returncode == 0, result.output
+    assert result.stdout.count("intact") == 4 and "TAMPERED" not in result.stdout
+
+    coordinator = _audit(work / "state", "coordinator")
+    for region in ("eu", "us", "apac"):
+        entries = _audit(work / "state", region)
+        # every envelope a region sent is one the coordinator received (same hash), and the reverse
+        for mine, theirs, box in (("message.sent", "message.received", f"from-{region}"),
+                                  ("message.received", "message.sent", f"to-{region}")):
+            here = {(e.details["sequence"], e.details["sha256"]) for e in entries if e.kind == mine}
+            there = {(e.details["sequence"], e.details["sha256"]) for e in coordinator
+                     if e.kind == theirs and e.details["box"] == box}
+            assert here and here <= there, (region, mine)
+        kinds = [e.kind for e in entries]
+        assert kinds.count("budget.reserve") == 1 and kinds.count("budget.close") == 1
+        assert kinds.count("budget.spend") >= 3  # statistics, and the rounds
+
+
+def test_audit_verify_names_an_edited_or_removed_entry(churn_job, cli, tmp_path):
+    import shutil
+
+    work, home, _, _ = churn_job
+    shutil.copytree(work / "state", tmp_path / "state")
+    entry = tmp_path / "state" / "regions" / "eu" / "audit" / "entries" / f"{5:09d}.json"
+    document = json.loads(entry.read_text())
+    document["details"]["bytes"] = 1
+    entry.write_text(json.dumps(document))
+    (tmp_path / "state" / "coordinator" / "audit" / "entries" / f"{7:09d}.json").unlink()
+
+    result = cli(["audit", "verify", "--use-case", "churn", "--state-dir", "state"], cwd=tmp_path, prefect_home=home)
+    assert result.returncode == 1
+    assert "eu: entry 5: edited" in result.stderr
+    assert "coordinator: entry 7: missing (removed)" in result.stderr
+    assert "us" in result.stdout and result.stdout.count("intact") == 2

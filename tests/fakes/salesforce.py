@@ -54,8 +54,10 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 class FakeSalesforce:
-    def __init__(self, directory: Path, *, objects: dict[str, list[dict]], token: str = "FAKE_TOKEN", page_size: int = 2000):
+    def __init__(self, directory: Path, *, objects: dict[str, list[dict]], token: str = "FAKE_TOKEN", page_size: int = 2000,
+                 validation_rules: dict[str, str] | None = None):
         self.objects, self.tokens, self.page_size = objects, {token}, page_size
+        self.validation_rules = validation_rules or {}  # record id -> message of a validation rule it fails
         self.limit_exceeded = 0
         self.requests: list[tuple[str, str]] = []
         self._cursors: dict[str, list[dict]] = {}
@@ -127,6 +129,11 @@ class FakeSalesforce:
                     {"statusCode": "INVALID_CROSS_REFERENCE_KEY", "message": "invalid cross reference id", "fields": []}]})
                 continue
             fields = {k: v for k, v in record.items() if k not in ("attributes", "id")}
+            if target["Id"] in self.validation_rules:  # as an org's validation rule rejects one record
+                results.append({"id": target["Id"], "success": False, "errors": [
+                    {"statusCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": self.validation_rules[target["Id"]],
+                     "fields": []}]})
+                continue
             locked = [k for k in fields if k == "Id" or k not in target]
             if locked:
                 results.append({"id": target["Id"], "success": False, "errors": [

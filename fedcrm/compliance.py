@@ -1,0 +1,519 @@
+"""The compliance report of one model version: what a data-protection officer hands a regulator.
+
+It is assembled from what the job already released and recorded (the ``JobSummary``, the gate
+report, the approval tags and the sizes of the exchange's messages), so it contains no row-level
+value and adds no new release. It is rendered twice: ``compliance.json`` (this model, for
+machines) and ``compliance.html`` (a self-contained page: inline CSS, no script, no external
+resource, every value HTML-escaped), both logged to the version's MLflow run.
+
+Pure core: no Prefect, no MLflow, no torch.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from fedcrm.errors import FedcrmError, MessageRejectedError
+from fedcrm.gates import GateRule
+from fedcrm.secagg import wire
+from fedcrm.secagg.envelope import Envelope
+from fedcrm.summary import JobSummary
+
+REPORT_SCHEMA_VERSION = 1
+JSON_NAME, HTML_NAME = "compliance.json", "compliance.html"
+METRICS = ("auc", "pr_auc", "log_loss", "brier", "ece")
+METRIC_LABELS = {"auc": "AUC", "pr_auc": "PR-AUC", "log_loss": "Log loss", "brier": "Brier", "ece": "ECE"}
+HELLO_KIND = "hello (residency evidence)"
+UNREADABLE_KIND = "unsigned or unreadable message"
+STATEMENT = (
+    "This report contains only aggregates that the job had already released under the controls of its "
+    "release inventory (docs/privacy.md): privacy-ledger values, participation, residency metadata, message "
+    "counts and sizes, aggregate holdout metrics, gate results and the approver's decision. It contains no "
+    "customer record and no row-level value, and producing it releases nothing new."
+)
+
+
+class ComplianceError(FedcrmError):
+    """A compliance report cannot be built, found or read."""
+
+
+def fmt_epsilon(value: float | None) -> str:
+    """How ε is shown in the report (and searched for by its tests)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def fmt_metric(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def fmt_bytes(size: int) -> str:
+    """Exact bytes, with a readable unit when large: ``9,300 B (9.1 KiB)``."""
+    if size < 1024:
+        return f"{size} B"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{size:,} B ({value:.1f} {unit})"
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+
+class RegionPrivacy(BaseModel):
+    region: str
+    status: Literal["included", "excluded"]
+    excluded_reason: str = ""
+    population: str | None = None
+    budget: float | None = Field(None, description="The region's lifetime ε budget for the population (its ledger).")
+    spent: float | None = Field(None, description="Lifetime ε spent, composed by the accountant, after this job.")
+    reserved: float | None = Field(None, description="ε still held in reservation by running jobs.")
+    remaining: float | None = Field(None, description="Budget minus spent and reserved.")
+    job_epsilon: float | None = Field(None, description="Everything this job spent on the region's records, composed.")
+    model_epsilon: float | None = Field(None, description="ε of the federated model's training (the model released).")
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    sample_rate: float | None = None
+    planned_steps: int | None = None
+
+
+class RoundParticipation(BaseModel):
+    round: int
+    participants: list[str]
+    dropped: dict[str, str] = Field(default_factory=dict)
+    aggregation: str = "secure"
+    evaluated: bool = False
+
+
+class Residency(BaseModel):
+    region: str
+    launcher: str | None = None
+    work_pool: str | None = None
+    flow_run_id: str | None = None
+    worker: str | None = None
+    deployment: str | None = None
+    host: str | None = None
+    verified: bool = False
+
+
+class EgressKind(BaseModel):
+    kind: str
+    messages: int
+    bytes: int
+
+
+class RegionEgress(BaseModel):
+    region: str
+    messages: int
+    bytes: int
+    kinds: list[EgressKind]
+
+
+class RegionQuality(BaseModel):
+    region: str
+    n: int
+    positives: int
+    metrics: dict[str, float]
+    local_only_auc: float | None = None
+
+
+class MetricSpread(BaseModel):
+    metric: str
+    mean: float
+    std: float = Field(description="Population standard deviation across the regions (ddof = 0).")
+    regions: int
+
+
+class GateSection(BaseModel):
+    status: str = Field(description="passed, failed, disabled or not evaluated.")
+    verdict: str = ""
+    champion_version: str | None = None
+    rules: list[GateRule] = Field(default_factory=list)
+
+
+class Approval(BaseModel):
+    status: Literal["approved", "rejected", "pending"]
+    approver: str | None = None
+    comment: str | None = None
+    at: str | None = None
+    previous_champion: str | None = None
+
+
+class ComplianceReport(BaseModel):
+    schema_version: int = REPORT_SCHEMA_VERSION
+    model_name: str
+    model_version: str
+    job_id: str
+    use_case: str
+    job_status: str
+    contract_sha256: str
+    code_version: str | None = None
+    started_at: str
+    finished_at: str
+    generated_at: str
+    differential_privacy: bool
+    privacy_unit: str = "record"
+    delta: float | None = None
+    accountant: str | None = None
+    target_epsilon: float | None = None
+    noise: str | None = None
+    secure_aggregation: bool | None = None
+    strategy: str | None = None
+    min_k: int | None = None
+    privacy: list[RegionPrivacy]
+    rounds: list[RoundParticipation]
+    residency: list[Residency]
+    egress: list[RegionEgress] | None = Field(None, description="None when the exchange could not be read.")
+    quality: list[RegionQuality]
+    spread: list[MetricSpread]
+    global_metrics: dict[str, float] | None = None
+    gates: GateSection
+    approval: Approval
+    statement: str = STATEMENT
+
+
+# --- building it ---------------------------------------------------------------------------------
+
+
+def approval_from_tags(tags: Mapping[str, str] | None) -> Approval:
+    """The human decision recorded on the version (``connectors.tracking.decision_tags``), or pending."""
+    tags = tags or {}
+    decision = tags.get("approval.decision")
+    if decision not in ("approved", "rejected"):
+        return Approval(status="pending")
+    comment = tags.get("approval.comment")
+    return Approval(status=decision, approver=tags.get("approval.by"), comment=None if comment in (None, "-") else comment,
+                    at=tags.get("approval.at"), previous_champion=tags.get("approval.previous_champion"))
+
+
+def metric_spread(values: Mapping[str, float], metric: str) -> MetricSpread:
+    """Mean ± population standard deviation of one metric across the regions."""
+    numbers = [float(v) for v in values.values()]
+    if not numbers:
+        raise ComplianceError(f"no region has a value of {metric}", hint="the job evaluated no region")
+    mean = math.fsum(numbers) / len(numbers)
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in numbers) / len(numbers))
+    return MetricSpread(metric=metric, mean=mean, std=std, regions=len(numbers))
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _privacy(summary: JobSummary) -> list[RegionPrivacy]:
+    rows = []
+    for region, entry in summary.regions.items():
+        budget = entry.privacy_budget or {}
+        plan = entry.privacy_plan
+        rows.append(RegionPrivacy(
+            region=region, status=entry.status, excluded_reason=entry.reason if entry.status == "excluded" else "",
+            population=budget.get("population"), budget=_float(budget.get("budget")), spent=_float(budget.get("spent")),
+            reserved=_float(budget.get("reserved")), remaining=_float(budget.get("remaining")),
+            job_epsilon=entry.epsilon_job_total, model_epsilon=entry.epsilon_spent,
+            target_epsilon=plan.target_epsilon if plan else None, noise_multiplier=plan.noise_multiplier if plan else None,
+            sample_rate=plan.sample_rate if plan else None, planned_steps=plan.planned_steps if plan else None,
+        ))
+    return rows
+
+
+def _residency(summary: JobSummary) -> list[Residency]:
+    rows = []
+    for region, entry in summary.regions.items():
+        found = entry.residency or {}
+        text = {k: (None if found.get(k) is None else str(found[k]))
+                for k in ("launcher", "work_pool", "flow_run_id", "worker", "deployment", "host")}
+        rows.append(Residency(region=region, verified=bool(found.get("verified")), **text))
+    return rows
+
+
+def _egress(egress: Mapping[str, Mapping[str, tuple[int, int]]] | None, regions: Iterable[str]) -> list[RegionEgress] | None:
+    if egress is None:
+        return None
+    rows = []
+    for region in [*regions, *sorted(set(egress) - set(regions))]:
+        kinds = [EgressKind(kind=k, messages=int(m), bytes=int(b)) for k, (m, b) in sorted(egress.get(region, {}).items())]
+        rows.append(RegionEgress(region=region, messages=sum(k.messages for k in kinds), bytes=sum(k.bytes for k in kinds),
+                                 kinds=kinds))
+    return rows
+
+
+def _quality(summary: JobSummary) -> tuple[list[RegionQuality], list[MetricSpread]]:
+    rows = []
+    for region, entry in summary.regions.items():
+        if entry.metrics is None:
+            continue
+        m = entry.metrics
+        rows.append(RegionQuality(region=region, n=m.n, positives=m.positives,
+                                  metrics={k: float(getattr(m, k)) for k in METRICS},
+                                  local_only_auc=entry.local_only.auc if entry.local_only else None))
+    spread = [metric_spread({r.region: r.metrics[k] for r in rows}, k) for k in METRICS] if rows else []
+    return rows, spread
+
+
+def _gates(gates: Mapping[str, Any]) -> GateSection:
+    status = str(gates.get("status") or "not evaluated")
+    rules = [GateRule.model_validate(r) for r in gates.get("rules") or []]
+    verdict = ""
+    if rules:
+        failed = [r for r in rules if not r.passed]
+        verdict = (f"all {len(rules)} gate rules passed" if not failed
+                   else "failed: " + "; ".join(r.line() for r in failed))
+    elif status == "disabled":
+        verdict = "gates.enabled is false: this version was never gated"
+    champion = gates.get("champion_version")
+    return GateSection(status=status, verdict=verdict, champion_version=None if champion is None else str(champion),
+                       rules=rules)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def build_report(summary: JobSummary, *, model_name: str, version: str,
+                 egress: Mapping[str, Mapping[str, tuple[int, int]]] | None,
+                 approval: Mapping[str, str] | None, code_version: str | None = None,
+                 generated_at: str | None = None) -> ComplianceReport:
+    """The report of ``version`` (registered from ``summary``'s job).
+
+    ``egress``: per region, kind → (messages, bytes) of what left it (``tally_egress``), or None
+    when the exchange could not be read. ``approval``: the version's tags (the ``approval.*``
+    ones are read), or None while no decision was taken.
+    """
+    privacy = summary.privacy
+    quality, spread = _quality(summary)
+    return ComplianceReport(
+        model_name=model_name, model_version=str(version), job_id=summary.job_id, use_case=summary.use_case,
+        job_status=summary.status, contract_sha256=summary.contract_sha256, code_version=code_version,
+        started_at=summary.started_at, finished_at=summary.finished_at, generated_at=generated_at or now(),
+        differential_privacy=bool(privacy.get("differential_privacy")), privacy_unit=str(privacy.get("unit") or "record"),
+        delta=_float(privacy.get("delta")), accountant=None if privacy.get("accountant") is None else str(privacy["accountant"]),
+        target_epsilon=_float(privacy.get("target_epsilon")),
+        noise=None if privacy.get("noise") is None else str(privacy["noise"]),
+        secure_aggregation=None if privacy.get("secure_aggregation") is None else bool(privacy["secure_aggregation"]),
+        strategy=None if privacy.get("strategy") is None else str(privacy["strategy"]),
+        min_k=None if privacy.get("min_k") is None else int(privacy["min_k"]),
+        privacy=_privacy(summary),
+        rounds=[RoundParticipation(round=r.round, participants=list(r.participants), dropped=dict(r.dropped),
+                                   aggregation=r.aggregation, evaluated=r.metrics is not None) for r in summary.rounds],
+        residency=_residency(summary),
+        egress=_egress(egress, list(summary.regions)),
+        quality=quality, spread=spread,
+        global_metrics=None if summary.metrics is None else {k: float(getattr(summary.metrics, k)) for k in (*METRICS, "auc_gap")},
+        gates=_gates(summary.gates),
+        approval=approval_from_tags(approval),
+    )
+
+
+def with_approval(report: ComplianceReport, tags: Mapping[str, str] | None, *, generated_at: str | None = None) -> ComplianceReport:
+    """The same report with the version's (new) approval decision."""
+    return report.model_copy(update={"approval": approval_from_tags(tags), "generated_at": generated_at or now()})
+
+
+def tally_egress(messages: Iterable[tuple[int, str, int, bytes]]) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per region, kind → (messages, bytes) of what it posted to the exchange.
+
+    ``messages``: (attempt, box, sequence, sealed envelope), as ``Exchange.mailbox_messages``
+    yields them. Only envelope headers are read: a region's message is counted under its kind,
+    which is ``hello`` or the step of the coordinator's request it answers (read from that
+    request, which the coordinator wrote). No region payload is interpreted. Sizes are those of
+    the signed envelopes.
+    """
+    posted = list(messages)
+    requests: dict[tuple[int, str, int], bytes] = {
+        (attempt, box.removeprefix("to-"), sequence): data
+        for attempt, box, sequence, data in posted if box.startswith("to-")
+    }
+    tally: dict[str, dict[str, list[int]]] = {}
+    for attempt, box, sequence, data in posted:
+        if not box.startswith("from-"):
+            continue
+        region = box.removeprefix("from-")
+        kind = _kind(data, requests.get((attempt, region, sequence)))
+        counts = tally.setdefault(region, {}).setdefault(kind, [0, 0])
+        counts[0] += 1
+        counts[1] += len(data)
+    return {region: {kind: (c[0], c[1]) for kind, c in kinds.items()} for region, kinds in tally.items()}
+
+
+def _kind(data: bytes, request: bytes | None) -> str:
+    try:
+        phase = Envelope.from_bytes(data).phase
+    except MessageRejectedError:
+        return UNREADABLE_KIND
+    if phase == "hello":
+        return HELLO_KIND
+    if phase != "reply":
+        return phase
+    if request is None:
+        return "reply (to no recorded request)"
+    try:
+        body = wire.decode(Envelope.from_bytes(request).body)
+    except MessageRejectedError:
+        return "reply (to an unreadable request)"
+    step = body.get("step") if isinstance(body, dict) else None
+    return str(step) if step else "reply"
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#1d2433;margin:2rem auto;max-width:1180px;
+padding:0 1.5rem;line-height:1.45;font-size:14px}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:2px solid #d8dee9;
+padding-bottom:.25rem}
+.sub{color:#5b6475;margin-top:0}table{border-collapse:collapse;width:100%;margin:.6rem 0}
+th,td{border:1px solid #d8dee9;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f2f4f8;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.pass{color:#116b2f;font-weight:600}.fail{color:#a11616;font-weight:600}.pending{color:#8a5a00;font-weight:600}
+.note{background:#f6f8fb;border-left:4px solid #7a8bb0;padding:.6rem .8rem;margin:1rem 0}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dt{font-weight:600}dd{margin:0}
+code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em;word-break:break-all}
+footer{margin-top:2.5rem;color:#5b6475;font-size:.85rem}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("n/a" if value is None else str(value), quote=True)
+
+
+def _table(headers: list[str], rows: list[list[tuple[str, bool]]], *, css_class: str = "") -> str:
+    """``rows`` of (already escaped HTML, numeric?) cells."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f'<td{" class=num" if num else ""}>{cell}</td>' for cell, num in row) + "</tr>"
+                   for row in rows)
+    cls = f' class="{css_class}"' if css_class else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _t(value: Any) -> tuple[str, bool]:
+    return _e(value), False
+
+
+def _n(text: str) -> tuple[str, bool]:
+    return _e(text), True
+
+
+def _verdict(passed: bool | None, text: str | None = None) -> str:
+    if passed is None:
+        return f'<span class="pending">{_e(text or "pending")}</span>'
+    return f'<span class="{"pass" if passed else "fail"}">{_e(text or ("PASS" if passed else "FAIL"))}</span>'
+
+
+def render_html(report: ComplianceReport) -> str:
+    """A self-contained HTML page of the report (inline CSS, no script, no external resource)."""
+    r = report
+    parts: list[str] = []
+    add = parts.append
+    add(f"<h1>Compliance report: {_e(r.model_name)} version {_e(r.model_version)}</h1>")
+    add(f'<p class="sub">Use case {_e(r.use_case)} · job <code>{_e(r.job_id)}</code> · generated {_e(r.generated_at)}</p>')
+    add(f'<div class="note">{_e(r.statement)}</div>')
+    add("<h2>Model version and lineage</h2><dl>")
+    for label, value in (("Registered model", r.model_name), ("Version", r.model_version), ("Training job", r.job_id),
+                         ("Job status", r.job_status), ("Job started", r.started_at), ("Job finished", r.finished_at),
+                         ("Data contract (sha256)", r.contract_sha256), ("Code version", r.code_version),
+                         ("Aggregation strategy", r.strategy),
+                         ("Secure aggregation", None if r.secure_aggregation is None
+                          else ("on: the coordinator saw sums only" if r.secure_aggregation else "OFF"))):
+        add(f"<dt>{_e(label)}</dt><dd>{_e(value)}</dd>")
+    add("</dl>")
+
+    add("<h2>Privacy budget per region</h2>")
+    if r.differential_privacy:
+        add(f"<p>Record-level differential privacy (DP-SGD) in every region: target ε {_e(fmt_epsilon(r.target_epsilon))} "
+            f"per region for this job, δ = {_e(r.delta)}, {_e((r.accountant or '').upper())} accountant, noise source "
+            f"{_e(r.noise)}. Lifetime values come from each region's own append-only ledger, after this job; ε is composed "
+            f"by the accountant, never added.</p>")
+    else:
+        add('<p class="fail">privacy.mode was off: this model is NOT differentially private (research use only).</p>')
+    add(_table(
+        ["Region", "Status", "Population", "Lifetime budget ε", "Spent ε", "Reserved ε", "Remaining ε",
+         "This job ε (all spends)", "Model ε (federated)", "Target ε", "Noise σ", "Sample rate", "Planned steps"],
+        [[_t(p.region), _t(p.status + (f": {p.excluded_reason}" if p.excluded_reason else "")), _t(p.population),
+          _n(fmt_epsilon(p.budget)), _n(fmt_epsilon(p.spent)), _n(fmt_epsilon(p.reserved)), _n(fmt_epsilon(p.remaining)),
+          _n(fmt_epsilon(p.job_epsilon)), _n(fmt_epsilon(p.model_epsilon)), _n(fmt_epsilon(p.target_epsilon)),
+          _n("n/a" if p.noise_multiplier is None else f"{p.noise_multiplier:.4g}"),
+          _n("n/a" if p.sample_rate is None else f"{p.sample_rate:.4g}"), _n("n/a" if p.planned_steps is None else str(p.planned_steps))]
+         for p in r.privacy]))
+
+    add("<h2>Participation per round</h2>")
+    add(_table(["Round", "Participating regions", "Dropped (reason)", "Aggregation", "Evaluated"],
+               [[_n(str(x.round)), _t(", ".join(x.participants) or "none"),
+                 _t("; ".join(f"{k}: {v}" for k, v in x.dropped.items()) or "none"), _t(x.aggregation),
+                 _t("yes" if x.evaluated else "no")] for x in r.rounds]))
+
+    add("<h2>Residency evidence</h2>")
+    add("<p>Every regional step of the job ran inside one regional flow run per region; the coordinator asked the "
+        "Prefect API where that run executed and refused a region whose run did not come from its own work pool.</p>")
+    add(_table(["Region", "Work pool (per Prefect API)", "Launcher", "Flow run", "Worker", "Deployment", "Host", "Checked"],
+               [[_t(x.region), _t(x.work_pool if x.work_pool else
+                                  ("none: embedded, in-process" if x.launcher == "embedded" else None)),
+                 _t(x.launcher), (f"<code>{_e(x.flow_run_id)}</code>", False), _t(x.worker), _t(x.deployment), _t(x.host),
+                 (_verdict(x.verified, "verified" if x.verified else "not verified"), False)] for x in r.residency]))
+
+    add("<h2>What left each region</h2>")
+    if r.egress is None:
+        add('<p class="pending">The exchange could not be read when the report was made: message counts are unavailable.</p>')
+    else:
+        add("<p>Every message a region posted to the exchange during the job (all attempts), by kind: its hello, and its "
+            "reply to each step the coordinator asked for. Sizes are those of the signed envelopes. What each kind may "
+            "contain is listed in the release inventory (docs/privacy.md).</p>")
+        rows = []
+        for region in r.egress:
+            for k in region.kinds:
+                rows.append([_t(region.region), _t(k.kind), _n(str(k.messages)), _n(fmt_bytes(k.bytes))])
+            rows.append([(f"<strong>{_e(region.region)}</strong>", False), (f"<strong>{_e('total')}</strong>", False),
+                         (f"<strong>{region.messages}</strong>", True),
+                         (f"<strong>{_e(fmt_bytes(region.bytes))}</strong>", True)])
+        add(_table(["Region", "Kind", "Messages", "Bytes"], rows))
+
+    add("<h2>Model quality per region</h2>")
+    add("<p>The model, evaluated by each region on its own holdout (aggregates over at least min_k rows). The last rows "
+        "give the mean ± standard deviation across regions (population standard deviation).</p>")
+    names = [METRIC_LABELS[m] for m in METRICS]
+    rows = [[_t(q.region), _n(str(q.n)), _n(str(q.positives)), *(_n(fmt_metric(q.metrics.get(m))) for m in METRICS),
+             _n(fmt_metric(q.local_only_auc))] for q in r.quality]
+    if r.spread:
+        rows.append([(f"<strong>{_e('mean ± std')}</strong>", False), _n(""), _n(""),
+                     *(_n(f"{fmt_metric(s.mean)} ± {fmt_metric(s.std)}") for s in r.spread), _n("")])
+    if r.global_metrics:
+        rows.append([_t("global (pooled holdouts)"), _n(""), _n(""),
+                     *(_n(fmt_metric(r.global_metrics.get(m))) for m in METRICS), _n("")])
+    add(_table(["Region", "Holdout n", "Positives", *names, "Local-only AUC"], rows))
+
+    add("<h2>Gates</h2>")
+    g = r.gates
+    add(f"<p>Result: {_verdict(g.status == 'passed' if g.status in ('passed', 'failed') else None, g.status)}"
+        f"{(' · ' + _e(g.verdict)) if g.verdict else ''}"
+        f"{(' · champion compared: version ' + _e(g.champion_version)) if g.champion_version else ''}</p>")
+    if g.rules:
+        add(_table(["Rule", "Scope", "Value", "Comparison", "Threshold", "Result", "Detail"],
+                   [[_t(x.rule), _t(x.scope), _n(fmt_metric(x.value)), _t(x.comparison), _n(fmt_metric(x.threshold)),
+                     (_verdict(x.passed), False), _t(x.detail)] for x in g.rules]))
+
+    add("<h2>Approval</h2>")
+    a = r.approval
+    if a.status == "pending":
+        add(f"<p>{_verdict(None, 'pending')}: no human decision is recorded on this version yet.</p>")
+    else:
+        add("<dl>")
+        add(f"<dt>Decision</dt><dd>{_verdict(a.status == 'approved', a.status)}</dd>")
+        for label, value in (("Approver", a.approver), ("Comment", a.comment), ("Decided at", a.at),
+                             ("Previous champion", a.previous_champion)):
+            add(f"<dt>{_e(label)}</dt><dd>{_e(value)}</dd>")
+        add("</dl>")
+    add(f"<footer>fedcrm compliance report, schema {r.schema_version}. Machine-readable copy: {_e(JSON_NAME)} in the same "
+        f"MLflow run.</footer>")
+    title = _e(f"Compliance report: {r.model_name} v{r.model_version}")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+            f"<title>{title}</title><style>{_CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")

@@ -1,0 +1,90 @@
+"""Batch scoring with the champion, in every region, as a DAG:
+
+    fedcrm-score (one region, on its own work pool; scheduled in deployments/prefect.yaml):
+        load-scoring-model (models:/fedcrm-<use case>@champion: weights and feature pipeline)
+        select-records (read through the region's connector; well-formed records whose consent
+                        column allows activation; everything else is counted, never scored)
+          → score-records → write-back-scores (Salesforce field, SQL table or parquet; per-record
+                                               errors kept in the region's store, not fatal)
+        returns counts only
+
+    fedcrm-score-all (embedded: every region's fedcrm-score as a subflow; distributed: every
+                      region's deployment on its pool); a failing region is reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect import flow, get_run_logger
+from prefect.states import Failed, State
+
+from fedcrm.config import FedcrmConfig
+from fedcrm.errors import FedcrmError
+from fedcrm.scoring import ScoringCounts
+from flows.launch import settings_for_regions
+from flows.region import with_local_settings
+from tasks.scoring import (
+    load_scoring_model,
+    score_records,
+    select_records,
+    write_back_scores,
+)
+
+
+@flow(name="fedcrm-score", flow_run_name="score-{region}", persist_result=False, log_prints=False)
+def regional_scoring(region: str, config: FedcrmConfig) -> ScoringCounts | State:
+    """Score ``region``'s consenting records with the champion and write the scores back; returns counts
+    (or a Failed state saying why the region was not scored)."""
+    logger = get_run_logger()
+    try:
+        config = with_local_settings(config, region, dict(os.environ))
+    except FedcrmError as exc:
+        return Failed(message=f"region {region} not scored: {exc}")
+    model, batch = load_scoring_model(region, config), select_records(region, config)
+    for reply in (model, batch):
+        if not reply.ok:
+            logger.error("region %s not scored: %s", region, reply.reason)
+            return Failed(message=f"region {region} not scored: {reply.reason}")
+    model, batch = model.value, batch.value
+    counts = ScoringCounts(region=region, model_version=model.version, read=batch.read, malformed=batch.malformed,
+                           no_consent=batch.no_consent, scored=len(batch.records))
+    if batch.records.empty:
+        logger.warning("region %s: no record may be scored (%d read, %d malformed, %d without consent)",
+                       region, counts.read, counts.malformed, counts.no_consent)
+        return counts
+    scores = score_records(region, config, batch, model)
+    written = write_back_scores(region, config, scores.value, model.version, counts) if scores.ok else scores
+    if not written.ok:
+        logger.error("region %s not scored: %s", region, written.reason)
+        return Failed(message=f"region {region} not scored: {written.reason}")
+    counts = written.value
+    logger.info("region %s scored %d record(s) with version %s: %d written to %s, %d failed, %d without consent, "
+                "%d malformed", region, counts.scored, counts.model_version, counts.written, counts.destination,
+                counts.failed, counts.no_consent, counts.malformed)
+    return counts
+
+
+@flow(name="fedcrm-score-all", flow_run_name="score-{config.use_case}", persist_result=False, log_prints=False)
+def batch_scoring(config: FedcrmConfig, regions: list[str] | None = None) -> dict[str, ScoringCounts | str]:
+    """Every region's scoring; a region that fails is reported with the reason (the others go on)."""
+    logger, results = get_run_logger(), {}
+    for region in regions or list(config.federation.regions):
+        try:
+            if config.launcher.mode == "embedded":
+                state = regional_scoring(region=region, config=config, return_state=True)
+                results[region] = state.result() if state.is_completed() else state.message
+                continue
+            from prefect.deployments import run_deployment
+
+            run = run_deployment(f"fedcrm-score/{region}", parameters={"region": region,
+                                                                        "config": settings_for_regions(config)},
+                                 as_subflow=True)
+            results[region] = f"flow run {run.name}: {run.state.name if run.state else 'unknown'} (counts in its logs)"
+        except FedcrmError as exc:
+            logger.error("region %s was not scored: %s", region, exc)
+            results[region] = f"not scored: {exc}"
+        except Exception as exc:  # noqa: BLE001 - its text may quote data: name the type, keep the region going
+            logger.error("region %s was not scored: %s", region, type(exc).__name__)
+            results[region] = f"not scored: {type(exc).__name__} (see the region's flow run)"
+    return results

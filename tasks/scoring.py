@@ -1,0 +1,93 @@
+"""Batch scoring inside a region: load the champion, select what may be activated, score, write back.
+
+Frames stay in the region (in memory and its own store); the run returns counts only. Record ids
+of failed write-backs go to the region's store, never to a log or a result. Like the training
+steps, each task answers with a ``RegionReply`` and never raises, so an error's text (which might
+quote a record) stays in the region's error log. The connectors retry their own transient errors.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timezone
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from connectors.audit import AuditLog
+from connectors.scores import ID, SCORE, open_sink
+from connectors.sources import open_source
+from connectors.tracking import DeployedModel, ModelRegistry
+from fedcrm.config import FedcrmConfig
+from fedcrm.errors import FedcrmError
+from fedcrm.scoring import Scorer, ScoringBatch, ScoringCounts, select_for_activation
+from tasks.guard import RegionReply, in_region
+from tasks.regional import region_store
+
+LOCAL = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="load-scoring-model", task_run_name="load-scoring-model-{region}", **LOCAL)
+def load_scoring_model(region: str, config: FedcrmConfig) -> RegionReply[DeployedModel]:
+    """The version behind ``scoring.model_alias``: its weights and feature pipeline."""
+    def run() -> DeployedModel:
+        registry = ModelRegistry(config.tracking_uri, config.model_name)
+        version = registry.version_with_alias(config.scoring.model_alias)
+        if version is None:
+            raise FedcrmError(f"{config.model_name} has no version with alias {config.scoring.model_alias!r}",
+                              hint="approve a challenger first (`fedcrm promote`), see `fedcrm models`")
+        return registry.load(version)
+
+    return in_region(region, region_store(config, region), "loading the model", run)
+
+
+@task(name="select-records", task_run_name="select-records-{region}", **LOCAL)
+def select_records(region: str, config: FedcrmConfig) -> RegionReply[ScoringBatch]:
+    """The region's current records that are well-formed and whose consent allows activation."""
+    def run() -> ScoringBatch:
+        contract = config.load_contract()
+        source = open_source(config.region_source(region), separator=contract.source.separator,
+                             encoding=contract.source.encoding)
+        return select_for_activation(source.read_records(), contract,
+                                     consent_column=config.scoring.consent_column or contract.consent_column,
+                                     consent_values=config.scoring.consent_values,
+                                     require_consent=config.scoring.require_consent, source=source.description)
+
+    return in_region(region, region_store(config, region), "selecting records", run)
+
+
+@task(name="score-records", task_run_name="score-records-{region}", **LOCAL)
+def score_records(region: str, config: FedcrmConfig, batch: ScoringBatch,
+                  model: DeployedModel) -> RegionReply[pd.DataFrame]:
+    def run() -> pd.DataFrame:
+        scores = Scorer(model.pipeline, model.hidden_sizes, model.parameters).score(batch.records)
+        return pd.DataFrame({ID: batch.records[config.load_contract().id_column].astype(str), SCORE: scores})
+
+    return in_region(region, region_store(config, region), "scoring", run)
+
+
+@task(name="write-back-scores", task_run_name="write-back-scores-{region}", **LOCAL)
+def write_back_scores(region: str, config: FedcrmConfig, scores: pd.DataFrame, model_version: str,
+                      counts: ScoringCounts) -> RegionReply[ScoringCounts]:
+    """Write every score; per-record failures are kept in the region's store and counted, never fatal."""
+    store = region_store(config, region)
+
+    def run() -> ScoringCounts:
+        sink = open_sink(config.federation.regions[region].scores, region_store=store, use_case=config.use_case,
+                         source=config.region_source(region))
+        scored_at = datetime.now(timezone.utc)
+        report = sink.write_scores(scores, model_version=model_version, scored_at=scored_at)
+        codes = dict(Counter(failure["code"] for failure in report.failed))
+        if report.failed:  # the ids stay here, in the region's store
+            key = f"scores/{config.use_case}/failures-{scored_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+            store.write_json(key, report.failed)
+            get_run_logger().warning("region %s: %d score(s) could not be written to %s (codes %s); the record ids "
+                                     "are in its store under %s", region, len(report.failed), sink.description,
+                                     codes, key)
+        result = counts.model_copy(update={"written": report.written, "failed": len(report.failed),
+                                           "destination": sink.description, "failure_codes": codes})
+        AuditLog(store, region).record("scoring", result.model_dump(mode="json"))
+        return result
+
+    return in_region(region, store, "write-back", run)
