@@ -24,7 +24,6 @@ audit_app = typer.Typer(no_args_is_help=True, help="Hash-chained audit logs (mes
 
 PartyOpt = Annotated[Optional[list[str]], typer.Option(
     "--party", "-p", help="coordinator or a region name (repeatable). Default: the coordinator and every region.")]
-ANCHOR_TAG = "audit.coordinator_head"
 
 
 def _logs(cfg: FedcrmConfig, parties: list[str] | None):
@@ -44,6 +43,7 @@ def _anchors(cfg: FedcrmConfig) -> tuple[list[AuditHead], str]:
     """The coordinator heads recorded on the model versions (what catches a log cut short)."""
     from connectors.tracking import ModelRegistry
     from fedcrm.errors import ConnectorError
+    from tasks.registry import ANCHOR_TAG
 
     try:
         values = ModelRegistry(cfg.tracking_uri, cfg.model_name).tag_values(ANCHOR_TAG)

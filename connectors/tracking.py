@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -381,7 +382,17 @@ class VersionRow(BaseModel):
                    global_auc=tags.get("global_auc", ""), gate_status=tags.get("gate.status", "not evaluated"),
                    epsilon_spent={k.removeprefix("epsilon_spent."): v for k, v in tags.items()
                                   if k.startswith("epsilon_spent.")},
-                   decision=tags.get("approval.decision", ""))
+                   decision=tags.get("approval.decision", "") or _pending(tags))
+
+
+def _pending(tags: dict[str, str]) -> str:
+    """An open approval request: pending, or a rejection once its deadline passed (a suspended run that
+    timed out cannot record that itself)."""
+    until = tags.get("approval.pending_until")
+    if not until:
+        return ""
+    expired = datetime.fromisoformat(until) < datetime.now(timezone.utc)
+    return "rejected (timed out)" if expired else f"pending until {until}"
 
 
 def decision_tags(decision: str, who: str, comment: str, at: str, *, previous: str | None = None) -> dict[str, str]:

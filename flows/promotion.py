@@ -13,7 +13,7 @@ compliance report (compliance.json/.html in its run) is re-issued with it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from prefect import flow, get_run_logger, pause_flow_run, suspend_flow_run
@@ -22,10 +22,11 @@ from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
 from pydantic import BaseModel, Field
 
-from connectors.tracking import CHALLENGER, CHAMPION, ModelRegistry, decision_tags
+from connectors.tracking import decision_tags
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
 from tasks.coordinator import refresh_compliance
+from tasks.registry import audit_event, read_candidate, record_decision
 
 
 class ApprovalInput(RunInput):
@@ -79,30 +80,37 @@ def _reissue_compliance_report(config: FedcrmConfig, version: str) -> None:
 def promote_model(config: FedcrmConfig, version: str | None = None) -> Decision:
     """Ask a human to approve ``version`` (default: the current challenger) as the new champion."""
     logger = get_run_logger()
-    registry = ModelRegistry(config.tracking_uri, config.model_name)
-    version = version or registry.version_with_alias(CHALLENGER)
-    if version is None:
-        raise FedcrmError(f"{config.model_name} has no challenger", hint="run a job whose model passes the gates")
-    tags = registry.tags(version)
-    if tags.get("gate.status") != "passed":
-        raise FedcrmError(f"version {version} did not pass its gates ({tags.get('gate.verdict', 'never evaluated')})",
+    candidate = read_candidate(config, version)
+    version = candidate.version
+    if candidate.gate_status != "passed":
+        raise FedcrmError(f"version {version} did not pass its gates ({candidate.gate_verdict})",
                           hint="only a version whose gates passed can be approved; see `fedcrm models`")
-    previous = registry.version_with_alias(CHAMPION)
+    previous = candidate.champion
+    if (flow_run.run_count or 1) <= 1:  # a suspended run resumes by running again from the start: ask once
+        until = (datetime.now(timezone.utc) + timedelta(seconds=config.approval.timeout_s)).isoformat(timespec="seconds")
+        record_decision(config, version, {"approval.pending_until": until, "approval.run": str(flow_run.id)},
+                        promote=False)
+        audit_event(config, "approval.requested", version, {"flow_run": str(flow_run.id), "champion": previous,
+                                                            "until": until})
     answer = _wait_for_approval(config, version)
     if answer is None:
         answer = ApprovalInput(decision="reject", approver="timeout",
                                comment=f"no decision within approval.timeout_s ({config.approval.timeout_s} s)")
     at = now()
-    if answer.decision == "approve":
-        registry.set_tags(version, decision_tags("approved", answer.approver, answer.comment, at, previous=previous or ""))
-        registry.set_alias(CHAMPION, version)
-        registry.remove_alias(CHALLENGER)
-        _reissue_compliance_report(config, version)
+    approved = answer.decision == "approve"
+    tags = decision_tags("approved" if approved else "rejected", answer.approver, answer.comment, at,
+                         previous=(previous or "") if approved else None)
+    record_decision(config, version, tags, promote=approved)
+    audit_event(config, "approval.decision", version, {"decision": tags["approval.decision"], "comment": answer.comment,
+                                                       "previous_champion": previous}, actor=answer.approver)
+    if approved:
+        audit_event(config, "promotion", version, {"champion": version, "previous_champion": previous},
+                    actor=answer.approver)
+    _reissue_compliance_report(config, version)
+    if approved:
         logger.info("version %s approved by %s: it is the champion (previously %s)", version, answer.approver, previous)
         return Decision(version=version, decision="approved", approver=answer.approver, comment=answer.comment, at=at,
                         champion=version)
-    registry.set_tags(version, decision_tags("rejected", answer.approver, answer.comment, at))
-    _reissue_compliance_report(config, version)
     logger.warning("version %s rejected by %s: %s", version, answer.approver, answer.comment or "no comment")
     return Decision(version=version, decision="rejected", approver=answer.approver, comment=answer.comment, at=at,
                     champion=previous)

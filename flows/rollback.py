@@ -5,28 +5,17 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from connectors.tracking import CHAMPION, ModelRegistry
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import FedcrmError
 from flows.promotion import Decision, now
+from tasks.registry import audit_event, move_champion_back, read_rollback_target
 
 
 @flow(name="fedcrm-rollback", persist_result=False, log_prints=False)
 def rollback_model(config: FedcrmConfig, by: str, reason: str, to_version: str | None = None) -> Decision:
     """Move the champion back: to ``to_version``, or to the version the current champion replaced."""
-    registry = ModelRegistry(config.tracking_uri, config.model_name)
-    current = registry.version_with_alias(CHAMPION)
-    if current is None:
-        raise FedcrmError(f"{config.model_name} has no champion to roll back", hint="see `fedcrm models`")
-    target = to_version or registry.tags(current).get("approval.previous_champion")
-    if not target or target == "none":
-        raise FedcrmError(f"champion version {current} replaced no earlier version", hint="name one: --to VERSION")
-    if target == current:
-        raise FedcrmError(f"version {target} is already the champion", hint="see `fedcrm models`")
-    registry.tags(target)  # raises if the version does not exist
+    current, target = read_rollback_target(config, to_version)
     at = now()
-    registry.set_alias(CHAMPION, target)
-    registry.set_tags(current, {"rollback.by": by, "rollback.at": at, "rollback.reason": reason, "rollback.to": target})
-    registry.set_tags(target, {"rollback.restored_at": at, "rollback.restored_by": by, "rollback.restored_from": current})
+    move_champion_back(config, current, target, by, reason, at)
+    audit_event(config, "rollback", target, {"from": current, "to": target, "reason": reason}, actor=by)
     get_run_logger().warning("champion rolled back from version %s to %s by %s: %s", current, target, by, reason)
     return Decision(version=target, decision="approved", approver=by, comment=f"rollback: {reason}", at=at, champion=target)

@@ -59,6 +59,7 @@ from flows.launch import (
     start_regions,
 )
 from tasks import coordinator, regional
+from tasks.registry import audit_event
 
 
 def _now() -> str:
@@ -117,6 +118,8 @@ def _gate(config: FedcrmConfig, result: JobSummary, champion: ChampionMeasure | 
         try:
             coordinator.record_gates(config, report)
             outcome["challenger"] = report.passed
+            audit_event(config, "gate.result", report.model_version,
+                        {"job_id": result.job_id, "status": outcome["status"], "verdict": report.verdict()})
         except FedcrmError as exc:
             logger.warning("the gate report could not be recorded in MLflow: %s", exc)
             outcome["recorded"] = f"failed: {exc}"

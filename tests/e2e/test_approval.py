@@ -128,3 +128,25 @@ def test_approve_reject_timeout_and_rollback(tmp_path, cli):
     assert not np.allclose(after, before)  # the restored champion scores with the first version's weights
     tags = client.get_model_version("fedcrm-churn", second).tags
     assert tags["rollback.by"] == "dave" and tags["rollback.reason"] == "complaints from sales" and tags["rollback.to"] == first
+
+    # every gate result, request, decision, promotion and rollback is in the coordinator's audit log,
+    # whose head is anchored on the versions: cutting the log short (head rewritten too) is caught
+    from connectors import LocalRegionStore
+    from connectors.audit import AuditLog
+
+    log = AuditLog(LocalRegionStore(work / "state" / "coordinator"), "coordinator")
+    kinds = [e.kind for e in log.entries() if not e.kind.startswith("message.")]
+    assert kinds.count("gate.result") == 3 and kinds.count("approval.requested") == 4
+    assert kinds.count("approval.decision") == 4 and kinds.count("promotion") == 2 and kinds.count("rollback") == 1
+    decisions = [(e.actor, e.details["decision"]) for e in log.entries() if e.kind == "approval.decision"]
+    assert decisions == [("alice", "approved"), ("bob", "approved"), ("carol", "rejected"), ("timeout", "rejected")]
+    verified = cli(["audit", "verify", *COMMON, "--party", "coordinator"], cwd=work, prefect_home=home)
+    assert verified.returncode == 0 and "intact" in verified.stdout, verified.output
+    last = log.head()
+    assert client.get_model_version("fedcrm-churn", first).tags["audit.coordinator_head"] == str(last)  # the rollback
+    entries = work / "state" / "coordinator" / "audit"
+    (entries / "entries" / f"{last.sequence:09d}.json").unlink()
+    previous = log.entries()[-1]
+    (entries / "head.json").write_text(json.dumps({"sequence": previous.sequence, "hash": previous.hash}))
+    cut = cli(["audit", "verify", *COMMON, "--party", "coordinator"], cwd=work, prefect_home=home)
+    assert cut.returncode == 1 and f"coordinator: entry {last.sequence}" in cut.stderr and "cut short" in cut.stderr

@@ -357,3 +357,49 @@ def test_a_restarted_coordinator_resumes_the_job_and_ends_the_regional_runs_it_l
         time.sleep(1)
         runs = _regional_runs(federation, job_id)
     assert sorted(runs) == sorted(f"{region}-{job_id}-{attempt}" for region in REGIONS for attempt in (1, 2))
+
+
+def test_a_deployed_approval_suspends_and_the_decision_resumes_it(federation):
+    """The fedcrm-promote/approval deployment on the coordinator's pool suspends while it waits (its
+    process ends: nothing is blocked); `fedcrm approve` resumes it and the worker runs it to the end."""
+    registry = MlflowClient(tracking_uri=federation["mlflow"], registry_uri=federation["mlflow"])
+    version = str(max(int(v.version) for v in registry.search_model_versions("name = 'fedcrm-churn'")))
+    registry.set_model_version_tag("fedcrm-churn", version, "gate.status", "passed")  # this test is about approval
+    env = {**federation["env"], "PREFECT_HOME": str(federation["work"] / "worker-coordinator"),
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+    log = open(federation["work"] / "worker-coordinator.log", "a")  # noqa: SIM115
+    worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "crm-coordinator", "--name", "w-coordinator"],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    config = {"use_case": "churn", "state_dir": str(federation["state"]), "tracking": {"uri": federation["mlflow"]},
+              "launcher": {"mode": "distributed"}}
+    triggered = subprocess.run(
+        [PREFECT, "deployment", "run", "fedcrm-promote/approval", "--params", json.dumps({"config": config,
+                                                                                         "version": version})],
+        cwd=REPO, env=federation["env"], capture_output=True, text=True, timeout=60)
+    assert triggered.returncode == 0, triggered.stdout + triggered.stderr
+    run_id = next(line.split()[-1] for line in triggered.stdout.splitlines() if "UUID" in line)
+    try:
+        def state() -> tuple[str, str]:
+            with urllib.request.urlopen(f"{federation['env']['PREFECT_API_URL']}/flow_runs/{run_id}", timeout=10) as answer:
+                run = json.loads(answer.read())
+            return run["state"]["type"], run["state"]["name"]
+
+        deadline = time.monotonic() + 180
+        while state() != ("PAUSED", "Suspended"):
+            assert time.monotonic() < deadline and state()[0] not in ("FAILED", "CRASHED"), state()
+            time.sleep(1)
+        assert registry.get_model_version("fedcrm-churn", version).tags["approval.run"] == run_id
+        approved = subprocess.run([sys.executable, "-m", "cli.main", "approve", run_id, "--approver", "dpo-eu",
+                                   "--comment", "residency evidence checked"], cwd=REPO, env=federation["env"],
+                                  capture_output=True, text=True, timeout=120)
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        deadline = time.monotonic() + 180
+        while state()[0] != "COMPLETED":
+            assert time.monotonic() < deadline and state()[0] not in ("FAILED", "CRASHED"), state()
+            time.sleep(1)
+    finally:
+        _stop(worker)
+        log.close()
+    assert str(registry.get_model_version_by_alias("fedcrm-churn", "champion").version) == version
+    tags = registry.get_model_version("fedcrm-churn", version).tags
+    assert tags["approval.by"] == "dpo-eu" and tags["approval.comment"] == "residency evidence checked"

@@ -75,7 +75,20 @@ def byo_job(tmp_path_factory, cli):
     validate = cli(["validate", "--config", "state/my-leads.yaml"], cwd=work, prefect_home=home)
     quorum = cli(["run", "--config", "state/my-leads.yaml", "--set", "federation.min_regions=3", "--set", "training.rounds=1",
                   "--json-summary", "out/failed.json"], cwd=work, prefect_home=home)
-    return work, home, {"split": split, "run": run, "validate": validate, "quorum": quorum}
+    # the rest of the lifecycle on the same records: the version is made champion (the approval
+    # flow is tested elsewhere), scored in every region, checked for drift, reported and audited
+    from connectors.tracking import ModelRegistry
+
+    ModelRegistry(f"sqlite:///{work / 'state' / 'mlflow.db'}", "fedcrm-my-leads").set_alias("champion", "1")
+    lifecycle = {
+        "score": cli(["score", "--config", "state/my-leads.yaml", "--set", "scoring.require_consent=false"], cwd=work,
+                     prefect_home=home),
+        "drift": cli(["drift", "--config", "state/my-leads.yaml", "--json-summary", "out/drift.json"], cwd=work,
+                     prefect_home=home),
+        "report": cli(["report", "--config", "state/my-leads.yaml", "--out", "out/report"], cwd=work, prefect_home=home),
+        "audit": cli(["audit", "show", "--config", "state/my-leads.yaml", "--last", "50"], cwd=work, prefect_home=home),
+    }
+    return work, home, {"split": split, "run": run, "validate": validate, "quorum": quorum, **lifecycle}
 
 
 def test_byo_export_split_by_its_region_column(byo_job):
@@ -152,7 +165,13 @@ def test_prefect_database_holds_the_job_logs(byo_job):
 
 def test_no_canary_leaves_a_region(byo_job):
     work, home, results = byo_job
+    for name in ("score", "report", "audit"):  # positive controls: these really ran
+        assert results[name].returncode == 0, results[name].output
+    assert results["drift"].returncode in (0, 1), results["drift"].output  # 1: something drifted
+    assert list((work / "state" / "regions" / "eu" / "scores" / "my-leads").glob("*.parquet"))
     files = _files_outside_regions(work, home)
+    assert any(p.name.startswith("compliance-v1") and p.suffix == ".html" for p in files)
+    assert any(p.name == "drift.json" for p in files)
     assert any(p.name == "prefect.db" for p in files), "Prefect's database (parameters, states, logs) must be scanned"
     assert any(p.name == "summary.json" for p in files)
     assert any(p.name == "mlflow.db" for p in files), "MLflow's params, tags and metrics must be scanned"
