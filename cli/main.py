@@ -575,16 +575,17 @@ def score(
     table = Table(title=f"batch scoring · {cfg.model_name}@{cfg.scoring.model_alias}")
     for column in ("region", "version", "read", "malformed", "no consent", "scored", "written", "failed", "destination"):
         table.add_column(column, justify="left" if column in ("region", "destination") else "right")
-    failed = False
-    for region, counts in results.items():
-        if isinstance(counts, str):
-            failed = True
-            table.add_row(region, "-", "-", "-", "-", "-", "-", "-", f"[red]{counts}[/]")
-            continue
-        table.add_row(region, counts.model_version, str(counts.read), str(counts.malformed), str(counts.no_consent),
-                      str(counts.scored), str(counts.written), str(counts.failed), counts.destination)
+    for region, outcome in results.items():
+        counts = outcome.counts
+        if counts is not None:
+            table.add_row(region, counts.model_version, str(counts.read), str(counts.malformed), str(counts.no_consent),
+                          str(counts.scored), str(counts.written), str(counts.failed), counts.destination)
+        elif outcome.ok:  # a deployment run on the region's pool: its counts are in its own logs
+            table.add_row(region, *["-"] * 7, f"flow run {outcome.flow_run} completed (counts in its logs)")
+        else:
+            table.add_row(region, *["-"] * 7, f"[red]{outcome.reason}[/]")
     console.print(table)
-    if failed:
+    if not all(outcome.ok for outcome in results.values()):
         raise typer.Exit(1)
 
 

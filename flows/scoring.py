@@ -18,6 +18,7 @@ import os
 
 from prefect import flow, get_run_logger
 from prefect.states import Failed, State
+from pydantic import BaseModel
 
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
@@ -65,26 +66,46 @@ def regional_scoring(region: str, config: FedcrmConfig) -> ScoringCounts | State
     return counts
 
 
+def _unfinished(run, config: FedcrmConfig) -> str:
+    if run.state is None or not run.state.is_final():
+        return (f"flow run {run.name} did not finish within launcher.step_timeout_s ({config.launcher.step_timeout_s:g} s):"
+                " is a worker polling the region's pool?")
+    return f"flow run {run.name} ended {run.state.name}: {run.state.message or 'see its logs'}"
+
+
+class RegionScoring(BaseModel):
+    """One region's outcome: its counts (embedded), or its deployment run's final state (distributed:
+    the counts stay in that run's logs, inside the region's worker)."""
+
+    ok: bool
+    counts: ScoringCounts | None = None
+    reason: str = ""
+    flow_run: str = ""
+
+
 @flow(name="fedcrm-score-all", flow_run_name="score-{config.use_case}", persist_result=False, log_prints=False)
-def batch_scoring(config: FedcrmConfig, regions: list[str] | None = None) -> dict[str, ScoringCounts | str]:
+def batch_scoring(config: FedcrmConfig, regions: list[str] | None = None) -> dict[str, RegionScoring]:
     """Every region's scoring; a region that fails is reported with the reason (the others go on)."""
     logger, results = get_run_logger(), {}
     for region in regions or list(config.federation.regions):
         try:
             if config.launcher.mode == "embedded":
                 state = regional_scoring(region=region, config=config, return_state=True)
-                results[region] = state.result() if state.is_completed() else state.message
+                results[region] = (RegionScoring(ok=True, counts=state.result()) if state.is_completed()
+                                   else RegionScoring(ok=False, reason=state.message or state.name))
                 continue
             from prefect.deployments import run_deployment
 
             run = run_deployment(f"fedcrm-score/{region}", parameters={"region": region,
                                                                         "config": settings_for_regions(config)},
-                                 as_subflow=True)
-            results[region] = f"flow run {run.name}: {run.state.name if run.state else 'unknown'} (counts in its logs)"
+                                 as_subflow=True, timeout=config.launcher.step_timeout_s)
+            completed = run.state is not None and run.state.is_completed()
+            results[region] = RegionScoring(ok=completed, flow_run=run.name,
+                                            reason="" if completed else _unfinished(run, config))
         except FedcrmError as exc:
             logger.error("region %s was not scored: %s", region, exc)
-            results[region] = f"not scored: {exc}"
+            results[region] = RegionScoring(ok=False, reason=f"not scored: {exc}")
         except Exception as exc:  # noqa: BLE001 - its text may quote data: name the type, keep the region going
             logger.error("region %s was not scored: %s", region, type(exc).__name__)
-            results[region] = f"not scored: {type(exc).__name__} (see the region's flow run)"
+            results[region] = RegionScoring(ok=False, reason=f"not scored: {type(exc).__name__} (see the region's run)")
     return results

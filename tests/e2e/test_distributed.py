@@ -403,3 +403,25 @@ def test_a_deployed_approval_suspends_and_the_decision_resumes_it(federation):
     assert str(registry.get_model_version_by_alias("fedcrm-churn", "champion").version) == version
     tags = registry.get_model_version("fedcrm-churn", version).tags
     assert tags["approval.by"] == "dpo-eu" and tags["approval.comment"] == "residency evidence checked"
+
+
+def test_batch_scoring_runs_on_the_regions_own_pool_and_writes_into_its_store(federation):
+    """`fedcrm score` in distributed mode: eu's fedcrm-score deployment runs on pool crm-eu, loads the
+    champion from the MLflow server, and writes the scores into eu's store (named by its worker)."""
+    registry = MlflowClient(tracking_uri=federation["mlflow"], registry_uri=federation["mlflow"])
+    version = str(max(int(v.version) for v in registry.search_model_versions("name = 'fedcrm-churn'")))
+    registry.set_registered_model_alias("fedcrm-churn", "champion", version)
+    scores = federation["state"] / "regions" / "eu" / "scores" / "churn"
+    before = set(scores.glob("*.parquet")) if scores.exists() else set()
+    scored = subprocess.run(
+        [sys.executable, "-m", "cli.main", "score", "--use-case", "churn", "--state-dir", str(federation["state"]),
+         "--region", "eu", "--set", "launcher.mode=distributed", "--set", f"tracking.uri={federation['mlflow']}",
+         "--set", "scoring.require_consent=false"],  # the demo data has no consent column
+        cwd=REPO, env=federation["env"], capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
+    assert "completed" in scored.stdout
+    (written,) = set(scores.glob("*.parquet")) - before
+    frame = pd.read_parquet(written)
+    assert len(frame) > 1000 and set(frame["model_version"]) == {version}
+    runs = [(run["work_pool_name"], run["state_type"]) for run in _flow_runs(federation, "score-eu")]
+    assert runs == [("crm-eu", "COMPLETED")]
