@@ -84,6 +84,7 @@ def test_each_region_writes_back_only_consenting_records(trained, cli, fresh_dat
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # both are process-wide: another test may have pointed them elsewhere
     champion = mlflow.pyfunc.load_model("models:/fedcrm-churn@champion")
     sample = frames["eu"].set_index("customerID").loc[eu_scores["record_id"][:50]].reset_index()
     sample = sample.drop(columns=["marketing_consent", "Churn", "customerID"])
