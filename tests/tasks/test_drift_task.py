@@ -3,45 +3,19 @@ snapshot that local training leaves in the region, and the drift check against i
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
 
-from fedcrm.config import load_config
 from fedcrm.drift import DriftReport, FeatureHistograms
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
 from fedcrm.validation import build_suite_dict
 from tasks import regional
 
-CONTRACT = {
-    "use_case": "tiny",
-    "id_column": "id",
-    "target": {"column": "won", "positive": "yes", "negative": "no"},
-    "numeric": {"age": {"dtype": "int", "min": 18, "max": 100}},
-    "categorical": {"channel": {"vocabulary": ["web", "phone", "store"]}},
-    "min_rows": 50,
-}
-
 
 @pytest.fixture
-def trained(tmp_path):
+def trained(tiny_region):
     """Region eu after one round of job1 (which leaves the snapshot), and its records file."""
-    rng = np.random.default_rng(0)
-    n = 800
-    age = rng.integers(18, 80, n)
-    records = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "age": age.astype(str),
-                            "channel": rng.choice(["web", "phone", "store"], n),
-                            "won": np.where(rng.random(n) < 1 / (1 + np.exp(-(age - 50) / 10)), "yes", "no")})
-    path = tmp_path / "eu.csv"
-    records.to_csv(path, index=False)
-    (tmp_path / "contract.yaml").write_text(yaml.safe_dump(CONTRACT))
-    config = load_config(overrides=[
-        "use_case=tiny", f"contract={tmp_path / 'contract.yaml'}", f"state_dir={tmp_path / 'state'}",
-        f"federation.regions={{eu: {{source: {{path: {path}}}}}}}", "federation.min_regions=1",
-        "training.rounds=2", "privacy.mode=off", "secure_aggregation.enabled=false",
-    ])
+    config, records, path = tiny_region(800, 80, "privacy.mode=off", "secure_aggregation.enabled=false")
     contract = config.load_contract()
     assert regional.prepare_region.fn("eu", config, "job1", build_suite_dict(contract)).ok
     stats = regional.feature_statistics.fn("eu", config, "job1")

@@ -3,42 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
-import yaml
 
-from fedcrm.config import load_config
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
 from fedcrm.validation import build_suite_dict
 from tasks import regional
 
-CONTRACT = {
-    "use_case": "tiny",
-    "id_column": "id",
-    "target": {"column": "won", "positive": "yes", "negative": "no"},
-    "numeric": {"age": {"dtype": "int", "min": 18, "max": 100}},
-    "categorical": {"channel": {"vocabulary": ["web", "phone", "store"]}},
-    "min_rows": 50,
-}
-
 
 @pytest.fixture
-def region_job(tmp_path):
-    rng = np.random.default_rng(0)
-    n = 1500
-    age = rng.integers(18, 90, n)
-    channel = rng.choice(["web", "phone", "store"], n)
-    won = np.where(rng.random(n) < 1 / (1 + np.exp(-(age - 50) / 10)), "yes", "no")
-    records = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "age": age.astype(str), "channel": channel, "won": won})
-    records.to_csv(tmp_path / "eu.csv", index=False)
-    (tmp_path / "contract.yaml").write_text(yaml.safe_dump(CONTRACT))
-    config = load_config(overrides=[
-        "use_case=tiny", f"contract={tmp_path / 'contract.yaml'}", f"state_dir={tmp_path / 'state'}",
-        f"federation.regions={{eu: {{source: {{path: {tmp_path / 'eu.csv'}}}}}}}", "federation.min_regions=1",
-        "training.rounds=2", "training.local_head=true", "privacy.accountant=rdp", "training.learning_rate=0.5",
-        "secure_aggregation.enabled=false",  # the region logic in the clear; tests/secagg and e2e cover masking
-    ])
+def region_job(tiny_region):
+    config, _, _ = tiny_region(
+        1500, 90, "training.local_head=true", "privacy.accountant=rdp", "training.learning_rate=0.5",
+        "secure_aggregation.enabled=false")  # the region logic in the clear; tests/secagg and e2e cover masking
     contract = config.load_contract()
     prepared = regional.prepare_region.fn("eu", config, "job1", build_suite_dict(contract))
     assert prepared.ok, prepared.reason
