@@ -20,6 +20,7 @@
     release-workspace (each region; the quarantine stays) → save-job (coordinator store)
     track-job (MLflow run + registered model version with lineage and ε tags)
     evaluate-gates → record-gates (tags, gates.json, alias "challenger" when all rules pass)
+      → audit (gate.result in the coordinator's audit log, its head anchored on the version)
     record-compliance (compliance.json and compliance.html in the version's run) → JobSummary
     finish (every regional run ends)
 
