@@ -607,6 +607,8 @@ def _print_summary(summary: Any) -> None:
             notes.append(f"[yellow]{region}[/] " + "; ".join(entry.validation.warnings))
         style = "green" if entry.status == "included" else "red"
         eps = "-" if entry.epsilon_spent is None else f"{entry.epsilon_spent:.2f}/{entry.privacy_plan.target_epsilon:g}"
+        if entry.epsilon_spent is not None and summary.privacy.get("epsilon_warning"):
+            eps = f"[red]{eps} (void)[/]"  # seeded randomness: the accountant's ε is not a guarantee
         table.add_row(region, f"[{style}]{entry.status}[/]", str(entry.n_train), str(entry.n_holdout), str(entry.n_quarantined),
                       _fmt(m and m.auc), _fmt(entry.local_only and entry.local_only.auc),
                       _fmt(entry.central_reference and entry.central_reference.auc),
@@ -634,6 +636,8 @@ def _print_summary(summary: Any) -> None:
     if budgets:
         console.print("  • lifetime (`fedcrm budget show`): " + "; ".join(f"{r} {line}" for r, line in budgets.items()),
                       highlight=False)
+    if summary.privacy.get("epsilon_warning"):
+        console.print(f"[bold red]ε (void): {summary.privacy['epsilon_warning']}[/]", highlight=False)
     console.print(f"[dim]{summary.privacy.get('note', '')}[/]")
     _print_tracking(summary.job_id, summary.tracking)
     _print_gates(summary.gates)

@@ -163,7 +163,8 @@ class ComplianceReport(BaseModel):
     delta: float | None = None
     accountant: str | None = None
     target_epsilon: float | None = None
-    noise: str | None = None
+    noise: str | None = Field(None, description="privacy.randomness: where the batch sampling and the DP noise came from.")
+    epsilon_warning: str | None = Field(None, description="Set when the ε does not hold (seeded randomness).")
     secure_aggregation: bool | None = None
     strategy: str | None = None
     min_k: int | None = None
@@ -298,7 +299,8 @@ def build_report(summary: JobSummary, *, model_name: str, version: str,
         differential_privacy=bool(privacy.get("differential_privacy")), privacy_unit=str(privacy.get("unit") or "record"),
         delta=_float(privacy.get("delta")), accountant=None if privacy.get("accountant") is None else str(privacy["accountant"]),
         target_epsilon=_float(privacy.get("target_epsilon")),
-        noise=None if privacy.get("noise") is None else str(privacy["noise"]),
+        noise=None if (source := privacy.get("randomness", privacy.get("noise"))) is None else str(source),
+        epsilon_warning=None if not privacy.get("epsilon_warning") else str(privacy["epsilon_warning"]),
         secure_aggregation=None if privacy.get("secure_aggregation") is None else bool(privacy["secure_aggregation"]),
         strategy=None if privacy.get("strategy") is None else str(privacy["strategy"]),
         min_k=None if privacy.get("min_k") is None else int(privacy["min_k"]),
@@ -430,9 +432,11 @@ def render_html(report: ComplianceReport) -> str:
     add("<h2>Privacy budget per region</h2>")
     if r.differential_privacy:
         add(f"<p>Record-level differential privacy (DP-SGD) in every region: target ε {_e(fmt_epsilon(r.target_epsilon))} "
-            f"per region for this job, δ = {_e(r.delta)}, {_e((r.accountant or '').upper())} accountant, noise source "
-            f"{_e(r.noise)}. Lifetime values come from each region's own append-only ledger, after this job; ε is composed "
+            f"per region for this job, δ = {_e(r.delta)}, {_e((r.accountant or '').upper())} accountant, batch sampling "
+            f"and noise source {_e(r.noise)}. Lifetime values come from each region's own append-only ledger, after this job; ε is composed "
             f"by the accountant, never added.</p>")
+        if r.epsilon_warning:
+            add(f'<p class="fail">The ε of this model does NOT hold: {_e(r.epsilon_warning)}</p>')
     else:
         add('<p class="fail">privacy.mode was off: this model is NOT differentially private (research use only).</p>')
     add(_table(

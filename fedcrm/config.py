@@ -224,10 +224,26 @@ class PrivacySpec(_Section):
         return "off" if value is False else value  # YAML reads a bare `off` as false
     max_grad_norm: float = Field(1.0, gt=0, description="Per-sample gradient clipping bound C.")
     max_noise_multiplier: float = Field(50.0, gt=0, description="Refuse plans that need more noise than this.")
-    noise: Literal["secure", "seeded"] = Field(
-        "secure", description="'secure': DP noise from a ChaCha20-based CSPRNG; 'seeded': reproducible from training.seed, "
-        "NOT private against anyone who knows the seed (research only, warned loudly)",
+    randomness: Literal["secure", "seeded"] = Field(
+        "secure", description="Where DP-SGD's Poisson batch sampling AND the DP noise come from. 'secure': a ChaCha20-based "
+        "CSPRNG under a fresh OS key; 'seeded': both reproducible from training.seed, so the printed ε does NOT hold "
+        "against anyone who knows the seed (research only, warned next to every ε). The old name privacy.noise is accepted.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _noise_is_the_old_name_of_randomness(cls, data: Any) -> Any:
+        """``privacy.noise`` (which now also decides the batch sampling) still works, unless it contradicts ``randomness``."""
+        if isinstance(data, dict) and "noise" in data:
+            data = dict(data)
+            old = data.pop("noise")
+            if "randomness" in data and data["randomness"] != old:
+                raise ValueError(
+                    f"privacy.noise ({old!r}) is the old name of privacy.randomness ({data['randomness']!r}) and contradicts "
+                    "it; keep only privacy.randomness (secure or seeded)"
+                )
+            data["randomness"] = old
+        return data
     statistics_noise_multiplier: float = Field(
         10.0, gt=0, description="Gaussian noise (× the L2 sensitivity) on each region's feature statistics under DP.",
     )

@@ -24,7 +24,8 @@ from fedcrm.features import (
     FeaturePipeline, StatisticsScale, add_gaussian_noise, region_statistics, statistics_sensitivity, suppress_rare_values,
 )
 from fedcrm.model import build_model, predict_proba, set_vector
-from fedcrm.privacy.noise import NoiseSource, SecureGaussian, SeededGaussian
+from fedcrm.privacy.noise import NoiseSource, SecureGaussian
+from fedcrm.privacy.randomness import Randomness, job_randomness
 from fedcrm.privacy.plan import PrivacyPlan, make_plan
 from fedcrm.records import TARGET, parse_records
 from fedcrm.split import holdout_mask, label_counts
@@ -116,9 +117,15 @@ def privacy_plan(n_train: int, config: FedcrmConfig, *, region: str) -> PrivacyP
     )
 
 
+def randomness(config: FedcrmConfig, seed: int) -> Randomness:
+    """The DP mechanisms' batch sampling and noise: cryptographically secure unless research mode
+    (``privacy.randomness: seeded``) asks for both to be reproducible from ``seed``."""
+    return job_randomness(config.privacy.randomness, seed)
+
+
 def noise_source(config: FedcrmConfig, seed: int) -> NoiseSource:
-    """Cryptographically secure unless research mode explicitly asks for seeded noise."""
-    return SeededGaussian(seed) if config.privacy.noise == "seeded" else SecureGaussian()
+    """The noise of ``randomness`` alone (the feature statistics sample no batches)."""
+    return randomness(config, seed).noise
 
 
 def statistics_noise_multiplier(config: FedcrmConfig) -> float | None:
@@ -143,7 +150,6 @@ def make_trainer(
     pos_weight = positive_weight(labels, config.training.class_weighting)
     if plan is None:
         return SGDTrainer(config.training, pos_weight=pos_weight, prox_mu=prox_mu)
-    noise = noise_source(config, seed)
     return DPSGDTrainer(
         config.training,
         noise_multiplier=plan.noise_multiplier,
@@ -151,7 +157,7 @@ def make_trainer(
         sample_rate=plan.sample_rate,
         pos_weight=pos_weight,
         prox_mu=prox_mu,
-        noise=noise,
+        randomness=randomness(config, seed),
     )
 
 

@@ -2,10 +2,14 @@
 
 Kept apart from orchestration, like Flower's ``task.py``. Two trainers share one interface:
 
-* ``SGDTrainer``: plain minibatch SGD (non-private; research baselines only).
+* ``SGDTrainer``: plain minibatch SGD (non-private; research baselines only). Its shuffling is
+  seeded from ``training.seed``: reproducible, and it claims no privacy.
 * ``DPSGDTrainer``: record-level DP-SGD with Opacus: Poisson sampling, per-sample gradient
   clipping to ``max_grad_norm`` and Gaussian noise of ``noise_multiplier × max_grad_norm``.
   Noise is added to clipped per-sample gradients at every step, never to the model delta.
+  Both the batch memberships and the noise come from the job's ``Randomness``
+  (``fedcrm.privacy.randomness``): the CSPRNG, never a public seed, unless research mode asks
+  for seeded randomness, which is then warned next to every ε.
 
 FedProx's proximal term is applied as a separate, data-independent step after each update, so
 it is exact for both trainers and costs no privacy (Opacus would ignore a loss term that does
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -26,7 +30,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedcrm.config import TrainingSpec
 from fedcrm.errors import TrainingError
 from fedcrm.model import build_model, get_vector, set_vector
-from fedcrm.privacy.noise import NoiseSource, SecureGaussian
+from fedcrm.privacy.noise import NoiseSource
+from fedcrm.privacy.randomness import Randomness
+from fedcrm.privacy.sampling import BatchSampler, steps_per_epoch
 
 # Opacus' per-sample hooks on the first layer fire without input gradients by design (the data
 # needs none); torch warns at every backward pass, which would flood each region's log.
@@ -66,7 +72,7 @@ def _tensors(features: np.ndarray, labels: np.ndarray) -> TensorDataset:
 
 
 def _fit(
-    model: nn.Module, optimiser: torch.optim.Optimizer, loader: DataLoader, spec: TrainingSpec, pos_weight: float,
+    model: nn.Module, optimiser: torch.optim.Optimizer, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], spec: TrainingSpec, pos_weight: float,
     prox_mu: float, anchor: list[torch.Tensor],
 ) -> tuple[float, int]:
     """Run the local epochs; returns (mean loss, optimiser steps drawn, empty batches included)."""
@@ -101,6 +107,9 @@ def _finish(model: nn.Module, n: int, loss: float, steps: int) -> LocalUpdate:
 
 @dataclass(frozen=True)
 class SGDTrainer:
+    """Plain SGD. Its shuffling is seeded (``torch.Generator().manual_seed(seed)``): no privacy is
+    claimed for it, so reproducibility costs nothing here. DP-SGD never uses such a seed."""
+
     spec: TrainingSpec
     pos_weight: float = 1.0
     prox_mu: float = 0.0
@@ -135,6 +144,24 @@ def _noised_optimizer(noise: NoiseSource, **arguments):
 
 
 @dataclass(frozen=True)
+class PoissonBatches:
+    """One local epoch of Poisson-sampled batches (1/q steps), re-drawn at every iteration.
+
+    Each step includes each row independently with probability ``sample_rate``, decided by
+    ``sampler``; an empty batch is yielded as zero-row tensors (it still counts as a step)."""
+
+    data: TensorDataset
+    sample_rate: float
+    sampler: BatchSampler
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        features, labels = self.data.tensors
+        for _ in range(steps_per_epoch(self.sample_rate)):
+            rows = torch.from_numpy(np.flatnonzero(self.sampler.poisson_mask(len(labels), self.sample_rate)))
+            yield features[rows], labels[rows]
+
+
+@dataclass(frozen=True)
 class DPSGDTrainer:
     spec: TrainingSpec
     noise_multiplier: float
@@ -142,20 +169,28 @@ class DPSGDTrainer:
     sample_rate: float
     pos_weight: float = 1.0
     prox_mu: float = 0.0
-    noise: NoiseSource = field(default_factory=SecureGaussian)
-    """Cryptographically secure by default; ``SeededGaussian`` only in research mode."""
+    randomness: Randomness = field(default_factory=Randomness)
+    """Batch memberships and noise: the CSPRNG by default; seeded only from ``job_randomness`` in
+    research mode, which carries the warning that the ε does not hold."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.randomness, Randomness):  # a bare (seeded) source would bypass its warning
+            raise TypeError("DPSGDTrainer takes a fedcrm.privacy.randomness.Randomness (see job_randomness)")
+
+    @property
+    def noise(self) -> NoiseSource:
+        return self.randomness.noise
 
     def train(self, global_vector: np.ndarray, features: np.ndarray, labels: np.ndarray, *, seed: int) -> LocalUpdate:
+        """``seed`` is not used: batches and noise come from ``randomness``, never from a public seed."""
         from opacus import GradSampleModule
-        from opacus.data_loader import DPDataLoader
 
         data = _tensors(features, labels)
-        torch.manual_seed(seed)
         model = GradSampleModule(set_vector(build_model(features.shape[1], self.spec.hidden_sizes), global_vector))
         anchor = [p.detach().clone() for p in model.parameters()]
-        loader = DPDataLoader(data, sample_rate=self.sample_rate, generator=torch.Generator().manual_seed(seed))
+        loader = PoissonBatches(data, self.sample_rate, self.randomness.sampler)
         optimiser = _noised_optimizer(
-            self.noise,
+            self.randomness.noise,
             optimizer=torch.optim.SGD(model.parameters(), lr=self.spec.learning_rate),
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm,

@@ -46,6 +46,7 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.errors import ConfigError, FedcrmError, FederationError
 from fedcrm.evaluation import combine_metrics
 from fedcrm.gates import ChampionMeasure
+from fedcrm.privacy.randomness import randomness_warning
 from fedcrm.roster import Roster
 from fedcrm.strategies import make_strategy
 from fedcrm.strategies.base import restore_strategy_state, strategy_state
@@ -142,6 +143,7 @@ def _record_compliance(config: FedcrmConfig, result: JobSummary, logger) -> None
 
 def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
     private = config.privacy.mode == "dp"
+    warning = randomness_warning(config.privacy.randomness) if private else None  # the ε below does not hold
     return {
         "differential_privacy": private,
         "unit": "record",
@@ -150,10 +152,12 @@ def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
         "accountant": config.privacy.accountant if private else None,
         "strategy": strategy,
         "secure_aggregation": config.secure_aggregation.enabled,
-        "noise": config.privacy.noise if private else None,
+        "randomness": config.privacy.randomness if private else None,
+        "epsilon_warning": warning,
         "min_k": config.privacy.min_k,
         "note": (
-            f"record-level DP-SGD in every region: ε ≤ {config.privacy.target_epsilon:g} per region for this job "
+            (f"WARNING: {warning} " if warning else "")
+            + f"record-level DP-SGD in every region: ε ≤ {config.privacy.target_epsilon:g} per region for this job "
             f"(δ = {config.privacy.delta:g}, {config.privacy.accountant.upper()} accountant); feature statistics by the "
             f"Gaussian mechanism (σ = {config.privacy.statistics_noise_multiplier:g}); every spend is composed in each "
             f"region's lifetime ledger (population {config.population!r})"
@@ -287,9 +291,8 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
             roster.regions[region].privacy_plan = plan.plan
         if config.privacy.mode == "off":
             logger.warning("privacy.mode is 'off': model updates are NOT differentially private. Research use only.")
-        elif config.privacy.noise == "seeded":
-            logger.warning("privacy.noise is 'seeded': DP noise is reproducible from training.seed, so anyone who knows "
-                           "the seed can remove it. NOT private. Research use only.")
+        elif (warning := randomness_warning(config.privacy.randomness)) is not None:
+            logger.warning(warning)
 
         aggregator = set_up_aggregation(config, session_id(job_id, attempt.attempt), roster, links)
         if resumed is None:

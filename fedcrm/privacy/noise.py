@@ -1,15 +1,16 @@
 """Where DP noise comes from.
 
-``SecureGaussian`` (the default) draws N(0, 1) from a cryptographically secure generator: the
+``SecureUniform`` is the cryptographically secure generator every privacy-relevant random choice
+draws from (this noise, and DP-SGD's Poisson batch masks in ``fedcrm.privacy.sampling``): the
 ChaCha20 keystream under a fresh 256-bit key from the OS, turned into uniforms with 53 random
-bits each, then into Gaussians by Box–Muller. Each sample is the normalised sum of four such
+bits each. ``SecureGaussian`` (the default noise) turns them into Gaussians by Box–Muller. Each sample is the normalised sum of four such
 Gaussians, the mitigation Opacus' ``secure_mode`` uses against floating-point attacks on
 Gaussian sampling (Holohan & Braghin 2021, §5.1). Opacus' own secure mode needs ``torchcsprng``,
 which cannot be installed here; this source plugs into Opacus' optimiser instead
 (``fedcrm.training``).
 
 ``SeededGaussian`` is for research only: reproducible, and therefore *not* private against anyone
-who knows the seed. The flow warns loudly whenever it is used.
+who knows the seed. It is only handed out with its warning (``fedcrm.privacy.randomness``).
 
 Pure numpy + ``cryptography``: importable without torch.
 """
@@ -34,7 +35,9 @@ class NoiseSource(Protocol):
         ...
 
 
-class SecureGaussian:
+class SecureUniform:
+    """Uniforms from the ChaCha20 keystream under a fresh OS key (or a given one, for tests)."""
+
     secure = True
 
     def __init__(self, key: bytes | None = None):
@@ -44,6 +47,12 @@ class SecureGaussian:
         """Uniform on (0, 1): 53 keystream bits per sample, never exactly 0 or 1."""
         words = np.frombuffer(self._stream.update(bytes(8 * size)), dtype="<u8")
         return ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+
+class SecureGaussian(SecureUniform):
+    """N(0, 1) from ``SecureUniform``: Box–Muller, four summands per sample."""
+
+    secure = True
 
     def _box_muller(self, size: int) -> np.ndarray:
         pairs = (size + 1) // 2

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from fedcrm.config import TrainingSpec, load_config
 from fedcrm.model import build_model, get_vector, predict_proba, set_vector
+from fedcrm.privacy.noise import SecureGaussian
 from fedcrm.privacy.plan import make_plan
+from fedcrm.privacy.randomness import Randomness, job_randomness
+from fedcrm.privacy.sampling import SecurePoissonSampler, SeededPoissonSampler
 from fedcrm.regional import make_trainer
-from fedcrm.training import DPSGDTrainer, SGDTrainer
+from fedcrm.training import DPSGDTrainer, PoissonBatches, SGDTrainer, _tensors
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook:UserWarning")
 
@@ -31,8 +35,15 @@ def start() -> np.ndarray:
     return get_vector(build_model(D, []))
 
 
-def dp(noise: float = 0.5, clip: float = 1.0, q: float = 0.05, **spec_overrides) -> DPSGDTrainer:
-    return DPSGDTrainer(spec(**spec_overrides), noise_multiplier=noise, max_grad_norm=clip, sample_rate=q)
+def dp(noise: float = 0.5, clip: float = 1.0, q: float = 0.05, randomness: Randomness | None = None, **spec_overrides
+       ) -> DPSGDTrainer:
+    return DPSGDTrainer(spec(**spec_overrides), noise_multiplier=noise, max_grad_norm=clip, sample_rate=q,
+                        randomness=randomness or Randomness())
+
+
+def fixed_batches(seed: int = 0) -> Randomness:
+    """Secure noise over reproducible batches: only for tests that must compare two noise draws."""
+    return Randomness(noise=SecureGaussian(), sampler=SeededPoissonSampler(seed))
 
 
 def auc(vector: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
@@ -75,24 +86,78 @@ def test_per_sample_gradients_are_clipped():
     assert np.linalg.norm(sgd_update.vector - g) > 100 * bound
 
 
-def test_same_seed_reproduces_the_same_poisson_batches():
-    """Batch sampling is seeded (reproducible); only the noise is fresh. With negligible noise
-    the same seed therefore gives (almost) the same update."""
+def test_two_trainings_with_the_same_config_and_seed_draw_different_batches():
+    """Amplification by subsampling assumes secret batches: with negligible noise, the same
+    configuration and the same (public) seed must still give different updates, because the Poisson
+    batches come from the CSPRNG (on the old seeded DataLoader they were identical)."""
     x, y = separable(500)
     a = dp(noise=1e-9).train(start(), x, y, seed=3)
     b = dp(noise=1e-9).train(start(), x, y, seed=3)
-    np.testing.assert_allclose(a.vector, b.vector, atol=1e-6)
+    assert a.steps == b.steps
+    assert np.linalg.norm(a.vector - b.vector) > 1e-3
+
+
+def test_the_job_trainer_draws_different_batch_memberships_each_time_it_is_built():
+    """Two trainings from one config (make_trainer, as local_training builds it) see different batches."""
+    config = load_config(overrides=["training.batch_size=50"])
+    labels = np.array([0.0, 1.0] * 250, dtype=np.float32)
+    plan = make_plan(500, batch_size=50, local_epochs=1, rounds=2, target_epsilon=3, delta=1e-5, accountant="rdp",
+                     max_grad_norm=1.0, max_noise_multiplier=50)
+    data = _tensors(np.zeros((500, 2), dtype=np.float32), labels)
+
+    def memberships() -> list[frozenset[int]]:
+        trainer = make_trainer(config, plan, labels, seed=config.training.seed)
+        assert trainer.randomness.secure and trainer.randomness.warning is None
+        batches = PoissonBatches(data, trainer.sample_rate, trainer.randomness.sampler)
+        # rows are told apart by their index: tag each row's feature with it
+        data.tensors[0][:, 0] = torch.arange(500, dtype=torch.float32)
+        return [frozenset(xb[:, 0].int().tolist()) for xb, _ in batches]
+
+    first, second = memberships(), memberships()
+    assert len(first) == len(second) == int(1 / plan.sample_rate)
+    assert first != second
+    assert all(a != b for a, b in zip(first, second))  # 1/C(500, ~50) per step of a coincidence
+
+
+def test_poisson_batches_include_each_row_at_the_sample_rate_and_keep_empty_batches():
+    data = _tensors(np.zeros((2000, 2), dtype=np.float32), np.zeros(2000, dtype=np.float32))
+    sizes = [len(yb) for _, yb in PoissonBatches(data, 0.05, SecurePoissonSampler())]
+    assert len(sizes) == 20
+    assert abs(np.mean(sizes) - 100) < 4 * np.sqrt(2000 * 0.05 * 0.95 / 20)
+    xb, yb = next(iter(PoissonBatches(data, 1e-9, SecurePoissonSampler())))  # (almost surely) nobody drawn
+    assert xb.shape == (0, 2) and yb.shape == (0,)
+
+
+def test_empty_batches_still_count_as_steps():
+    x, y = separable(50)
+    update = dp(q=0.001, randomness=fixed_batches()).train(start(), x, y, seed=0)  # almost every batch is empty
+    assert update.steps == 2 * 1000  # two local epochs of 1/q steps
+
+
+def test_seeded_research_mode_reproduces_batches_and_noise_and_carries_its_warning():
+    x, y = separable(500)
+    a = dp(noise=5.0, randomness=job_randomness("seeded", 3)).train(start(), x, y, seed=0)
+    b = dp(noise=5.0, randomness=job_randomness("seeded", 3)).train(start(), x, y, seed=0)
+    c = dp(noise=5.0, randomness=job_randomness("seeded", 4)).train(start(), x, y, seed=0)
+    np.testing.assert_array_equal(a.vector, b.vector)
+    assert not np.allclose(a.vector, c.vector)
+    assert "does NOT hold" in job_randomness("seeded", 3).warning
+
+
+def test_the_trainer_refuses_a_bare_sampler_that_would_bypass_the_warning():
+    with pytest.raises(TypeError, match="Randomness"):
+        DPSGDTrainer(spec(), noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, randomness=SeededPoissonSampler(1))
 
 
 def test_noise_is_added_at_the_configured_scale():
-    """Same seed (so the same Poisson batches): the only difference is the Gaussian noise,
+    """The same (seeded, test-only) Poisson batches: the only difference is the Gaussian noise,
     std = noise_multiplier · max_grad_norm / expected batch size per coordinate and step."""
     x, y = separable()
     g = start()
     lr, sigma, clip, q = 0.5, 5.0, 1.0, 0.05
 
-    noisy = dp(noise=sigma, clip=clip, q=q, learning_rate=lr).train(g, x, y, seed=0)
-    quiet = dp(noise=1e-9, clip=clip, q=q, learning_rate=lr).train(g, x, y, seed=0)
+    noisy = dp(noise=sigma, clip=clip, q=q, learning_rate=lr, randomness=fixed_batches()).train(g, x, y, seed=0)
+    quiet = dp(noise=1e-9, clip=clip, q=q, learning_rate=lr, randomness=fixed_batches()).train(g, x, y, seed=0)
 
     assert noisy.steps == quiet.steps
     difference = np.linalg.norm(noisy.vector - quiet.vector)
@@ -110,13 +175,6 @@ def test_dp_noise_is_fresh_in_every_run_even_with_the_same_seed():
     a = trainer.train(start(), x, y, seed=1)
     b = trainer.train(start(), x, y, seed=1)
 
-    assert not np.allclose(a.vector, b.vector)
-
-
-def test_different_seeds_give_different_updates():
-    x, y = separable(500)
-    a = dp(noise=5.0).train(start(), x, y, seed=1)
-    b = dp(noise=5.0).train(start(), x, y, seed=2)
     assert not np.allclose(a.vector, b.vector)
 
 

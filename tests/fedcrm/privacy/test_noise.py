@@ -59,9 +59,12 @@ def test_dp_sgd_draws_its_noise_from_the_source():
     y = (x[:, 0] > 0).astype(np.float32)
     start = np.zeros(3 * 4 + 4 + 4 + 1)  # hidden [4]: 3·4 + 4, then 4 + 1
 
-    def train(noise):
+    from fedcrm.privacy.randomness import Randomness
+    from fedcrm.privacy.sampling import SeededPoissonSampler
+
+    def train(noise):  # the same (test-only, seeded) batches, so that only the noise can differ
         trainer = DPSGDTrainer(TrainingSpec(hidden_sizes=[4], learning_rate=0.1), noise_multiplier=1.0, max_grad_norm=1.0,
-                               sample_rate=0.1, noise=noise)
+                               sample_rate=0.1, randomness=Randomness(noise=noise, sampler=SeededPoissonSampler(0)))
         return trainer.train(start, x, y, seed=5).vector
 
     np.testing.assert_array_equal(train(SeededGaussian(1)), train(SeededGaussian(1)))  # research mode: reproducible
@@ -69,14 +72,19 @@ def test_dp_sgd_draws_its_noise_from_the_source():
     assert not np.allclose(train(SecureGaussian()), train(SecureGaussian()))  # default: fresh every time
 
 
-def test_make_trainer_uses_secure_noise_unless_research_mode_asks_for_seeded():
+def test_make_trainer_uses_secure_noise_and_sampling_unless_research_mode_asks_for_seeded():
     from fedcrm.config import load_config
     from fedcrm.privacy.plan import make_plan
+    from fedcrm.privacy.sampling import SecurePoissonSampler, SeededPoissonSampler
     from fedcrm.regional import make_trainer
 
     plan = make_plan(1000, batch_size=100, local_epochs=1, rounds=2, target_epsilon=3, delta=1e-5, accountant="rdp",
                      max_grad_norm=1.0, max_noise_multiplier=50)
     labels = np.array([0.0, 1.0] * 10)
-    assert isinstance(make_trainer(load_config(), plan, labels).noise, SecureGaussian)
-    seeded = make_trainer(load_config(overrides=["privacy.noise=seeded"]), plan, labels, seed=4).noise
-    assert isinstance(seeded, SeededGaussian)
+    default = make_trainer(load_config(), plan, labels).randomness
+    assert isinstance(default.noise, SecureGaussian) and isinstance(default.sampler, SecurePoissonSampler)
+    assert default.warning is None
+    for override in ("privacy.randomness=seeded", "privacy.noise=seeded"):  # privacy.noise: the old name
+        seeded = make_trainer(load_config(overrides=[override]), plan, labels, seed=4).randomness
+        assert isinstance(seeded.noise, SeededGaussian) and isinstance(seeded.sampler, SeededPoissonSampler)
+        assert "does NOT hold" in seeded.warning
