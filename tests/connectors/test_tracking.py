@@ -89,3 +89,19 @@ def test_redact_removes_credentials():
 def test_version_tags_only_from_aggregates(job_dir):
     tags = version_tags(JobSummary.model_validate_json((job_dir / "summary.json").read_text()))
     assert tags["participating_regions"] == "eu" and tags["rounds"] == "2"
+
+
+def _privacy_summary(privacy: dict) -> JobSummary:
+    return JobSummary(job_id="j", use_case="tiny", status="completed", contract_sha256="abc", started_at="t0",
+                      finished_at="t1", regions={}, privacy=privacy)
+
+
+def test_version_tags_say_whether_the_epsilon_holds():
+    secure = version_tags(_privacy_summary({"differential_privacy": True, "randomness": "secure", "epsilon_warning": None}))
+    assert secure["epsilon_holds"] == "True" and secure["randomness"] == "secure" and "epsilon_warning" not in secure
+
+    warning = "DP-SGD's batch sampling ... the printed ε does NOT hold"
+    seeded = version_tags(_privacy_summary({"differential_privacy": True, "randomness": "seeded", "epsilon_warning": warning}))
+    assert seeded["epsilon_holds"] == "False" and seeded["epsilon_warning"] == warning
+
+    assert version_tags(_privacy_summary({"differential_privacy": False}))["epsilon_holds"] == "False"

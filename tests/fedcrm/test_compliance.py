@@ -240,3 +240,15 @@ def test_tally_covers_every_attempt_of_a_resumed_job(tmp_path):
         RegionChannel(attempt, identities["eu"], keyring, "job42").hello({"region": "eu"})
     assert [(a, box) for a, box, _, _ in first.mailbox_messages(["eu"])] == [(1, "from-eu"), (2, "from-eu")]
     assert tally_egress(first.mailbox_messages(["eu"]))["eu"][HELLO_KIND][0] == 2
+
+
+def test_a_seeded_job_says_in_its_report_that_the_epsilon_does_not_hold():
+    from fedcrm.privacy.randomness import randomness_warning
+
+    secure = summary()
+    seeded = summary()
+    seeded.privacy = {**seeded.privacy, "noise": None, "randomness": "seeded", "epsilon_warning": randomness_warning("seeded")}
+    secure_report, seeded_report = report(job=secure), report(job=seeded)
+    assert secure_report.epsilon_warning is None and "does NOT hold" not in render_html(secure_report)
+    assert seeded_report.noise == "seeded" and seeded_report.epsilon_warning == randomness_warning("seeded")
+    assert '<p class="fail">The ε of this model does NOT hold' in render_html(seeded_report)

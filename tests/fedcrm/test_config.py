@@ -246,3 +246,19 @@ def test_secure_aggregation_is_on_by_default_and_refuses_robust_strategies() -> 
     assert load_config(overrides=["strategy.name=median", "secure_aggregation.enabled=false"]).strategy.name == "median"
     params = load_config(overrides=["secure_aggregation.neighbours=8", "secure_aggregation.threshold_fraction=0.5"])
     assert params.secure_aggregation.graph_params().neighbours == 8
+
+
+def test_privacy_randomness_covers_sampling_and_noise_and_privacy_noise_is_its_old_name() -> None:
+    assert load_config().privacy.randomness == "secure"
+    assert load_config(overrides=["privacy.randomness=seeded"]).privacy.randomness == "seeded"
+    assert load_config(overrides=["privacy.noise=seeded"]).privacy.randomness == "seeded"
+    assert load_config(overrides=["privacy.noise=seeded", "privacy.randomness=seeded"]).privacy.randomness == "seeded"
+
+
+def test_privacy_noise_contradicting_privacy_randomness_is_a_clear_error() -> None:
+    message = _config_error(overrides=["privacy.noise=seeded", "privacy.randomness=secure"])
+    assert "old name of privacy.randomness" in message and "keep only privacy.randomness" in message
+
+
+def test_an_unknown_randomness_is_refused() -> None:
+    assert "randomness" in _config_error(overrides=["privacy.randomness=urandom"])
