@@ -32,7 +32,8 @@ from fedcrm.errors import TrainingError
 from fedcrm.model import build_model, get_vector, set_vector
 from fedcrm.privacy.noise import NoiseSource
 from fedcrm.privacy.randomness import Randomness
-from fedcrm.privacy.sampling import BatchSampler, steps_per_epoch
+from fedcrm.privacy.plan import dp_steps_per_epoch
+from fedcrm.privacy.sampling import BatchSampler
 
 # Opacus' per-sample hooks on the first layer fire without input gradients by design (the data
 # needs none); torch warns at every backward pass, which would flood each region's log.
@@ -156,7 +157,7 @@ class PoissonBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         features, labels = self.data.tensors
-        for _ in range(steps_per_epoch(self.sample_rate)):
+        for _ in range(dp_steps_per_epoch(self.sample_rate)):  # as the plan counts them
             rows = torch.from_numpy(np.flatnonzero(self.sampler.poisson_mask(len(labels), self.sample_rate)))
             yield features[rows], labels[rows]
 

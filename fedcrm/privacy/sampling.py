@@ -30,11 +30,6 @@ class BatchSampler(Protocol):
         ...
 
 
-def steps_per_epoch(sample_rate: float) -> int:
-    """Steps in one local epoch: 1/q, as Opacus' ``UniformWithReplacementSampler`` and the plan count them."""
-    return int(1 / sample_rate)
-
-
 class SecurePoissonSampler:
     """Poisson masks from the cryptographically secure generator (the default)."""
 

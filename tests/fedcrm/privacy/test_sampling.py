@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fedcrm.privacy.sampling import SecurePoissonSampler, SeededPoissonSampler, steps_per_epoch
+from fedcrm.privacy.sampling import SecurePoissonSampler, SeededPoissonSampler
 
 
 @pytest.mark.parametrize("q", [0.01, 0.25, 0.9])
@@ -41,11 +41,6 @@ def test_seeded_masks_are_reproducible_and_marked_insecure():
     assert SeededPoissonSampler(3).secure is False and SecurePoissonSampler.secure is True
     np.testing.assert_array_equal(SeededPoissonSampler(3).poisson_mask(300, 0.2), SeededPoissonSampler(3).poisson_mask(300, 0.2))
     assert not np.array_equal(SeededPoissonSampler(3).poisson_mask(300, 0.2), SeededPoissonSampler(4).poisson_mask(300, 0.2))
-
-
-@pytest.mark.parametrize(("q", "steps"), [(0.05, 20), (0.03, 33), (0.5, 2), (1.0, 1)])
-def test_an_epoch_has_one_over_q_steps_as_planned(q, steps):
-    assert steps_per_epoch(q) == steps
 
 
 def test_the_sampler_imports_without_torch():
