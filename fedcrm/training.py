@@ -73,29 +73,38 @@ def _tensors(features: np.ndarray, labels: np.ndarray) -> TensorDataset:
 
 
 def _fit(
-    model: nn.Module, optimiser: torch.optim.Optimizer, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], spec: TrainingSpec, pos_weight: float,
-    prox_mu: float, anchor: list[torch.Tensor],
+    model: nn.Module, optimiser: torch.optim.Optimizer, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    spec: TrainingSpec, pos_weight: float, prox_mu: float, anchor: list[torch.Tensor], *, noise_on_empty: bool = False,
 ) -> tuple[float, int]:
-    """Run the local epochs; returns (mean loss, optimiser steps drawn, empty batches included)."""
+    """Run the local epochs; returns (mean loss, optimiser steps drawn, empty batches included).
+
+    ``noise_on_empty`` (DP-SGD): an empty Poisson batch is still a step of the sampled Gaussian
+    mechanism the accountant analyses, so it adds the noise alone. Skipping it would make "this
+    step's batch was empty" visible in the model."""
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32))
     losses, steps = [], 0
     model.train()
     for _ in range(spec.local_epochs):
         for xb, yb in loader:
             steps += 1
-            if len(xb) == 0:  # Poisson sampling can draw an empty batch; the step still counts for privacy
-                continue
             optimiser.zero_grad()
-            loss = loss_fn(model(xb).reshape(-1), yb)
-            if not torch.isfinite(loss):
-                raise TrainingError("local training loss became non-finite", hint="lower training.learning_rate")
-            loss.backward()
-            optimiser.step()
+            if len(xb) == 0:
+                if not noise_on_empty:
+                    continue
+                for p in model.parameters():  # no record: zero per-sample gradients; Opacus clips none, adds noise
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                optimiser.step()
+            else:
+                loss = loss_fn(model(xb).reshape(-1), yb)
+                if not torch.isfinite(loss):
+                    raise TrainingError("local training loss became non-finite", hint="lower training.learning_rate")
+                loss.backward()
+                optimiser.step()
+                losses.append(loss.item())
             if prox_mu > 0:
                 with torch.no_grad():
                     for p, p0 in zip(model.parameters(), anchor):
                         p.sub_(spec.learning_rate * prox_mu * (p - p0))
-            losses.append(loss.item())
     return (float(np.mean(losses)) if losses else float("nan")), steps
 
 
@@ -197,7 +206,7 @@ class DPSGDTrainer:
             max_grad_norm=self.max_grad_norm,
             expected_batch_size=max(1, round(self.sample_rate * len(data))),
         )
-        loss, steps = _fit(model, optimiser, loader, self.spec, self.pos_weight, self.prox_mu, anchor)
+        loss, steps = _fit(model, optimiser, loader, self.spec, self.pos_weight, self.prox_mu, anchor, noise_on_empty=True)
         return _finish(model, len(data), loss, steps)
 
 

@@ -214,3 +214,29 @@ def test_make_trainer_picks_dp_sgd_exactly_when_there_is_a_plan():
     assert private.spec == config.training
     assert isinstance(plain, SGDTrainer) and not isinstance(plain, DPSGDTrainer)
     assert plain.prox_mu == 0.2 and plain.pos_weight == pytest.approx(3.0)
+
+
+class _NobodySampler:
+    """Every batch empty (test only; not secure, so its Randomness carries the warning)."""
+
+    secure = False
+
+    def poisson_mask(self, n: int, sample_rate: float) -> np.ndarray:
+        return np.zeros(n, dtype=bool)
+
+
+def test_an_empty_batch_is_still_a_noised_step():
+    """The accountant counts an empty batch as a step of the sampled Gaussian mechanism: noise alone.
+    A skipped step would leave the model unchanged and show that nobody was sampled."""
+    x, y = separable(200)
+    g = get_vector(build_model(D, [16]))  # 113 parameters: enough coordinates to measure the noise's scale
+    lr, sigma, clip, q = 0.5, 1.0, 1.0, 0.1
+    nobody = Randomness(noise=SecureGaussian(), sampler=_NobodySampler())
+    trainer = dp(noise=sigma, clip=clip, q=q, learning_rate=lr, local_epochs=1, hidden_sizes=[16], randomness=nobody)
+    update = trainer.train(g, x, y, seed=0)
+
+    assert update.steps == 10 and np.isnan(update.mean_loss)  # no record, no loss
+    per_step = lr * sigma * clip / (q * 200)  # std per coordinate: noise / expected batch size
+    # ten noise-only steps: the update is N(0, 10·per_step²) per coordinate (χ²₁₁₃ / 113 lies in [0.6, 1.5])
+    ratio = np.mean((update.vector - g) ** 2) / (10 * per_step**2)
+    assert 0.6 < ratio < 1.5
