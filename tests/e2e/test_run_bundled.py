@@ -105,6 +105,10 @@ def test_the_global_model_is_registered_in_mlflow_with_its_privacy_spend(churn_j
     for region in ("eu", "us", "apac"):
         assert float(tags[f"epsilon_spent.{region}"]) <= float(tags[f"epsilon_target.{region}"])
     assert tags["participating_regions"] == "eu,us,apac" and tags["accountant"] == "prv"
+    # secret batch sampling and noise (the default): the ε is a guarantee, and no warning says otherwise
+    assert (tags["randomness"], tags["epsilon_holds"]) == ("secure", "True") and "epsilon_warning" not in tags
+    assert summary["privacy"]["randomness"] == "secure" and summary["privacy"]["epsilon_warning"] is None
+    assert "(void)" not in run.stdout and "does NOT hold" not in run.stdout
 
 
 def test_baselines_show_what_federation_buys(churn_job):
