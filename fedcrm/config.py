@@ -259,7 +259,7 @@ class PrivacySpec(_Section):
         24.0, gt=0, description="An open reservation idle this long (a crashed job) is reconciled to what it recorded.",
     )
     min_k: int = Field(
-        5, ge=2, description="Small-count threshold: rarer values are suppressed; aggregates need ≥ k rows."
+        5, ge=2, description="Small-count threshold: a release that is not DP needs ≥ k rows (training rows are never rewritten)."
     )
 
 

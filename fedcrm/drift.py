@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedcrm.contract import OTHER, DataContract
 from fedcrm.errors import DriftError
-from fedcrm.features import FeaturePipeline, suppress_rare_values
+from fedcrm.features import FeaturePipeline
 from fedcrm.records import parse_records
 
 MISSING = "__missing__"
@@ -148,12 +148,10 @@ def histogram(pipeline: FeaturePipeline, frame: pd.DataFrame, *,
                              n_rows=len(frame), features=features)
 
 
-def current_records(raw: pd.DataFrame, contract: DataContract, *, min_k: int, source: str = "records") -> pd.DataFrame:
+def current_records(raw: pd.DataFrame, contract: DataContract, *, source: str = "records") -> pd.DataFrame:
     """A region's current records prepared as its training frame was: parsed, malformed rows left out,
-    and the same small-count filter applied (so both sides are binned alike)."""
-    parsed = parse_records(raw, contract, source=source)
-    filtered, _ = suppress_rare_values(parsed.clean, contract, min_k)
-    return filtered
+    no value rewritten (so both sides are binned alike)."""
+    return parse_records(raw, contract, source=source).clean
 
 
 def psi(expected: Sequence[float], actual: Sequence[float], smoothing: float = DEFAULT_SMOOTHING) -> float:

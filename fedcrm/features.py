@@ -1,21 +1,27 @@
 """Local feature engineering that is identical in every region.
 
-Three steps, all inside the region:
+Nothing here rewrites a row from the values of *other* rows: every step is row-local and uses
+only public parameters (the contract) or DP outputs (the federated moments). So removing or
+adding one record changes exactly one row of the model inputs, and the sensitivities that DP
+relies on hold. Rare values are not suppressed before training: DP-SGD and the Gaussian
+mechanism on the statistics are what protect them (a small-count rule applies only to releases
+that are not DP, never to training rows).
 
-1. ``suppress_rare_values``: the small-count privacy filter. A category (or a value of an
-   integer column) seen fewer than k times in the region is replaced by ``__other__`` (or the
-   region's median), so no rare value can single out a customer through the model.
-2. ``region_statistics``: count, sum and sum of squares of each numeric column, in the public
+Two steps, both inside the region:
+
+1. ``region_statistics``: count, sum and sum of squares of each numeric column, in the public
    units of ``StatisticsScale`` (each bounded column mapped to [−1, 1] by its contract range), so
-   one record moves each statistic by at most 1. Under DP the region adds Gaussian noise
-   calibrated to that bound (``add_gaussian_noise``). Only these aggregates leave the region,
-   through an ``Aggregator``; their sum is all the coordinator needs for the pooled moments.
-3. ``FeaturePipeline.transform``: impute with the federated mean, standardise, clip extreme
-   values to ±``clip_z`` standard deviations, and one-hot categories over the contract
-   vocabulary plus ``__other__``.
+   one record moves each statistic by at most 1 (``statistics_sensitivity``). Under DP the region
+   adds Gaussian noise calibrated to that bound (``add_gaussian_noise``). Only these aggregates
+   leave the region, through an ``Aggregator``; their sum is all the coordinator needs for the
+   pooled moments.
+2. ``FeaturePipeline.transform``: clip each bounded numeric column to its contract [min, max],
+   impute a blank with the federated (DP) mean, standardise with the federated moments, clip to
+   ±``clip_z`` standard deviations, and one-hot categories over the public contract vocabulary
+   plus ``__other__`` (anything outside the vocabulary, or blank).
 
-The fitted ``FeaturePipeline`` holds only the contract vocabulary and pooled moments, no
-row-level value, so it can travel with the model.
+The fitted ``FeaturePipeline`` holds only the contract vocabulary and bounds and the pooled
+moments, no row-level value, so it can travel with the model.
 """
 
 from __future__ import annotations
@@ -28,38 +34,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fedcrm.contract import OTHER, DataContract
 from fedcrm.errors import FeatureError, PrivacyError
-
-
-def suppress_rare_values(frame: pd.DataFrame, contract: DataContract, k: int) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Apply the small-count filter; returns the filtered frame and cells suppressed per column.
-
-    Categories outside the vocabulary and missing categories also map to ``__other__`` here
-    (counted separately by validation as 'unseen' / 'missing').
-    """
-    out = frame.copy()
-    suppressed: dict[str, int] = {}
-    for name, spec in contract.categorical.items():
-        values = out[name].where(out[name].isin(spec.vocabulary), OTHER).fillna(OTHER)
-        counts = values.value_counts()
-        rare = values.isin(counts.index[counts < k]) & (values != OTHER)
-        if rare.any():
-            suppressed[name] = int(rare.sum())
-        out[name] = values.mask(rare, OTHER).astype("object")
-    for name, spec in contract.numeric.items():
-        if spec.dtype != "int":
-            continue
-        values = out[name]
-        counts = values.value_counts()
-        rare = values.isin(counts.index[counts < k])
-        if rare.any():
-            suppressed[name] = int(rare.sum())
-            # The (lower) median of the *frequent* values: an actual frequent value, so the
-            # replacement is never itself rare nor fractional. With no frequent value at all,
-            # blank the cells (the federated mean is imputed).
-            frequent = values[~rare & values.notna()]
-            median = float(frequent.quantile(0.5, interpolation="lower")) if len(frequent) else np.nan
-            out[name] = values.mask(rare, median)
-    return out, suppressed
 
 
 def local_statistics(frame: pd.DataFrame, numeric_columns: list[str]) -> np.ndarray:
@@ -169,10 +143,14 @@ def add_gaussian_noise(statistics: np.ndarray, scale: StatisticsScale, noise_mul
 
 
 class NumericFeature(BaseModel):
+    """A numeric input: its public contract range (``None`` where undeclared) and its federated moments."""
+
     model_config = ConfigDict(frozen=True)
     name: str
     mean: float
     std: float = Field(gt=0)
+    min: float | None = Field(None, description="Contract lower bound; values below are clipped to it (row-local).")
+    max: float | None = Field(None, description="Contract upper bound; values above are clipped to it (row-local).")
 
 
 class CategoricalFeature(BaseModel):
@@ -201,7 +179,10 @@ class FeaturePipeline(BaseModel):
         mean, std = StatisticsScale.from_contract(contract).moments(aggregated_statistics)
         return cls(
             use_case=contract.use_case,
-            numeric=[NumericFeature(name=n, mean=float(mu), std=float(s)) for n, mu, s in zip(names, mean, std)],
+            numeric=[
+                NumericFeature(name=n, mean=float(mu), std=float(s), min=contract.numeric[n].min, max=contract.numeric[n].max)
+                for n, mu, s in zip(names, mean, std)
+            ],
             categorical=[CategoricalFeature(name=n, vocabulary=list(c.vocabulary)) for n, c in contract.categorical.items()],
             clip_z=clip_z,
         )
@@ -218,7 +199,11 @@ class FeaturePipeline(BaseModel):
         return len(self.feature_names)
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """Model inputs (float32); never returns NaN (asserted, so a bug cannot train silently)."""
+        """Model inputs (float32); never returns NaN (asserted, so a bug cannot train silently).
+
+        Each output row depends only on its own input row and public or DP parameters (contract
+        bounds and vocabulary, federated moments), never on the other rows of ``frame``.
+        """
         missing = [f.name for f in (*self.numeric, *self.categorical) if f.name not in frame.columns]
         if missing:
             raise FeatureError(f"records lack feature column(s) {missing}", hint="validate the data against the contract first")
@@ -227,8 +212,11 @@ class FeaturePipeline(BaseModel):
             names = [f.name for f in self.numeric]
             mean = np.array([f.mean for f in self.numeric])
             std = np.array([f.std for f in self.numeric])
+            lower = np.array([-np.inf if f.min is None else f.min for f in self.numeric])
+            upper = np.array([np.inf if f.max is None else f.max for f in self.numeric])
             values = frame[names].to_numpy(dtype="float64", na_value=np.nan)
-            values = np.where(np.isfinite(values), values, mean)
+            values = np.clip(values, lower, upper)  # NaN stays NaN
+            values = np.where(np.isfinite(values), values, mean)  # blank (or ±inf without a bound): the federated mean
             blocks.append(np.clip((values - mean) / std, -self.clip_z, self.clip_z))
         for feature in self.categorical:
             levels = feature.levels

@@ -9,7 +9,7 @@ updates and evaluation aggregates.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from fedcrm.errors import ContractError, FeatureError
 from fedcrm.evaluation import RegionMetrics, evaluate_predictions
 from fedcrm.aggregation import statistics_bounds
 from fedcrm.features import (
-    FeaturePipeline, StatisticsScale, add_gaussian_noise, region_statistics, statistics_sensitivity, suppress_rare_values,
+    FeaturePipeline, StatisticsScale, add_gaussian_noise, region_statistics, statistics_sensitivity,
 )
 from fedcrm.model import build_model, predict_proba, set_vector
 from fedcrm.privacy.noise import NoiseSource, SecureGaussian
@@ -46,7 +46,6 @@ class PreparedRegion:
     train: pd.DataFrame | None = None
     holdout: pd.DataFrame | None = None
     quarantined: pd.DataFrame | None = None
-    suppressed: dict[str, int] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
@@ -56,7 +55,14 @@ class PreparedRegion:
 def prepare_region(
     raw: pd.DataFrame, contract: DataContract, config: FedcrmConfig, *, region: str, suite: dict[str, Any], source: str
 ) -> PreparedRegion:
-    """Parse, validate, quarantine, split off the holdout and apply the small-count filter."""
+    """Parse, validate, quarantine and split off the holdout.
+
+    The training rows are the parsed records as they are: no value is rewritten from what other
+    rows hold (no rare-value suppression, no median), so a neighbouring data set differs in one
+    training row and DP-SGD's and the statistics' sensitivities hold. Parsing, range checks and the
+    id-hash holdout are row-local; the table-level pass/fail of validation and a time-based holdout
+    (contracts with an event-time column: the latest fraction) are not.
+    """
     if raw.shape[0] == 0:
         return PreparedRegion(failed_report(region, contract, f"{source} holds no records; the region has nothing to contribute"))
     try:
@@ -81,8 +87,7 @@ def prepare_region(
             )
     if not report.success:
         return PreparedRegion(report, quarantined=quarantined)
-    train, suppressed = suppress_rare_values(train, contract, k)
-    return PreparedRegion(report, train=train, holdout=holdout, quarantined=quarantined, suppressed=suppressed)
+    return PreparedRegion(report, train=train, holdout=holdout, quarantined=quarantined)
 
 
 def feature_statistics(

@@ -24,7 +24,6 @@ class RegionSummary(BaseModel):
     n_train: int = 0
     n_holdout: int = 0
     n_quarantined: int = 0
-    suppressed: dict[str, int] = Field(default_factory=dict, description="Cells hit by the small-count filter.")
     validation: ValidationReport | None = None
     metrics: RegionMetrics | None = None
     data_fingerprint: str = Field("", description="sha256 of the region's extracted records (never the records).")

@@ -117,7 +117,7 @@ def record_preparation(roster: Roster, replies: dict[str, RegionReply[Any]]) -> 
             continue
         entry, info = roster.regions[region], reply.value
         entry.validation, entry.n_train, entry.n_holdout = info.report, info.n_train, info.n_holdout
-        entry.n_quarantined, entry.suppressed = info.report.n_quarantined, info.suppressed
+        entry.n_quarantined = info.report.n_quarantined
         entry.data_fingerprint = info.fingerprint
         if not info.report.success:
             roster.exclude(region, "validation", info.report.reason)

@@ -44,7 +44,6 @@ class PreparedSummary:
     report: ValidationReport
     n_train: int
     n_holdout: int
-    suppressed: dict[str, int]
     fingerprint: str
 
 
@@ -154,7 +153,6 @@ def prepare_region(
             report=prepared.report,
             n_train=0 if prepared.train is None else len(prepared.train),
             n_holdout=0 if prepared.holdout is None else len(prepared.holdout),
-            suppressed=prepared.suppressed,
             fingerprint=regional.fingerprint(raw),
         )
         if keep and prepared.usable:
@@ -451,8 +449,7 @@ def drift_check(region: str, config: FedcrmConfig, job_id: str, pipeline: Featur
         contract = config.load_contract()
         source = open_source(config.region_source(region), separator=contract.source.separator,
                              encoding=contract.source.encoding)
-        records = drift.current_records(source.read_records(), contract, min_k=config.privacy.min_k,
-                                        source=source.description)
+        records = drift.current_records(source.read_records(), contract, source=source.description)
         current = drift.histogram(pipeline, records, z_edges=baseline.z_edges)  # the snapshot's own cut points
         return drift.drift_report(baseline, current, threshold=config.drift.psi_threshold,
                                   min_k=config.privacy.min_k, smoothing=config.drift.smoothing)

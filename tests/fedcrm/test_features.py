@@ -1,4 +1,4 @@
-"""Feature engineering: the small-count filter, federated moments and the fitted pipeline."""
+"""Feature engineering: federated moments and the fitted, row-local pipeline (no data-dependent rewrite)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 from fedcrm.contract import OTHER, DataContract
 from fedcrm.errors import FeatureError
 from fedcrm.features import (
-    FeaturePipeline, StatisticsScale, local_statistics, pooled_moments, region_statistics, suppress_rare_values,
+    FeaturePipeline, StatisticsScale, local_statistics, pooled_moments, region_statistics,
 )
 
 NUMERIC = ["age", "spend"]
@@ -42,97 +42,38 @@ def typed() -> pd.DataFrame:
     )
 
 
-# --- suppress_rare_values ---------------------------------------------------------------------
+# --- no data-dependent rewrite before DP -------------------------------------------------------
 
 
-def test_out_of_vocabulary_and_missing_categories_become_other(contract):
-    data = frame(age=[30.0] * 4, spend=[1.0] * 4, channel=["web", "fax", None, "web"])
+def test_the_rare_value_filter_is_gone():
+    """Rewriting rare values from the region's own counts broke the DP sensitivities (issue 13)."""
+    import fedcrm.features
 
-    out, suppressed = suppress_rare_values(data, contract, k=1)
-
-    assert out["channel"].tolist() == ["web", OTHER, OTHER, "web"]
-    assert suppressed == {}  # unseen/missing are not counted as suppressed
+    assert not hasattr(fedcrm.features, "suppress_rare_values")
 
 
-def test_rare_in_vocabulary_categories_are_suppressed(contract):
-    data = frame(age=[30.0] * 7, spend=[1.0] * 7, channel=["web"] * 3 + ["phone"] * 2 + ["store", "fax"])
+def test_prepare_region_keeps_rare_values_as_they_are(contract, raw):
+    """A category and an integer seen once in the region reach the training rows unchanged."""
+    from fedcrm.config import load_config
+    from fedcrm.records import parse_records
+    from fedcrm.regional import prepare_region
+    from fedcrm.validation import build_suite_dict
 
-    out, suppressed = suppress_rare_values(data, contract, k=3)
+    raw = raw.copy()
+    raw.loc[:, "channel"] = "web"
+    raw.loc[:, "age"] = "40"
+    raw.loc[raw.index[:80], "channel"] = "phone"
+    raw.loc[raw.index[-1], "channel"] = "store"  # once
+    raw.loc[raw.index[-1], "age"] = "77"  # once
+    config = load_config(overrides=["tracking.enabled=false", "privacy.min_k=5"])
 
-    assert out["channel"].tolist() == ["web"] * 3 + [OTHER] * 4
-    assert suppressed == {"channel": 3}
+    prepared = prepare_region(raw, contract, config, region="eu", suite=build_suite_dict(contract), source="test")
 
-
-def test_rare_int_values_are_replaced_by_the_median(contract):
-    ages = [20.0] * 3 + [30.0] * 4 + [40.0] * 3 + [99.0, np.nan]  # median 30
-    data = frame(age=ages, spend=[5.0] * 12, channel=["web"] * 12)
-
-    out, suppressed = suppress_rare_values(data, contract, k=3)
-
-    assert out["age"].tolist()[:-1] == [20.0] * 3 + [30.0] * 4 + [40.0] * 3 + [30.0]
-    assert np.isnan(out["age"].iloc[-1])  # missing stays missing (imputed later)
-    assert suppressed == {"age": 1}
-
-
-def test_float_columns_are_not_suppressed(contract):
-    data = frame(age=[30.0] * 3, spend=[1.5, 2.5, 3.5], channel=["web"] * 3)
-
-    out, suppressed = suppress_rare_values(data, contract, k=3)
-
-    assert out["spend"].tolist() == [1.5, 2.5, 3.5]
-    assert suppressed == {}
-
-
-def test_frequent_values_are_left_alone_and_input_is_not_modified(contract):
-    data = frame(age=[20.0, 20.0, 30.0, 30.0], spend=[1.0] * 4, channel=["web", "web", "phone", "phone"])
-    before = data.copy()
-
-    out, suppressed = suppress_rare_values(data, contract, k=2)
-
-    pd.testing.assert_frame_equal(out, before)
-    pd.testing.assert_frame_equal(data, before)
-    assert suppressed == {}
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    channels=st.lists(st.sampled_from(["web", "phone", "store", "fax", None]), min_size=1, max_size=40),
-    k=st.integers(2, 6),
-)
-def test_after_suppression_every_real_category_has_at_least_k_rows(channels, k):
-    contract = DataContract.model_validate(
-        {
-            "use_case": "tiny",
-            "id_column": "id",
-            "target": {"column": "y", "positive": "1", "negative": "0"},
-            "categorical": {"channel": {"vocabulary": ["web", "phone", "store"]}},
-        }
-    )
-
-    out, _ = suppress_rare_values(frame(channel=channels), contract, k=k)
-
-    counts = out["channel"].value_counts()
-    assert set(counts.index) <= {"web", "phone", "store", OTHER}
-    assert all(n >= k for level, n in counts.items() if level != OTHER)
-    assert len(out) == len(channels)
-
-
-def test_int_column_without_any_frequent_value_is_blanked(contract):
-    data = frame(age=[20.0, 30.0, 40.0], spend=[1.0] * 3, channel=["web"] * 3)
-
-    out, suppressed = suppress_rare_values(data, contract, k=3)
-
-    assert out["age"].isna().all()  # imputed with the federated mean later
-    assert suppressed == {"age": 3}
-
-
-def test_rare_int_values_never_survive_suppression(contract):
-    ages = [20.0] * 5 + [50.0] + [80.0] * 5  # 50 occurs once; the frequent values' median is (20+80)/2
-    data = frame(age=ages, spend=[1.0] * 11, channel=["web"] * 11)
-
-    out, _ = suppress_rare_values(data, contract, k=5)
-
-    assert out["age"].value_counts().min() >= 5
+    assert prepared.usable
+    parsed = parse_records(raw, contract).clean.set_index("id")
+    rows = pd.concat([prepared.train, prepared.holdout]).set_index("id").loc[parsed.index]
+    pd.testing.assert_frame_equal(rows, parsed, check_like=True)
+    assert {"store"} <= set(rows["channel"]) and 77.0 in set(rows["age"])
 
 
 # --- local_statistics / pooled_moments --------------------------------------------------------
@@ -267,14 +208,44 @@ def test_missing_numeric_is_imputed_with_the_mean_so_becomes_zero(contract, type
     assert x[2, 1] == 0.0  # spend was NaN in row 2
 
 
+def unbounded(contract: DataContract) -> DataContract:
+    return contract.model_copy(update={"numeric": {n: c.model_copy(update={"min": None, "max": None})
+                                                   for n, c in contract.numeric.items()}})
+
+
 def test_extreme_values_are_clipped_to_clip_z(contract, typed):
-    pipeline = fitted(contract, typed, clip_z=2.0)
+    pipeline = fitted(unbounded(contract), typed, clip_z=2.0)
     extreme = frame(age=[1e9, -1e9, typed["age"].mean()], spend=[30.0] * 3, channel=["web"] * 3)
 
     x = pipeline.transform(extreme)
 
     assert x[:, 0].tolist() == [2.0, -2.0, 0.0]
-    assert np.abs(fitted(contract, typed).transform(extreme)[:2, 0]).tolist() == [5.0, 5.0]  # default clip_z
+    assert np.abs(fitted(unbounded(contract), typed).transform(extreme)[:2, 0]).tolist() == [5.0, 5.0]  # default clip_z
+
+
+def test_bounded_columns_are_clipped_to_the_contract_range_before_standardising(contract, typed):
+    """age is declared [18, 100], spend [0, ∞): out-of-range values act as the bound (row-local, public)."""
+    pipeline = fitted(contract, typed, clip_z=1e6)  # only the contract bounds act here
+    age, spend = pipeline.numeric
+    assert (age.min, age.max, spend.min, spend.max) == (18.0, 100.0, 0.0, None)
+    extreme = frame(age=[1e9, -1e9, np.inf, 18.0, 100.0], spend=[-5.0, 1e6, 0.0, np.nan, -np.inf], channel=["web"] * 5)
+
+    x = pipeline.transform(extreme)
+
+    z_age = lambda v: (v - age.mean) / age.std  # noqa: E731
+    z_spend = lambda v: (v - spend.mean) / spend.std  # noqa: E731
+    np.testing.assert_allclose(x[:, 0], [z_age(100), z_age(18), z_age(100), z_age(18), z_age(100)], rtol=1e-6)
+    np.testing.assert_allclose(x[:, 1], [z_spend(0), z_spend(1e6), z_spend(0), 0.0, z_spend(0)], rtol=1e-6)
+
+
+def test_transform_is_row_local(contract, typed):
+    """A row's inputs do not depend on which other rows are transformed with it."""
+    pipeline = fitted(contract, typed)
+
+    together = pipeline.transform(typed)
+
+    for i in range(len(typed)):
+        np.testing.assert_array_equal(pipeline.transform(typed.iloc[[i]]), together[[i]])
 
 
 def test_one_hot_rows_sum_to_one_per_categorical(contract, typed):
