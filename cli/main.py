@@ -323,7 +323,7 @@ def validate(
         details = entry.reason or "; ".join(report.warnings if report else []) or "ok"
         style = "green" if entry.status == "included" else "red"
         table.add_row(region, f"[{style}]{'pass' if entry.status == 'included' else 'FAIL'}[/]",
-                      str(report.n_rows if report else "-"), str(entry.n_quarantined), passed, details)
+                      _count(report.n_rows) if report else "-", _count(entry.n_quarantined), passed, details)
     console.print(table)
     if any(e.status == "excluded" for e in regions.values()):
         raise typer.Exit(1)
@@ -578,8 +578,9 @@ def score(
     for region, outcome in results.items():
         counts = outcome.counts
         if counts is not None:
-            table.add_row(region, counts.model_version, str(counts.read), str(counts.malformed), str(counts.no_consent),
-                          str(counts.scored), str(counts.written), str(counts.failed), counts.destination)
+            table.add_row(region, counts.model_version, *(_count(n) for n in (
+                counts.read, counts.malformed, counts.no_consent, counts.scored, counts.written, counts.failed)),
+                counts.destination)
         elif outcome.ok:  # a deployment run on the region's pool: its counts are in its own logs
             table.add_row(region, *["-"] * 7, f"flow run {outcome.flow_run} completed (counts in its logs)")
         else:
@@ -587,6 +588,11 @@ def score(
     console.print(table)
     if not all(outcome.ok for outcome in results.values()):
         raise typer.Exit(1)
+
+
+def _count(value: int | None) -> str:
+    """A released count: None means fewer than privacy.min_k (the exact value stays in the region)."""
+    return "< k" if value is None else str(value)
 
 
 def _fmt(value: float | None) -> str:
@@ -609,7 +615,7 @@ def _print_summary(summary: Any) -> None:
         eps = "-" if entry.epsilon_spent is None else f"{entry.epsilon_spent:.2f}/{entry.privacy_plan.target_epsilon:g}"
         if entry.epsilon_spent is not None and summary.privacy.get("epsilon_warning"):
             eps = f"[red]{eps} (void)[/]"  # seeded randomness: the accountant's ε is not a guarantee
-        table.add_row(region, f"[{style}]{entry.status}[/]", str(entry.n_train), str(entry.n_holdout), str(entry.n_quarantined),
+        table.add_row(region, f"[{style}]{entry.status}[/]", _count(entry.n_train), _count(entry.n_holdout), _count(entry.n_quarantined),
                       _fmt(m and m.auc), _fmt(entry.local_only and entry.local_only.auc),
                       _fmt(entry.central_reference and entry.central_reference.auc),
                       _fmt(m and m.pr_auc), _fmt(m and m.brier), _fmt(m and m.ece), eps)

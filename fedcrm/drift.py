@@ -16,7 +16,8 @@ Flow of a check:
    and the region keeps that snapshot in its own store; it is never sent anywhere;
 2. later the region counts its current records with the same pipeline;
 3. ``drift_report`` turns both into one PSI per feature. Only that report (PSI values, which
-   features drifted, and the two row counts, each at least ``min_k``) leaves the region.
+   features drifted, and the two row counts, each at least ``min_k`` and rounded down to a
+   multiple of it) leaves the region.
 
 PSI with additive smoothing α (``psi``): with B bins, p_i = (e_i + α) / (Σe + αB) and
 q_i = (a_i + α) / (Σa + αB), PSI = Σ_i (q_i − p_i) · ln(q_i / p_i). It is the symmetrised
@@ -43,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fedcrm.contract import OTHER, DataContract
 from fedcrm.errors import DriftError
 from fedcrm.features import FeaturePipeline
+from fedcrm.privacy.release import describe_count, released_count
 from fedcrm.records import parse_records
 
 MISSING = "__missing__"
@@ -180,8 +182,8 @@ class DriftReport(BaseModel):
     psi: dict[str, float] = Field(description="feature → PSI of the current records against the training snapshot.")
     drifted: list[str] = Field(description="Features whose PSI exceeds the threshold, highest first.")
     threshold: float
-    n_baseline: int = Field(description="Training rows the snapshot counted (≥ privacy.min_k).")
-    n_current: int = Field(description="Current rows counted (≥ privacy.min_k).")
+    n_baseline: int = Field(description="Training rows the snapshot counted (≥ privacy.min_k), rounded down to a multiple of k.")
+    n_current: int = Field(description="Current rows counted (≥ privacy.min_k), rounded down to a multiple of k.")
 
     @property
     def max_psi(self) -> float:
@@ -194,7 +196,8 @@ def drift_report(baseline: FeatureHistograms, current: FeatureHistograms, *, thr
     or the two were binned differently."""
     for name, side in (("training snapshot", baseline), ("current records", current)):
         if side.n_rows < min_k:
-            raise DriftError(f"the {name} hold {side.n_rows} row(s); drift needs at least privacy.min_k = {min_k}",
+            raise DriftError(f"the {name} hold {describe_count(side.n_rows, min_k)} row(s); drift needs at least "
+                             f"privacy.min_k = {min_k}",
                              hint="PSI is only released as an aggregate over at least k rows: check the region's data")
     if baseline.binning != current.binning or set(baseline.features) != set(current.features):
         raise DriftError("the training snapshot was binned with another feature pipeline or other cut points",
@@ -208,8 +211,8 @@ def drift_report(baseline: FeatureHistograms, current: FeatureHistograms, *, thr
                              hint="compare histograms made with the same feature pipeline")
         values[name] = psi(expected.counts, actual.counts, smoothing)
     drifted = sorted((n for n, v in values.items() if v > threshold), key=lambda n: -values[n])
-    return DriftReport(psi=values, drifted=drifted, threshold=threshold, n_baseline=baseline.n_rows,
-                       n_current=current.n_rows)
+    return DriftReport(psi=values, drifted=drifted, threshold=threshold,
+                       n_baseline=released_count(baseline.n_rows, min_k), n_current=released_count(current.n_rows, min_k))
 
 
 class RegionDrift(BaseModel):

@@ -1,8 +1,12 @@
 """Federated evaluation: each region scores its own holdout and returns aggregates only.
 
-``evaluate_predictions`` runs in the region and refuses holdouts smaller than k rows (an
-aggregate over fewer rows could reveal individual records). ``combine_metrics`` runs at the
-coordinator: example-weighted global metrics plus the largest gap between regions.
+``evaluate_predictions`` runs in the region and refuses a holdout with fewer than k positives or
+fewer than k negatives (``privacy.min_k``): AUC, PR-AUC and calibration are functions of each
+class's scores, so a metric resting on one positive describes that customer. The metrics are
+released as aggregates over ≥ k records of each class (not DP, not charged: see docs/privacy.md),
+with n and positives rounded down to a multiple of k like every other count that leaves.
+``combine_metrics`` runs at the coordinator: example-weighted global metrics plus the largest gap
+between regions.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from pydantic import BaseModel
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from fedcrm.errors import FedcrmError
+from fedcrm.privacy.release import describe_count, released_count
 
 METRICS = ("auc", "pr_auc", "log_loss", "brier", "ece")
 
 
 class RegionMetrics(BaseModel):
     n: int
+    """Holdout rows, rounded down to a multiple of privacy.min_k (a released count)."""
     positives: int
+    """Holdout positives, rounded down to a multiple of privacy.min_k."""
     auc: float
     pr_auc: float
     log_loss: float
@@ -55,14 +62,16 @@ def evaluate_predictions(labels: np.ndarray, probs: np.ndarray, *, min_k: int) -
     labels = np.asarray(labels, dtype=np.float64)
     probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
     positives = int(labels.sum())
-    if len(labels) < min_k or positives < 1 or positives == len(labels):
+    negatives = len(labels) - positives
+    if min(positives, negatives) < min_k:  # the reason leaves the region: released counts only
         raise FedcrmError(
-            f"holdout has {len(labels)} rows with {positives} positive(s); metrics need at least {min_k} rows and both classes",
+            f"holdout has {describe_count(positives, min_k)} positive(s) and {describe_count(negatives, min_k)} "
+            f"negative(s); metrics are released only over at least privacy.min_k = {min_k} of each class",
             hint="raise holdout.fraction, or this region cannot be evaluated",
         )
     metrics = RegionMetrics(
-        n=len(labels),
-        positives=positives,
+        n=released_count(len(labels), min_k),
+        positives=released_count(positives, min_k),
         auc=float(roc_auc_score(labels, probs)),
         pr_auc=float(average_precision_score(labels, probs)),
         log_loss=float(log_loss(labels, probs, labels=[0, 1])),

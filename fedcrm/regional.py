@@ -9,6 +9,7 @@ updates and evaluation aggregates.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import pandas as pd
 
 from fedcrm.config import FedcrmConfig
 from fedcrm.contract import DataContract
-from fedcrm.errors import ContractError, FeatureError
+from fedcrm.errors import ContractError, FeatureError, PrivacyError
 from fedcrm.evaluation import RegionMetrics, evaluate_predictions
 from fedcrm.aggregation import statistics_bounds
 from fedcrm.features import (
@@ -27,15 +28,27 @@ from fedcrm.model import build_model, predict_proba, set_vector
 from fedcrm.privacy.noise import NoiseSource, SecureGaussian
 from fedcrm.privacy.randomness import Randomness, job_randomness
 from fedcrm.privacy.plan import PrivacyPlan, make_plan
+from fedcrm.privacy.release import describe_count, released_count
 from fedcrm.records import TARGET, parse_records
 from fedcrm.split import holdout_mask, label_counts
 from fedcrm.training import DPSGDTrainer, LocalTrainer, LocalUpdate, SGDTrainer, positive_weight
 from fedcrm.validation import ValidationReport, failed_report, validate_records
 
 
-def fingerprint(raw: pd.DataFrame) -> str:
-    """sha256 over the extracted records: lineage for a model version, revealing no value."""
-    digest = hashlib.sha256(",".join(map(str, raw.columns)).encode())
+FINGERPRINT_KEY_BYTES = 32
+
+
+def fingerprint(raw: pd.DataFrame, key: bytes) -> str:
+    """HMAC-SHA256 of the extracted records under the region's own secret ``key``: lineage for a model
+    version and a changed-data check on resume.
+
+    Keyed, because a plain hash is deterministic: whoever guesses a region's data set could hash it
+    and confirm the guess against the released value. Without the key (it never leaves the region's
+    store) the fingerprint reveals nothing, yet stays equal for equal data, so resume still detects
+    changed records."""
+    if len(key) < FINGERPRINT_KEY_BYTES:
+        raise ValueError(f"the fingerprint key must have at least {FINGERPRINT_KEY_BYTES} bytes")
+    digest = hmac.new(key, ",".join(map(str, raw.columns)).encode(), hashlib.sha256)
     digest.update(pd.util.hash_pandas_object(raw.astype("string"), index=False).to_numpy().tobytes())
     return digest.hexdigest()
 
@@ -69,21 +82,22 @@ def prepare_region(
         parsed = parse_records(raw, contract, source=source)
     except ContractError as exc:
         return PreparedRegion(failed_report(region, contract, exc.message + (f" → {exc.hint}" if exc.hint else ""), n_rows=len(raw)))
-    report = validate_records(parsed, contract, region=region, suite=suite)
+    k = config.privacy.min_k
+    report = validate_records(parsed, contract, region=region, suite=suite, min_k=k)
     quarantined = raw.reset_index(drop=True).loc[parsed.malformed.to_numpy()]
     if not report.success:
         return PreparedRegion(report, quarantined=quarantined)
     clean = parsed.clean
     in_holdout = holdout_mask(clean, contract, fraction=config.holdout.fraction, seed=config.holdout.seed)
     train, holdout = clean.loc[~in_holdout].reset_index(drop=True), clean.loc[in_holdout].reset_index(drop=True)
-    k = config.privacy.min_k
     for name, part in (("training", train), ("holdout", holdout)):
         negatives, positives = label_counts(part)
-        if min(negatives, positives) < 1 or len(part) < k:
+        if min(negatives, positives) < k:  # the message leaves the region: released counts only
             report.success = False
             report.failures.append(
-                f"the {name} split has {len(part)} record(s) ({positives} positive); it needs at least {k} "
-                "records of both classes: the region is too small or too one-sided"
+                f"the {name} split has {describe_count(len(part), k)} record(s) "
+                f"({describe_count(positives, k)} positive, {describe_count(negatives, k)} negative); it needs at "
+                f"least {k} records of each class: the region is too small or too one-sided"
             )
     if not report.success:
         return PreparedRegion(report, quarantined=quarantined)
@@ -96,7 +110,7 @@ def feature_statistics(
     """This region's contribution to the federated moments: a sum over ≥ k rows in normalised units,
     with Gaussian noise (record-level DP) when ``noise_multiplier`` is given."""
     if len(train) < min_k:
-        raise FeatureError(f"only {len(train)} training rows; statistics need at least {min_k}")
+        raise FeatureError(f"{describe_count(len(train), min_k)} training rows; statistics need at least {min_k}")
     scale = StatisticsScale.from_contract(contract)
     statistics = region_statistics(train, scale)
     if noise_multiplier is None:
@@ -104,12 +118,28 @@ def feature_statistics(
     return add_gaussian_noise(statistics, scale, noise_multiplier, noise or SecureGaussian())
 
 
+def public_row_count(n: int, config: FedcrmConfig) -> int:
+    """The training-row count that may leave the region (rounded down to a multiple of privacy.min_k).
+
+    The plan (q = batch / n, steps, σ) and the secure-aggregation weight are functions of it, not
+    of the exact n, so they reveal no more than the released count."""
+    public = released_count(n, config.privacy.min_k)
+    if public is None:
+        raise PrivacyError(f"fewer than privacy.min_k = {config.privacy.min_k} training rows",
+                           hint="the region is too small to take part")
+    return public
+
+
 def privacy_plan(n_train: int, config: FedcrmConfig, *, region: str) -> PrivacyPlan | None:
-    """This region's DP-SGD plan for the job (None when privacy.mode is 'off')."""
+    """This region's DP-SGD plan for the job (None when privacy.mode is 'off').
+
+    Made from the released count n_public ≤ n_train, so the released σ, q = batch / n_public and
+    steps reveal only n_public. The trainer samples with exactly this q, so the accounting is exact
+    for the sampling actually done (each record is in a batch with probability q)."""
     if config.privacy.mode == "off":
         return None
     return make_plan(
-        n_train,
+        public_row_count(n_train, config),
         batch_size=config.training.batch_size,
         local_epochs=config.training.local_epochs,
         rounds=config.training.rounds,

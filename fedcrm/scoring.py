@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from fedcrm.contract import OTHER, DataContract
 from fedcrm.errors import ContractError
 from fedcrm.features import FeaturePipeline
+from fedcrm.privacy.release import released_count
 from fedcrm.records import parse_records
 
 
@@ -83,18 +84,32 @@ class ScoringBatch(BaseModel):
 
 
 class ScoringCounts(BaseModel):
-    """The only thing a regional scoring run returns: counts."""
+    """The only thing a regional scoring run returns: counts (exact inside the region; what leaves
+    is ``released(k)``: None below privacy.min_k, else rounded down to a multiple of it)."""
 
     region: str
     model_version: str
-    read: int = 0
-    malformed: int = Field(0, description="Records that failed the contract's parsing: not scored.")
-    no_consent: int = Field(0, description="Records whose consent does not allow activation: never scored nor written.")
-    scored: int = 0
-    written: int = 0
-    failed: int = Field(0, description="Write-back errors (record ids kept in the region's store).")
-    failure_codes: dict[str, int] = Field(default_factory=dict)
+    read: int | None = 0
+    malformed: int | None = Field(0, description="Records that failed the contract's parsing: not scored.")
+    no_consent: int | None = Field(
+        0, description="Records whose consent does not allow activation: never scored nor written.")
+    scored: int | None = 0
+    written: int | None = 0
+    failed: int | None = Field(0, description="Write-back errors (record ids kept in the region's store).")
+    failure_codes: dict[str, int | None] = Field(default_factory=dict)
     destination: str = ""
+    count_granularity: int | None = Field(None, description="None: exact (in the region); k: released.")
+
+    def released(self, k: int) -> ScoringCounts:
+        if self.count_granularity is not None:
+            return self
+        def coarse(n: int | None) -> int | None:
+            return None if n is None else released_count(n, k)
+        return self.model_copy(update={
+            **{name: coarse(getattr(self, name)) for name in ("read", "malformed", "no_consent", "scored", "written", "failed")},
+            "failure_codes": {code: coarse(n) for code, n in self.failure_codes.items()},
+            "count_granularity": k,
+        })
 
 
 def consent_allows(values: pd.Series, allowed: list[str]) -> pd.Series:

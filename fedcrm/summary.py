@@ -1,7 +1,8 @@
 """The machine-readable summary of a job (``fedcrm run --json-summary PATH``).
 
-It holds only what may leave regions (validation counts, aggregate metrics) plus the job's
-configuration, so it is safe to archive centrally.
+It holds only what may leave regions (released validation counts: suppressed below k or rounded
+down to a multiple of k; aggregate metrics) plus the job's configuration, so it is safe to
+archive centrally.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ class RegionSummary(BaseModel):
     status: Literal["included", "excluded"]
     excluded_at: str | None = Field(None, description="Step at which the region was excluded.")
     reason: str = ""
-    n_train: int = 0
-    n_holdout: int = 0
-    n_quarantined: int = 0
+    n_train: int | None = Field(0, description="Released counts: None below privacy.min_k, else rounded down to a multiple of it.")
+    n_holdout: int | None = 0
+    n_quarantined: int | None = 0
     validation: ValidationReport | None = None
     metrics: RegionMetrics | None = None
-    data_fingerprint: str = Field("", description="sha256 of the region's extracted records (never the records).")
+    data_fingerprint: str = Field(
+        "", description="HMAC-SHA256 of the region's extracted records under a secret kept in the region's store.")
     privacy_plan: PrivacyPlan | None = None
     epsilon_spent: float | None = Field(None, description="ε of the federated model's training in this region (composed).")
     epsilon_job_total: float | None = Field(

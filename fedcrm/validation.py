@@ -6,6 +6,10 @@ run inside the region on the parsed records. What may leave the region is a
 ``ValidationReport``: per expectation only pass/fail, severity and counts. Result fields are
 copied from GX through a *whitelist*, so sample values (``partial_unexpected_list``,
 ``observed_value`` of value sets, exception text) can never escape, whatever GX adds later.
+
+Counts are not DP, so the report that leaves is ``report.released(k)``: every count suppressed
+below k or rounded down to a multiple of k (``fedcrm.privacy.release``), and the messages say
+"fewer than 5" or "40–44", never the exact number. The exact report stays in the region's store.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from fedcrm.contract import DataContract
 from fedcrm.errors import ContractError, DataValidationError
+from fedcrm.privacy.release import describe_count, released_count, released_rate
 from fedcrm.records import MALFORMED, TARGET, ParsedRecords
 
 SAFE_RESULT_FIELDS = ("element_count", "unexpected_count", "unexpected_percent", "missing_count")
@@ -35,8 +40,13 @@ class CheckResult(BaseModel):
     column: str | None = None
     severity: str
     success: bool
-    counts: dict[str, float] = Field(default_factory=dict)
+    counts: dict[str, float | None] = Field(
+        default_factory=dict, description="Exact in the region's own report; released: None below k, else rounded down.")
     message: str = ""
+
+    def count(self, name: str) -> int:
+        """An exact count of the region's own report (0 when absent)."""
+        return int(self.counts.get(name) or 0)
 
 
 class ValidationReport(BaseModel):
@@ -45,12 +55,40 @@ class ValidationReport(BaseModel):
     region: str
     use_case: str
     success: bool
-    n_rows: int
-    n_quarantined: int = 0
+    n_rows: int | None
+    n_quarantined: int | None = 0
     checks: list[CheckResult] = Field(default_factory=list)
-    problems: dict[str, dict[str, int]] = Field(default_factory=dict, description="Per-column parse problem counts.")
+    problems: dict[str, dict[str, int | None]] = Field(default_factory=dict, description="Per-column parse problem counts.")
     failures: list[str] = Field(default_factory=list, description="Why the region fails (critical checks).")
     warnings: list[str] = Field(default_factory=list)
+    count_granularity: int | None = Field(
+        None, description="None: the region's own exact report. k: a released report (counts < k are None, others "
+                          "rounded down to a multiple of k).")
+
+    def released(self, k: int) -> ValidationReport:
+        """The report as it may leave the region: every count suppressed below ``k`` or rounded down to a
+        multiple of ``k``; percentages recomputed from the released counts (messages never hold exact counts)."""
+        if self.count_granularity is not None:
+            return self
+        checks = []
+        for check in self.checks:
+            counts: dict[str, float | None] = {}
+            for name, value in check.counts.items():
+                if name != "unexpected_percent":
+                    counts[name] = None if value is None else _as_float(released_count(int(value), k))
+            if "unexpected_percent" in check.counts:
+                counts["unexpected_percent"] = released_rate(counts.get("unexpected_count"), counts.get("element_count"))
+            checks.append(check.model_copy(update={"counts": counts}))
+        return self.model_copy(update={
+            "n_rows": None if self.n_rows is None else released_count(self.n_rows, k),
+            "n_quarantined": None if self.n_quarantined is None else released_count(self.n_quarantined, k),
+            "checks": checks,
+            "problems": {column: {kind: None if n is None else released_count(n, k) for kind, n in kinds.items()}
+                         for column, kinds in self.problems.items()},
+            "failures": list(self.failures),
+            "warnings": list(self.warnings),
+            "count_granularity": k,
+        })
 
     @property
     def reason(self) -> str:
@@ -65,6 +103,10 @@ class ValidationReport(BaseModel):
                 hint="fix the region's data (see the failures), or the contract if it is too strict",
             )
         return self
+
+
+def _as_float(value: int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def contract_fingerprint(contract: DataContract) -> str:
@@ -133,16 +175,18 @@ def load_suite_dict(contract: DataContract, expectations_dir: Path | None) -> di
     return suite
 
 
-def _describe_failure(check: CheckResult, contract: DataContract) -> str:
-    n = int(check.counts.get("unexpected_count", 0))
+def _describe_failure(check: CheckResult, contract: DataContract, min_k: int) -> str:
+    """The message of a failed check. It leaves the region, so every count in it is released
+    (``describe_count``: "fewer than k" or a range), never exact."""
+    n = describe_count(check.count("unexpected_count"), min_k)
     col = check.column
     kind = check.expectation
     if kind == "expect_table_row_count_to_be_between":
-        return f"only {int(check.counts.get('observed_rows', 0))} record(s); the contract needs at least {contract.min_rows}"
+        return (f"only {describe_count(check.count('observed_rows'), min_k)} record(s); "
+                f"the contract needs at least {contract.min_rows}")
     if col == MALFORMED:
-        pct = check.counts.get("unexpected_percent", 0.0)
         return (
-            f"{n} malformed record(s) ({pct:.1f}%), more than the contract allows "
+            f"{n} malformed record(s), more than the contract allows "
             f"({contract.max_malformed_fraction:.0%}); see the per-column problems"
         )
     if kind == "expect_column_values_to_be_unique":
@@ -205,13 +249,14 @@ def run_suite(frame: pd.DataFrame, suite: dict[str, Any]) -> list[CheckResult]:
 
 
 def validate_records(
-    parsed: ParsedRecords, contract: DataContract, *, region: str, suite: dict[str, Any]
+    parsed: ParsedRecords, contract: DataContract, *, region: str, suite: dict[str, Any], min_k: int
 ) -> ValidationReport:
-    """Run the suite on parsed records and summarise it as counts only."""
+    """Run the suite on parsed records and summarise it as counts only (exact: the region's own
+    report; send ``.released(min_k)``). Messages already hold released counts only."""
     checks = run_suite(parsed.frame, suite)
     for check in checks:
         if not check.success:
-            check.message = check.message or _describe_failure(check, contract)
+            check.message = check.message or _describe_failure(check, contract, min_k)
     failures = [c.message for c in checks if not c.success and c.severity == "critical"]
     warnings = [c.message for c in checks if not c.success and c.severity != "critical"]
     return ValidationReport(

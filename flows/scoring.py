@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
+from fedcrm.privacy.release import describe_released
 from fedcrm.scoring import ScoringCounts
 from flows.launch import settings_for_regions
 from flows.region import with_local_settings
@@ -48,21 +49,24 @@ def regional_scoring(region: str, config: FedcrmConfig) -> ScoringCounts | State
             logger.error("region %s not scored: %s", region, reply.reason)
             return Failed(message=f"region {region} not scored: {reply.reason}")
     model, batch = model.value, batch.value
+    k = config.privacy.min_k  # what leaves the run (its result, its logs): released counts only
     counts = ScoringCounts(region=region, model_version=model.version, read=batch.read, malformed=batch.malformed,
                            no_consent=batch.no_consent, scored=len(batch.records))
     if batch.records.empty:
-        logger.warning("region %s: no record may be scored (%d read, %d malformed, %d without consent)",
-                       region, counts.read, counts.malformed, counts.no_consent)
-        return counts
+        shown = counts.released(k)
+        logger.warning("region %s: no record may be scored (%s read, %s malformed, %s without consent)",
+                       region, *(describe_released(n, k) for n in (shown.read, shown.malformed, shown.no_consent)))
+        return shown
     scores = score_records(region, config, batch, model)
     written = write_back_scores(region, config, scores.value, model.version, counts) if scores.ok else scores
     if not written.ok:
         logger.error("region %s not scored: %s", region, written.reason)
         return Failed(message=f"region {region} not scored: {written.reason}")
-    counts = written.value
-    logger.info("region %s scored %d record(s) with version %s: %d written to %s, %d failed, %d without consent, "
-                "%d malformed", region, counts.scored, counts.model_version, counts.written, counts.destination,
-                counts.failed, counts.no_consent, counts.malformed)
+    counts = written.value.released(k)
+    logger.info("region %s scored %s record(s) with version %s: %s written to %s, %s failed, %s without consent, "
+                "%s malformed", region, describe_released(counts.scored, k), counts.model_version,
+                describe_released(counts.written, k), counts.destination, describe_released(counts.failed, k),
+                describe_released(counts.no_consent, k), describe_released(counts.malformed, k))
     return counts
 
 

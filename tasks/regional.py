@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -29,6 +30,7 @@ from fedcrm.model import head_size, with_head
 from fedcrm.privacy.accountant import PrivacyEvent, compose_epsilon
 from fedcrm.privacy.ledger import PlannedSpend
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
+from fedcrm.privacy.release import released_count
 from fedcrm.secagg import MaskingContributor, SecAggClient
 from fedcrm.strategies import clip_update
 from fedcrm.validation import ValidationReport
@@ -39,12 +41,14 @@ REGION_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
 @dataclass(frozen=True)
 class PreparedSummary:
-    """What a region reveals about its preparation: counts only."""
+    """What a region reveals about its preparation: released counts only (None below
+    privacy.min_k, else rounded down to a multiple of it); the exact ones stay in its store."""
 
     report: ValidationReport
-    n_train: int
-    n_holdout: int
+    n_train: int | None
+    n_holdout: int | None
     fingerprint: str
+    """HMAC-SHA256 of the records under the region's own secret key (see ``_fingerprint_key``)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,26 @@ def _head_key(config: FedcrmConfig, job_id: str) -> str:
 
 def _ledger_key(config: FedcrmConfig, job_id: str) -> str:
     return f"privacy/{config.use_case}/{job_id}.json"
+
+
+def _report_key(config: FedcrmConfig, job_id: str) -> str:
+    """The region's own validation report with the exact counts (kept in the region, never sent)."""
+    return f"reports/{config.use_case}/{job_id}/validation.json"
+
+
+FINGERPRINT_KEY = "secrets/data-fingerprint-key.json"
+"""The region's secret for keyed data fingerprints; it never leaves the region's store."""
+
+
+def _fingerprint_key(store: RegionStore) -> bytes:
+    """The region's fingerprint secret, created (under the store's lock) on first use and kept, so
+    the same records give the same fingerprint in every job (resume compares them)."""
+    with store.locked(FINGERPRINT_KEY):
+        if store.exists(FINGERPRINT_KEY):
+            return bytes.fromhex(store.read_json(FINGERPRINT_KEY)["key"])
+        key = secrets.token_bytes(regional.FINGERPRINT_KEY_BYTES)
+        store.write_json(FINGERPRINT_KEY, {"key": key.hex(), "purpose": "HMAC key of data_fingerprint; never sent"})
+        return key
 
 
 def _drift_key(config: FedcrmConfig, job_id: str) -> str:
@@ -130,8 +154,9 @@ def prepare_region(
     """Read, parse, validate (GX), quarantine and split this region's records.
 
     With ``keep`` (training) the prepared frames and the quarantined rows stay in the region's
-    store for the job; without it (a validation-only run) nothing is written. A resumed job whose
-    workspace is still there goes on with the same prepared frames.
+    store for the job; without it (a validation-only run) no records are written. Either way the
+    exact validation report stays in the store (``reports/``) and only the released one leaves.
+    A resumed job whose workspace is still there goes on with the same prepared frames.
     """
     store = region_store(config, region)
     prepared_key = f"{_workspace(config, job_id)}/prepared.json"
@@ -149,11 +174,17 @@ def prepare_region(
         if keep and prepared.usable:
             store.write_frame(_job_key(config, job_id, "train"), prepared.train)
             store.write_frame(_job_key(config, job_id, "holdout"), prepared.holdout)
+        store.write_json(_report_key(config, job_id), {
+            "report": prepared.report.model_dump(mode="json"),
+            "n_train": 0 if prepared.train is None else len(prepared.train),
+            "n_holdout": 0 if prepared.holdout is None else len(prepared.holdout),
+        })
+        k = config.privacy.min_k
         summary = PreparedSummary(
-            report=prepared.report,
-            n_train=0 if prepared.train is None else len(prepared.train),
-            n_holdout=0 if prepared.holdout is None else len(prepared.holdout),
-            fingerprint=regional.fingerprint(raw),
+            report=prepared.report.released(k),
+            n_train=released_count(0 if prepared.train is None else len(prepared.train), k),
+            n_holdout=released_count(0 if prepared.holdout is None else len(prepared.holdout), k),
+            fingerprint=regional.fingerprint(raw, _fingerprint_key(store)),
         )
         if keep and prepared.usable:
             store.write_json(prepared_key, TypeAdapter(PreparedSummary).dump_python(summary, mode="json"))
@@ -172,7 +203,7 @@ def feature_statistics(
 
     def run() -> Contribution:
         contract, train = config.load_contract(), store.read_frame(_job_key(config, job_id, "train"))
-        _within_weight_bound(config, len(train))
+        _within_weight_bound(config, regional.public_row_count(len(train), config))
         sigma = regional.statistics_noise_multiplier(config)
         if sigma is not None:  # charged before the release is computed
             event = PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=1)
@@ -285,7 +316,8 @@ def local_training(
     """One round of local training; under DP the region's own ledger is checked and charged.
 
     The clipped update is packed as [n·Δθ, n·loss, n] and contributed to the round's federated
-    sum (masked, under secure aggregation).
+    sum (masked, under secure aggregation), with n the released row count (rounded down to a
+    multiple of privacy.min_k), never the exact one.
     """
     store = region_store(config, region)
 
@@ -318,8 +350,9 @@ def local_training(
         if ledger is not None and update.steps > ledger.plan.steps_per_round:
             raise PrivacyError(f"local training took {update.steps} DP-SGD steps, more than the "
                                f"{ledger.plan.steps_per_round} charged for the round", hint="report this as a bug")
-        _within_weight_bound(config, update.n_examples)
-        packed = pack_update(vector - global_vector, update.n_examples, update.mean_loss)
+        weight = regional.public_row_count(update.n_examples, config)  # the released count, like the plan's q
+        _within_weight_bound(config, weight)
+        packed = pack_update(vector - global_vector, weight, update.mean_loss)
         bounds = update_bounds(global_vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm)
         contributor, save = _contributor(config, store, job_id, region, attempt)
         contribution = contributor.contribute(request, round_number, packed, bounds)

@@ -21,6 +21,7 @@ from connectors.sources import open_source
 from connectors.tracking import DeployedModel, ModelRegistry
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
+from fedcrm.privacy.release import describe_count
 from fedcrm.scoring import Scorer, ScoringBatch, ScoringCounts, select_for_activation
 from tasks.guard import RegionReply, in_region
 from tasks.regional import region_store
@@ -82,9 +83,10 @@ def write_back_scores(region: str, config: FedcrmConfig, scores: pd.DataFrame, m
         if report.failed:  # the ids stay here, in the region's store
             key = f"scores/{config.use_case}/failures-{scored_at.strftime('%Y%m%dT%H%M%SZ')}.json"
             store.write_json(key, report.failed)
-            get_run_logger().warning("region %s: %d score(s) could not be written to %s (codes %s); the record ids "
-                                     "are in its store under %s", region, len(report.failed), sink.description,
-                                     codes, key)
+            k = config.privacy.min_k  # Prefect's logs leave the region: released counts only
+            get_run_logger().warning("region %s: %s score(s) could not be written to %s (codes %s); the record ids "
+                                     "are in its store under %s", region, describe_count(len(report.failed), k),
+                                     sink.description, sorted(codes), key)
         result = counts.model_copy(update={"written": report.written, "failed": len(report.failed),
                                            "destination": sink.description, "failure_codes": codes})
         AuditLog(store, region).record("scoring", result.model_dump(mode="json"))

@@ -303,7 +303,8 @@ def test_a_region_reading_its_records_from_salesforce_takes_part(federation, tmp
     assert code == 0, output[-3000:]
     assert summary["status"] == "completed" and summary["regions"]["eu"]["status"] == "included"
     eu = summary["regions"]["eu"]
-    assert eu["n_train"] + eu["n_holdout"] + eu["n_quarantined"] == len(records)
+    released = eu["n_train"] + eu["n_holdout"] + (eu["n_quarantined"] or 0)  # each rounded down to a multiple of k = 5
+    assert released <= len(records) < released + 3 * 5
     queries = [path for method, path in org.requests if method == "GET" and "/query" in path]
     assert len(queries) == -(-len(records) // 500)  # the SOQL query and every nextRecordsUrl page
     parameters = json.dumps([run["parameters"] for run in _flow_runs(federation, summary["job_id"])])

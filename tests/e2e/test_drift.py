@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from fedcrm.privacy.release import released_count
+
 pytestmark = pytest.mark.e2e
 COMMON = ["--use-case", "churn", "--state-dir", "state"]
 SHORT = ["--set", "training.rounds=2", "--set", "privacy.target_epsilon=2", "--set", "baselines.local_only=false",
@@ -57,7 +59,7 @@ def test_a_shifted_feature_is_found_in_its_region_only_and_triggers_retraining(t
     client.set_registered_model_alias("fedcrm-churn", "champion", version)
     for region in ("eu", "us", "apac"):  # each region kept its own snapshot of the job's training data
         snapshot = json.loads((work / "state" / "regions" / region / "drift" / "churn" / f"{job}.json").read_text())
-        assert snapshot["n_rows"] == summary["regions"][region]["n_train"]
+        assert released_count(snapshot["n_rows"], 5) == summary["regions"][region]["n_train"]  # exact only in the region
 
     records = work / "state" / "regions" / "eu" / "crm" / "churn.parquet"
     frame = pd.read_parquet(records)

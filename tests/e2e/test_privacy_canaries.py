@@ -108,7 +108,9 @@ def test_failing_region_is_excluded_with_reason_and_job_goes_on(byo_job):
     assert "duplicate ids" in us["reason"]
     assert summary["regions"]["eu"]["status"] == summary["regions"]["apac"]["status"] == "included"
     assert summary["rounds"][-1]["participants"] == ["apac", "eu"]
-    assert summary["regions"]["eu"]["n_quarantined"] == 2
+    assert summary["regions"]["eu"]["n_quarantined"] is None  # 2 < k: suppressed in what leaves the region
+    (own,) = (work / "state" / "regions" / "eu" / "reports").glob(f"*/{summary['job_id']}/validation.json")
+    assert json.loads(own.read_text())["report"]["n_quarantined"] == 2  # the exact count stays in the region
     assert any("__other__" in w for w in summary["regions"]["eu"]["validation"]["warnings"])
     assert summary["baselines"]["central_reference"] == {
         "skipped": "the central reference runs only on the bundled public demo data"

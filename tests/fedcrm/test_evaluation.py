@@ -32,7 +32,7 @@ def test_metrics_match_sklearn():
 
 def test_perfect_predictions_have_auc_one_and_finite_log_loss():
     labels = np.array([0, 0, 0, 1, 1, 1])
-    metrics = evaluate_predictions(labels, labels.astype(float), min_k=5)  # probabilities exactly 0 and 1
+    metrics = evaluate_predictions(labels, labels.astype(float), min_k=3)  # probabilities exactly 0 and 1
 
     assert metrics.auc == 1.0 and metrics.pr_auc == 1.0
     assert 0.0 < metrics.log_loss < 1e-5  # clipped, so finite
@@ -44,7 +44,7 @@ def test_ece_of_perfectly_calibrated_bins_is_zero():
     probs = np.array([0.25] * 4 + [0.75] * 4)
 
     assert expected_calibration_error(labels, probs) == pytest.approx(0.0, abs=1e-12)
-    assert evaluate_predictions(labels, probs, min_k=5).ece == pytest.approx(0.0, abs=1e-6)
+    assert evaluate_predictions(labels, probs, min_k=4).ece == pytest.approx(0.0, abs=1e-6)
 
 
 def test_ece_of_an_overconfident_model():
@@ -53,16 +53,29 @@ def test_ece_of_an_overconfident_model():
     assert expected_calibration_error(labels, np.full(10, 0.9)) == pytest.approx(0.4)
 
 
-def test_refuses_fewer_than_min_k_rows():
-    with pytest.raises(FedcrmError, match="at least 11 rows"):
-        evaluate_predictions(LABELS, PROBS, min_k=11)
-    assert evaluate_predictions(LABELS, PROBS, min_k=10).n == 10  # exactly k is fine
+def test_refuses_fewer_than_min_k_of_a_class():
+    with pytest.raises(FedcrmError, match="at least privacy.min_k = 6 of each class"):
+        evaluate_predictions(LABELS, PROBS, min_k=6)  # 5 positives, 5 negatives
+    assert evaluate_predictions(LABELS, PROBS, min_k=5).positives == 5  # exactly k of each is fine
 
 
-@pytest.mark.parametrize("label", [0, 1])
-def test_refuses_a_single_class(label):
-    with pytest.raises(FedcrmError, match="both classes"):
-        evaluate_predictions(np.full(20, label), np.linspace(0.1, 0.9, 20), min_k=5)
+@pytest.mark.parametrize("minority", [1, 4])
+@pytest.mark.parametrize("minority_label", [0, 1])
+def test_refuses_a_metric_resting_on_fewer_than_k_of_one_class(minority, minority_label):
+    """A holdout of 500 rows with a single positive used to release an AUC describing that one customer."""
+    labels = np.full(500, 1 - minority_label)
+    labels[:minority] = minority_label
+    with pytest.raises(FedcrmError) as refused:
+        evaluate_predictions(labels, np.linspace(0.1, 0.9, 500), min_k=5)
+    assert "fewer than 5" in refused.value.message
+    assert f" {minority} " not in refused.value.message  # the exact count stays in the region
+
+
+def test_released_sizes_are_rounded_down_to_multiples_of_k():
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 23 + [0] * 80)
+    metrics = evaluate_predictions(labels, rng.uniform(size=103), min_k=5)
+    assert (metrics.n, metrics.positives) == (100, 20)
 
 
 def test_combine_metrics_is_example_weighted():

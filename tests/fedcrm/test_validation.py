@@ -25,7 +25,7 @@ from fedcrm.validation import (
 
 def validate(raw: pd.DataFrame, contract: DataContract) -> ValidationReport:
     parsed = parse_records(raw, contract)
-    return validate_records(parsed, contract, region="north", suite=build_suite_dict(contract))
+    return validate_records(parsed, contract, region="north", suite=build_suite_dict(contract), min_k=1)
 
 
 def failed_check(report: ValidationReport, expectation: str, column: str | None = None):
@@ -264,3 +264,40 @@ def test_raise_for_failures_raises_data_validation_error_with_the_failures(contr
         report.raise_for_failures()
     assert info.value.failures == ["the region holds no records"]
     assert "eu" in str(info.value) and info.value.hint
+
+
+# --- what leaves the region: released counts -----------------------------------------------
+
+
+def test_a_single_unseen_value_leaves_the_region_as_fewer_than_k_never_as_one(contract, raw):
+    """Today's main sent "1 value(s) of 'channel' are outside the contract vocabulary" and `unparsable: 1`."""
+    raw.loc[0, "channel"] = "fax"
+    raw.loc[1, "age"] = "not-a-number"
+    parsed = parse_records(raw, contract)
+
+    exact = validate_records(parsed, contract, region="north", suite=build_suite_dict(contract), min_k=5)
+    released = exact.released(5)
+
+    assert exact.problems["age"] == {"unparsable": 1} and exact.n_quarantined == 1  # the region's own report
+    assert released.problems["age"] == {"unparsable": None} and released.n_quarantined is None
+    assert released.n_rows == 200 and released.count_granularity == 5
+    check = failed_check(released, "expect_column_values_to_be_in_set", "channel")
+    assert check.counts["unexpected_count"] is None and check.counts["unexpected_percent"] is None
+    assert check.counts["element_count"] == 200
+    text = json.dumps(released.model_dump(mode="json"))
+    assert "fewer than 5 value(s) of 'channel'" in text
+    assert "1 value" not in text and '"unparsable": 1' not in text
+    assert released.released(5) is released  # released once, not coarsened again
+
+
+def test_released_counts_are_rounded_down_to_multiples_of_k(contract, raw):
+    raw.loc[:31, "age"] = "not-a-number"  # 32 of 200 malformed
+    parsed = parse_records(raw, contract)
+
+    released = validate_records(parsed, contract, region="north", suite=build_suite_dict(contract), min_k=5).released(5)
+
+    check = failed_check(released, "expect_column_values_to_be_in_set", "__malformed__")
+    assert check.counts["unexpected_count"] == 30 and check.counts["unexpected_percent"] == pytest.approx(15.0)
+    assert released.n_quarantined == 30 and released.problems["age"] == {"unparsable": 30}
+    assert any("30–34 malformed record(s)" in f for f in released.failures)
+    assert "32" not in json.dumps(released.model_dump(mode="json")["failures"])
