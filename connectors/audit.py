@@ -125,15 +125,16 @@ class MlflowAnchors:
             raise ConnectorError(f"could not {action} ({type(exc).__name__})", source=self.description,
                                  hint="check tracking.uri and that the MLflow server is reachable") from None
 
-    def record(self, *, session: str, purpose: str, coordinator_head: AuditHead,
+    def record(self, *, session: str, purpose: str, coordinator_head: AuditHead | None,
                region_heads: dict[str, WitnessedHead]) -> str:
-        """Log the session's anchor run; returns its id."""
+        """Log the session's anchor run; returns its id. A region's own session (scoring) has no coordinator head."""
         def write() -> str:
             found = self.client.get_experiment_by_name(self.experiment)
             experiment_id = found.experiment_id if found else self.client.create_experiment(
                 self.experiment, artifact_location=self.artifact_root.resolve().as_uri() if self.artifact_root else None)
             tags = {"fedcrm.kind": "audit-anchor", "mlflow.runName": f"audit-{purpose}", "audit.session": session,
-                    "audit.purpose": purpose, COORDINATOR_HEAD_TAG: str(coordinator_head),
+                    "audit.purpose": purpose,
+                    **({} if coordinator_head is None else {COORDINATOR_HEAD_TAG: str(coordinator_head)}),
                     **{f"{REGION_HEAD_TAG}{region}": str(seen.head) for region, seen in region_heads.items()}}
             run = self.client.create_run(experiment_id, tags=tags)
             self.client.set_terminated(run.info.run_id)
