@@ -110,16 +110,17 @@ class MlflowAnchors:
     """Anchors in MLflow, beyond the coordinator's and the regions' stores: one run per session."""
 
     def __init__(self, tracking_uri: str, experiment: str, model_name: str, artifact_root: Any = None):
-        from mlflow.tracking import MlflowClient
-
         from connectors.tracking import redact
 
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        self.experiment, self.model_name, self.artifact_root = experiment, model_name, artifact_root
+        self.tracking_uri, self.experiment, self.model_name = tracking_uri, experiment, model_name
+        self.artifact_root = artifact_root
         self.description = f"MLflow at {redact(tracking_uri)}"
 
     def _wrapped(self, action: str, call):
         try:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
             return call()
         except Exception as exc:  # noqa: BLE001 - MLflow raises many types; the caller gets one
             raise ConnectorError(f"could not {action} ({type(exc).__name__})", source=self.description,
