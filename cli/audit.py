@@ -17,7 +17,7 @@ from cli.main import (
     errors,
     friendly_errors,
 )
-from fedcrm.audit import AuditHead
+from fedcrm.audit import AuditAnchor, AuditEntry
 from fedcrm.config import FedcrmConfig
 
 audit_app = typer.Typer(no_args_is_help=True, help="Hash-chained audit logs (messages, budget, gates, approvals).")
@@ -39,35 +39,65 @@ def _logs(cfg: FedcrmConfig, parties: list[str] | None):
                       else AuditLog(open_store(cfg.region_store_location(party)), party))
 
 
-def _anchors(cfg: FedcrmConfig) -> tuple[list[AuditHead], str]:
-    """The coordinator heads recorded on the model versions (what catches a log cut short)."""
-    from connectors.tracking import ModelRegistry
-    from fedcrm.errors import ConnectorError
-    from tasks.registry import ANCHOR_TAG
+class _Anchors:
+    """Every head recorded outside a party's store, per party, and what could not be read."""
 
+    def __init__(self) -> None:
+        self.by_party: dict[str, list[AuditAnchor]] = {}
+        self.unchecked: str | None = None
+        """Why the MLflow anchors could not be read (None when they were)."""
+
+    def add(self, party: str, anchors: list[AuditAnchor]) -> None:
+        self.by_party.setdefault(party, []).extend(anchors)
+
+
+def _anchors(cfg: FedcrmConfig, coordinator_entries: list[AuditEntry]) -> _Anchors:
+    """The region heads the coordinator entered in its log, and the MLflow anchor runs and version tags."""
+    from connectors.audit import MlflowAnchors, region_anchors_in
+    from fedcrm.errors import ConnectorError
+
+    found = _Anchors()
+    for region, anchors in region_anchors_in(coordinator_entries).items():
+        found.add(region, anchors)
+    if not cfg.tracking.enabled:
+        found.unchecked = "tracking is disabled (tracking.enabled=false), so the coordinator's head has no MLflow anchor"
+        return found
     try:
-        values = ModelRegistry(cfg.tracking_uri, cfg.model_name).tag_values(ANCHOR_TAG)
+        coordinator, regions = MlflowAnchors(cfg.tracking_uri, cfg.experiment_name, cfg.model_name).read()
     except ConnectorError as exc:
-        return [], f"anchors not checked: {exc.message}"
-    return [AuditHead.parse(v) for v in values], f"{len(values)} anchor(s) on {cfg.model_name}'s versions"
+        found.unchecked = f"the MLflow anchors could not be read: {exc.message}"
+        return found
+    found.add("coordinator", coordinator)
+    for region, anchors in regions.items():
+        found.add(region, anchors)
+    return found
 
 
 @audit_app.command("verify")
 @friendly_errors
 def audit_verify(parties: PartyOpt = None, config: ConfigOpt = None, use_case: UseCaseOpt = None,
                  state_dir: StateOpt = None, overrides: SetOpt = None) -> None:
-    """Check every chain: an edited, removed, reordered or cut-off entry fails (exit 1) and is named."""
+    """Check every chain against its anchors: an edited, removed, reordered or cut-off entry fails
+    (exit 1) and is named; anchors that could not be read give exit 2 (not proven intact)."""
+    from connectors.audit import coordinator_audit
+
     cfg = _config(config, use_case, None, state_dir, overrides)
-    anchors, anchor_note = _anchors(cfg)
-    table = Table(title=f"audit logs · {anchor_note}")
-    for column in ("party", "entries", "head", "verdict"):
+    anchors = _anchors(cfg, coordinator_audit(cfg).entries())
+    count = sum(len(a) for a in anchors.by_party.values())
+    note = f"{count} anchor(s)" + ("" if anchors.unchecked is None else ", MLflow anchors NOT checked")
+    table = Table(title=f"audit logs · {note}")
+    for column in ("party", "entries", "head", "anchors", "verdict"):
         table.add_column(column)
     broken: list[str] = []
     for party, log in _logs(cfg, parties):
-        problems = log.verify(anchors if party == "coordinator" else [])
+        known = anchors.by_party.get(party, [])
+        problems = log.verify(known)
         head = log.head()
+        verdict = ("[red]TAMPERED[/]" if problems
+                   else "[yellow]intact, unanchored[/]" if anchors.unchecked is not None else "[green]intact[/]")
+        furthest = max((a.head.sequence for a in known), default=0)
         table.add_row(party, str(len(log.entries())), f"{head.sequence}:{head.hash[:12]}",
-                      "[red]TAMPERED[/]" if problems else "[green]intact[/]")
+                      f"{len(known)} (furthest: entry {furthest})" if known else "none", verdict)
         broken += [f"{party}: {problem}" for problem in problems]
     console.print(table)
     for line in broken:
@@ -75,6 +105,11 @@ def audit_verify(parties: PartyOpt = None, config: ConfigOpt = None, use_case: U
     if broken:
         errors.print("[yellow]→ restore the log from a backup and find out who could write to that store[/]")
         raise typer.Exit(1)
+    if anchors.unchecked is not None:
+        errors.print(f"[yellow]not proven intact: {anchors.unchecked}; entries cut off the end of a log since its "
+                     "last anchor in its coordinator's log cannot be ruled out[/]", highlight=False, soft_wrap=True)
+        errors.print("[yellow]→ check tracking.uri and that the MLflow server is reachable, then run it again[/]")
+        raise typer.Exit(2)
 
 
 @audit_app.command("show")

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, PlainSerializer, PlainValidator, TypeAdapter
 
+from fedcrm.audit import AuditHead
 from fedcrm.errors import MessageRejectedError
 
 
@@ -80,6 +81,9 @@ class StepReply(BaseModel):
     reason: str = ""
     elapsed_s: float = 0.0
     """Seconds the region spent on the step (so the coordinator can tell compute from transport)."""
+    audit_head: AuditHead | None = None
+    """The region's audit head as it sent the reply (a sequence number and a hash, no data): the
+    coordinator records it, so the region cannot later cut its log short below it unnoticed."""
 
 
 def _hints(function: Callable[..., Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fedcrm.audit import WitnessedHead, latest_heads
 from fedcrm.channel import CoordinatorChannel
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import MessageRejectedError
@@ -33,6 +34,8 @@ class RegionLinks:
         self.liveness_every_s = 2.0
         self.transport_s = 0.0
         """Cumulative seconds asks took beyond the slowest region's own compute: the exchange's overhead."""
+        self.region_heads: dict[str, WitnessedHead] = {}
+        """The furthest audit head each region sent in a verified message: anchored at the session's end."""
 
     def answering(self, regions: list[str]) -> list[str]:
         """Those of ``regions`` that have not stopped answering (a region that timed out is not asked again)."""
@@ -86,6 +89,8 @@ class RegionLinks:
             reply = self.channel.reply(region, number)
             if reply is None:
                 return None, 0.0
+            latest_heads(self.region_heads, region, reply.audit_head, session=self.channel.job_id,
+                         message=f"reply {number}")
             if not reply.ok:
                 return RegionReply(region=region, ok=False, reason=reply.reason), reply.elapsed_s
             return RegionReply(region=region, ok=True, value=decode_value(regional_task, reply.value)), reply.elapsed_s

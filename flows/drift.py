@@ -6,7 +6,7 @@
     drift-check (each region: its current records, read through its own connector, against the
                  bin counts it kept while training that job; replies PSI per feature and two row
                  counts ≥ k) → a failing region is excluded with its reason
-    finish → MLflow run (psi.<region>.<feature>) in the use case's experiment
+    finish → anchor-audit → MLflow run (psi.<region>.<feature>) in the use case's experiment
     [drift.retrain and a feature above drift.psi_threshold in any region: start a training job]
 
 Only PSI values and counts leave a region; the snapshots stay in each region's store
@@ -109,7 +109,7 @@ def check_drift(config: FedcrmConfig) -> DriftSummary:
     registry, version, champion, baseline_job = _champion(config)
     check_id = "drift-" + uuid.uuid4().hex[:8]
     roster = Roster(list(config.federation.regions))
-    running = start_regions(config, open_exchange(config, check_id), roster)
+    running = start_regions(config, open_exchange(config, check_id), roster, purpose="drift")
     try:
         replies = running.links.ask(regional.drift_check, roster.active, pipeline=champion.pipeline,
                                     baseline_job=baseline_job)

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.audit import AuditedMailboxes, coordinator_audit
 from connectors.exchange import Exchange
+from fedcrm.audit import AuditHead, latest_heads
 from fedcrm.channel import CoordinatorChannel, session_id
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError, MessageRejectedError
@@ -31,6 +32,7 @@ from fedcrm.roster import Roster
 from flows.dispatch import RegionLinks
 from flows.region import FINISH, regional_participant
 from tasks.coordinator import coordinator_keys
+from tasks.registry import anchor_session
 
 
 @task(name="regional-run", task_run_name="regional-run-{region}", cache_policy=NO_CACHE, persist_result=False)
@@ -45,6 +47,11 @@ class RunningRegions:
     exchange: Exchange
     launched: dict[str, Any] = field(default_factory=dict)
     """Region → its embedded future, or the id of its deployment's flow run."""
+    config: FedcrmConfig | None = None
+    purpose: str = "job"
+    """What the session is (job, validate, drift): named on its audit anchor."""
+    anchor_version: str | None = None
+    """The model version the session registered, if any: the coordinator's final audit head is tagged on it too."""
 
     def ended(self, region: str) -> str | None:
         """The final state of the region's run, or None while it runs."""
@@ -104,15 +111,23 @@ def _where_it_ran(config: FedcrmConfig, region: str, evidence: dict[str, Any], l
     return {**evidence, "work_pool": flow_run.work_pool_name, "launcher": config.launcher.mode, "verified": True}
 
 
-def start_regions(config: FedcrmConfig, exchange: Exchange, roster: Roster) -> RunningRegions:
+def _head_in(evidence: dict[str, Any]) -> AuditHead | None:
+    """The audit head a region's hello carries (None from a region that sends none)."""
+    try:
+        return AuditHead.parse(str(evidence.pop("audit_head")))
+    except (KeyError, ValueError):
+        return None
+
+
+def start_regions(config: FedcrmConfig, exchange: Exchange, roster: Roster, purpose: str = "job") -> RunningRegions:
     """Launch one run per active region for this attempt of the job (``exchange``) and wait for their
-    hellos; exclude those that do not start."""
+    hellos (each carries the region's audit head); exclude those that do not start."""
     job_id, attempt = exchange.job_id, exchange.attempt
     identity, keyring = coordinator_keys(config)
     session = session_id(job_id, attempt)
     channel = CoordinatorChannel(AuditedMailboxes(exchange, coordinator_audit(config), session), identity, keyring,
                                  session)
-    running = RunningRegions(RegionLinks(config, channel), exchange)
+    running = RunningRegions(RegionLinks(config, channel), exchange, config=config, purpose=purpose)
     running.links.ended = running.ended
     for region in roster.active:
         try:
@@ -129,6 +144,7 @@ def start_regions(config: FedcrmConfig, exchange: Exchange, roster: Roster) -> R
                 evidence = channel.hello(region)
                 if evidence is None:
                     continue
+                latest_heads(running.links.region_heads, region, _head_in(evidence), session=session, message="hello")
                 roster.regions[region].residency = _where_it_ran(config, region, evidence, running.launched[region])
                 running.links.started.add(region)
             except (FedcrmError, MessageRejectedError) as exc:
@@ -165,3 +181,9 @@ def finish_regions(running: RunningRegions, *, wait_s: float = 60.0) -> None:
     for future in running.launched.values():
         if hasattr(future, "wait"):
             future.wait(timeout=wait_s)
+    if running.config is not None:  # after the last message: the session's final head is what gets anchored
+        try:
+            anchor_session(running.config, session=running.links.channel.job_id, purpose=running.purpose,
+                           region_heads=running.links.region_heads, version=running.anchor_version)
+        except FedcrmError as exc:
+            get_run_logger().warning("the session's audit anchor could not be recorded: %s", exc)

@@ -3,7 +3,8 @@
     hello (signed residency evidence: flow run, work pool, worker)
     loop: wait for the coordinator's next signed request on the exchange
           → run that regional step (a task of tasks/regional.py, inside the region)
-          → post the signed reply (counts, DP releases, masked contributions only)
+          → post the signed reply (counts, DP releases, masked contributions only, and the
+            region's audit head, which the coordinator records as its anchor)
     until the coordinator says "finish", or stays silent for launcher.region_idle_timeout_s
     (then the region releases its workspace itself and ends).
 
@@ -126,9 +127,10 @@ def regional_participant(region: str, job_id: str, config: FedcrmConfig, attempt
         open_exchange(config, job_id, attempt).post_unsigned_failure(region, str(exc))
         return {"answered": 0}
     session = session_id(job_id, attempt)
-    channel = RegionChannel(AuditedMailboxes(open_exchange(config, job_id, attempt), AuditLog(store, region), session),
+    audit = AuditLog(store, region)
+    channel = RegionChannel(AuditedMailboxes(open_exchange(config, job_id, attempt), audit, session),
                             identity, keyring, session)
-    channel.hello(residency_evidence(region))
+    channel.hello({**residency_evidence(region), "audit_head": str(audit.head())})  # anchors what came before
     number, answered, rejected = 1, 0, set()
     idle_until = time.monotonic() + config.launcher.region_idle_timeout_s
     while True:
@@ -151,7 +153,8 @@ def regional_participant(region: str, job_id: str, config: FedcrmConfig, attempt
             break
         began = time.perf_counter()
         reply = _answer(region, config, job_id, attempt, request)
-        channel.reply(number, reply.model_copy(update={"elapsed_s": time.perf_counter() - began}))
+        channel.reply(number, reply.model_copy(update={"elapsed_s": time.perf_counter() - began,
+                                                       "audit_head": audit.head()}))
         number, answered = number + 1, answered + 1
         idle_until = time.monotonic() + config.launcher.region_idle_timeout_s
     return {"answered": answered}

@@ -22,7 +22,8 @@
     evaluate-gates → record-gates (tags, gates.json, alias "challenger" when all rules pass)
       → audit (gate.result in the coordinator's audit log, its head anchored on the version)
     record-compliance (compliance.json and compliance.html in the version's run) → JobSummary
-    finish (every regional run ends)
+    finish (every regional run ends) → anchor-audit (the regions' heads in the coordinator's log; its
+                                     final head in an MLflow anchor run and on the version)
 
 Every regional step is a request to the regional runs over the exchange (flows/dispatch.py).
 """
@@ -376,6 +377,8 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
     result = summary("completed")
     coordinator.save_job(config, result, pipeline, vector)
     result.tracking = coordinator.track_job(config, result)
+    if result.tracking.get("status") == "registered":  # the job's final audit head is tagged on it at the end
+        running.anchor_version = str(result.tracking["model_version"])
     if result.tracking.get("status") == "failed":
         logger.warning("MLflow registration failed (the model is saved): %s", result.tracking["error"])
     elif result.tracking.get("status") == "registered" and config.privacy.mode == "dp":

@@ -1,6 +1,6 @@
 """Validate every region's records against the contract (the first step of training, alone):
 
-    start-regions → prepare-region (each region, nothing kept) → finish
+    start-regions → prepare-region (each region, nothing kept) → finish → anchor-audit
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def validate_federation(config: FedcrmConfig) -> dict[str, RegionSummary]:
     job_id = "validate-" + uuid.uuid4().hex[:8]
     contract = config.load_contract()
     roster = Roster(list(config.federation.regions))
-    running = start_regions(config, open_exchange(config, job_id), roster)
+    running = start_regions(config, open_exchange(config, job_id), roster, purpose="validate")
     try:
         replies = running.links.ask(
             regional.prepare_region, roster.active, suite=load_suite_dict(contract, config.expectations_dir), keep=False,

@@ -4,6 +4,9 @@ Reads and writes of MLflow are retried (a tracking server may blink; every write
 idempotent: setting the same tags and aliases twice changes nothing). An audit entry is written
 once, then *anchored*: the coordinator log's new head is tagged on the model version, outside the
 coordinator's store, so cutting entries off the end of the log is detectable (``fedcrm audit verify``).
+A session that talked to the regions (a job, a validation, a drift check) ends with
+``anchor-audit``: the region heads it received go into the coordinator's log, and the log's final
+head into an MLflow anchor run (and onto the job's model version).
 """
 
 from __future__ import annotations
@@ -14,13 +17,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from connectors.audit import coordinator_audit
+from connectors.audit import ANCHOR_KIND, COORDINATOR_HEAD_TAG, MlflowAnchors, coordinator_audit
 from connectors.tracking import CHALLENGER, CHAMPION, ModelRegistry
-from fedcrm.audit import AuditHead
+from fedcrm.audit import AuditHead, WitnessedHead
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import ConnectorError, FedcrmError
 
-ANCHOR_TAG = "audit.coordinator_head"
+ANCHOR_TAG = COORDINATOR_HEAD_TAG
 REGISTRY_TASK = {"cache_policy": NO_CACHE, "persist_result": False}
 
 
@@ -111,4 +114,31 @@ def audit_event(config: FedcrmConfig, kind: str, version: str | None, details: d
         except FedcrmError as exc:  # the entry stands; only the anchor is missing
             get_run_logger().warning("audit entry %d could not be anchored on version %s: %s", entry.sequence,
                                      version, exc)
+    return head
+
+
+@task(name="anchor-audit", task_run_name="anchor-audit-{purpose}", **REGISTRY_TASK)
+def anchor_session(config: FedcrmConfig, session: str, purpose: str, region_heads: dict[str, WitnessedHead],
+                   version: str | None = None) -> AuditHead:
+    """End a session's evidence: enter the regions' heads in the coordinator's log, then anchor the
+    log's final head in MLflow (an anchor run, and the model version when the session made one).
+
+    Without MLflow (``tracking.enabled`` false, or unreachable) the region heads are still anchored
+    in the coordinator's log; only the coordinator's own head is then unanchored (``verify`` says so).
+    """
+    entry = coordinator_audit(config).record(ANCHOR_KIND, {
+        "session": session, "purpose": purpose, "version": version,
+        "region_heads": {region: seen.model_dump(mode="json") for region, seen in sorted(region_heads.items())}})
+    head = AuditHead(sequence=entry.sequence, hash=entry.hash)
+    if not config.tracking.enabled:
+        return head
+    try:
+        MlflowAnchors(config.tracking_uri, config.experiment_name, config.model_name,
+                      config.state_dir / "mlartifacts").record(session=session, purpose=purpose, coordinator_head=head,
+                                                               region_heads=region_heads)
+        if version is not None:
+            _registry(config).set_tags(version, {ANCHOR_TAG: str(head)})
+    except FedcrmError as exc:  # the entries stand; only the anchor is missing, and verify will say so
+        get_run_logger().warning("the audit log's head (entry %d) could not be anchored in MLflow: %s",
+                                 entry.sequence, exc)
     return head

@@ -15,10 +15,11 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.audit import AuditLog
+from connectors.audit import AuditLog, MlflowAnchors
 from connectors.scores import ID, SCORE, open_sink
 from connectors.sources import open_source
 from connectors.tracking import DeployedModel, ModelRegistry
+from fedcrm.audit import AuditHead, WitnessedHead
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
 from fedcrm.privacy.release import describe_count
@@ -27,6 +28,20 @@ from tasks.guard import RegionReply, in_region
 from tasks.regional import region_store
 
 LOCAL = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+def _anchor_scoring(config: FedcrmConfig, region: str, head: AuditHead, scored_at: datetime) -> None:
+    """The region's head after its scoring entry, in an MLflow anchor run (until its next hello to the
+    coordinator anchors it there too); a failure is only a warning: the scores are written."""
+    if not config.tracking.enabled:
+        return
+    session = f"score-{region}-{scored_at.strftime('%Y%m%dT%H%M%SZ')}"
+    try:
+        MlflowAnchors(config.tracking_uri, config.experiment_name, config.model_name).record(
+            session=session, purpose="score", coordinator_head=None,
+            region_heads={region: WitnessedHead(head=head, session=session, message="scoring")})
+    except FedcrmError as exc:
+        get_run_logger().warning("region %s: its audit head could not be anchored in MLflow: %s", region, exc)
 
 
 @task(name="load-scoring-model", task_run_name="load-scoring-model-{region}", **LOCAL)
@@ -89,7 +104,8 @@ def write_back_scores(region: str, config: FedcrmConfig, scores: pd.DataFrame, m
                                      sink.description, sorted(codes), key)
         result = counts.model_copy(update={"written": report.written, "failed": len(report.failed),
                                            "destination": sink.description, "failure_codes": codes})
-        AuditLog(store, region).record("scoring", result.model_dump(mode="json"))
+        entry = AuditLog(store, region).record("scoring", result.model_dump(mode="json"))
+        _anchor_scoring(config, region, AuditHead(sequence=entry.sequence, hash=entry.hash), scored_at)
         return result
 
     return in_region(region, store, "write-back", run)

@@ -275,3 +275,35 @@ def test_audit_verify_names_an_edited_or_removed_entry(churn_job, cli, tmp_path)
     assert "eu: entry 5: edited" in result.stderr
     assert "coordinator: entry 7: missing (removed)" in result.stderr
     assert "us" in result.stdout and result.stdout.count("intact") == 2
+
+
+def test_audit_verify_names_a_log_cut_short_with_its_head_rewritten(churn_job, cli, tmp_path):
+    """The attack of issue 13: ten eu entries and the coordinator's last entry removed, both head.json
+    rewritten. The store alone cannot tell; the heads recorded outside it can."""
+    import shutil
+
+    from connectors import LocalRegionStore
+    from connectors.audit import AuditLog
+
+    work, home, _, _ = churn_job
+    shutil.copytree(work / "state", tmp_path / "state")
+    cuts = {}
+    for party, folder, n in (("eu", "regions/eu", 10), ("coordinator", "coordinator", 1)):
+        root = tmp_path / "state" / folder
+        log = AuditLog(LocalRegionStore(root), party)
+        ends = log.head().sequence
+        for entry in log.entries()[-n:]:
+            (root / "audit" / "entries" / f"{entry.sequence:09d}.json").unlink()
+        last = log.entries()[-1]
+        (root / "audit" / "head.json").write_text(json.dumps({"sequence": last.sequence, "hash": last.hash}))
+        assert log.verify() == []  # without its anchors the cut log looks intact
+        cuts[party] = (last.sequence, ends)
+
+    result = cli(["audit", "verify", "--use-case", "churn", "--state-dir", "state"], cwd=tmp_path, prefect_home=home)
+    errors = " ".join(result.stderr.split())
+    assert result.returncode == 1, result.output
+    kept, ends = cuts["coordinator"]  # its final head (after the job's last entry) is in MLflow
+    assert f"coordinator: entry {kept + 1}: the log ends at entry {kept} but MLflow" in errors, errors
+    kept, _ = cuts["eu"]  # eu's head at its last reply: entries after it (the reply's own, finish) are not
+    assert f"eu: entry {kept + 1}: the log ends at entry {kept} but" in errors and "cut short" in errors, errors
+    assert result.stdout.count("TAMPERED") == 2 and result.stdout.count("intact") == 2

@@ -8,9 +8,12 @@ from hypothesis import strategies as st
 
 from fedcrm.audit import (
     GENESIS,
+    AuditAnchor,
     AuditEntry,
     AuditHead,
+    WitnessedHead,
     entry_hash,
+    latest_heads,
     next_entry,
     verify_chain,
 )
@@ -97,3 +100,47 @@ def test_every_field_is_covered_by_the_hash(field):
     entries = chain(2)
     entries[0] = entries[0].model_copy(update={field: "x"})
     assert verify_chain(entries)[0].sequence == 1
+
+
+def test_a_cut_below_a_witnessed_head_is_named_with_its_witness_and_size():
+    entries = chain(51)
+    anchors = [AuditAnchor(head=head_of(entries[:30]), recorded_by="the coordinator (session job-1, reply 3)"),
+               AuditAnchor(head=head_of(entries), recorded_by="the coordinator (session job-1, reply 12)")]
+    cut = entries[:41]
+    problems = verify_chain(cut, recorded_head=head_of(cut), anchors=anchors)  # head.json rewritten to match
+    assert len(problems) == 1 and problems[0].sequence == 42
+    assert problems[0].problem == ("the log ends at entry 41 but the coordinator (session job-1, reply 12) recorded its "
+                                   "head at entry 51: 10 entries were removed from the end (the log was cut short)")
+
+
+def test_a_log_cut_and_extended_again_differs_from_its_anchor():
+    entries = chain(8)
+    anchor = AuditAnchor(head=head_of(entries), recorded_by="MLflow (model version 2)")
+    forked, head = entries[:5], head_of(entries[:5])
+    for i in range(3):  # new entries after the cut: a valid chain of the same length, other hashes
+        forked.append(next_entry(head, at="later", kind="forged", actor="coordinator", details={"i": i}))
+        head = head_of(forked)
+    problems = verify_chain(forked, recorded_head=head, anchors=[anchor])
+    assert [p.sequence for p in problems] == [8] and "MLflow (model version 2)" in problems[0].problem
+    assert "rewritten" in problems[0].problem
+
+
+def test_an_empty_log_with_a_witnessed_head_was_cut_entirely():
+    anchor = AuditAnchor(head=head_of(chain(3)), recorded_by="the coordinator")
+    problems = verify_chain([], recorded_head=None, anchors=[anchor])
+    assert [p.sequence for p in problems] == [1] and "3 entries were removed" in problems[0].problem
+
+
+def test_the_furthest_head_a_party_sent_is_kept():
+    entries, seen = chain(6), {}
+    latest_heads(seen, "eu", head_of(entries[:2]), session="job-1", message="hello")
+    latest_heads(seen, "eu", head_of(entries[:5]), session="job-1", message="reply 3")
+    latest_heads(seen, "eu", head_of(entries[:4]), session="job-1", message="reply 2")  # a reply read late
+    latest_heads(seen, "eu", None, session="job-1", message="reply 4")  # an older region that sends none
+    assert seen["eu"] == WitnessedHead(head=head_of(entries[:5]), session="job-1", message="reply 3")
+
+
+@pytest.mark.parametrize("text", ["", "12", "x:" + "a" * 64, "3:" + "g" * 64, "3:abc"])
+def test_a_malformed_head_is_refused(text):
+    with pytest.raises(ValueError):
+        AuditHead.parse(text)

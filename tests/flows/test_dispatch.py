@@ -73,3 +73,16 @@ def test_a_run_that_has_ended_fails_its_step_at_once(federation):
     began = time.monotonic()
     replies = links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
     assert time.monotonic() - began < 1.0 and "ended (Crashed)" in replies["us"].reason and replies["eu"].ok
+
+
+def test_the_coordinator_keeps_the_audit_head_each_region_signed_into_its_reply(federation):
+    from fedcrm.audit import AuditHead
+
+    links, regions = federation
+    head = AuditHead(sequence=41, hash="b" * 64)
+    answer_once(regions["eu"], StepReply(ok=True, value=None, audit_head=head))
+    answer_once(regions["us"], StepReply(ok=False, reason="read-only store"))  # an older region: no head
+    links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
+    assert set(links.region_heads) == {"eu"}
+    seen = links.region_heads["eu"]
+    assert seen.head == head and seen.session == "job-1" and seen.message == "reply 1"

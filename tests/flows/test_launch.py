@@ -19,3 +19,13 @@ def test_no_region_location_or_credential_becomes_a_flow_parameter(tmp_path):
     assert "s3cret" not in json.dumps(sent) and "apac-private" not in json.dumps(sent)
     assert sent["federation"]["regions"]["apac"]["work_pool"] == "crm-apac-sg"  # the job's own settings stay
     assert sent["training"] == config.model_dump(mode="json")["training"]
+
+
+def test_the_audit_head_in_a_hello_is_taken_out_of_the_residency_evidence():
+    from fedcrm.audit import AuditHead
+    from flows.launch import _head_in
+
+    evidence = {"region": "eu", "host": "h", "audit_head": "41:" + "c" * 64}
+    assert _head_in(evidence) == AuditHead(sequence=41, hash="c" * 64) and "audit_head" not in evidence
+    assert _head_in({"region": "eu"}) is None  # a region from before heads were sent
+    assert _head_in({"audit_head": "41:not-a-hash"}) is None
