@@ -22,7 +22,7 @@ REGIONS = ("eu", "us")
 @pytest.fixture
 def federation(tmp_path):
     identities = {party: Identity.generate(party) for party in (COORDINATOR, *REGIONS)}
-    keyring = Keyring({party: identity.public_key for party, identity in identities.items()})
+    keyring = Keyring.of(identities)
     exchange = Exchange(LocalRegionStore(tmp_path), "job-1")
     config = load_config(overrides=["launcher.step_timeout_s=1.5", "exchange.poll_interval_s=0.01"])
     links = RegionLinks(config, CoordinatorChannel(exchange, identities[COORDINATOR], keyring, "job-1"))
