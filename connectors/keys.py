@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-
 from typing import Literal
 
 from connectors.base import RegionStore
@@ -96,7 +95,10 @@ def check_registered(keyring: Keyring, identity: Identity) -> None:
             hint=f"re-register it: `fedcrm keys init {flag}`",
         )
     if identity.party not in keyring.encryption_keys:
-        keyring.encryption_key(identity.party)  # raises: the keyring predates encryption, with the fix
+        raise IdentityError(
+            f"the federation keyring has no encryption key for {identity.party!r} (it was registered by an older fedcrm)",
+            hint=f"re-register it: `fedcrm keys init {flag}` (embedded: `fedcrm keys init --all`)",
+        )
     raise IdentityError(
         f"{identity.party!r}'s encryption key is not the one the keyring lists "
         f"(keyring: {public_key_text(keyring.encryption_keys[identity.party])[:12]}…)",
