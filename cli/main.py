@@ -140,27 +140,28 @@ def data_split(
 
 
 def _provision_identities(cfg: FedcrmConfig, stores: dict[str, Path | str], *,
-                          rotate: bool) -> list[tuple[str, str, bool, Path | str]]:
-    """Create missing identity keys in each party's own store (a folder, s3:// or a database) and
-    register them in the keyring."""
+                          rotate: bool) -> list[tuple[str, str, str, str, Path | str]]:
+    """Create missing identity keys in each party's own store (a folder, s3:// or a database),
+    add an encryption key to one made by an older fedcrm, and register them in the keyring."""
     from connectors.keys import create_identity, register
     from connectors.stores import open_store
     from fedcrm.secagg.identity import public_key_text
 
     done = []
     for party, root in stores.items():
-        identity, created = create_identity(open_store(str(root)), party, rotate=rotate)
+        identity, status = create_identity(open_store(str(root)), party, rotate=rotate)
         register(cfg.keyring_path, identity)
-        done.append((party, public_key_text(identity.public_key), created, root))
+        done.append((party, public_key_text(identity.public_key), public_key_text(identity.encryption_public_key),
+                     status, root))
     return done
 
 
-def _print_identities(rows: list[tuple[str, str, bool, Path | str]], keyring: Path) -> None:
+def _print_identities(rows: list[tuple[str, str, str, str, Path | str]], keyring: Path) -> None:
     table = Table(title=f"identity keys (keyring {keyring})")
-    for column in ("party", "public key (Ed25519)", "status", "private key in"):
+    for column in ("party", "signing key (Ed25519)", "encryption key (X25519)", "status", "private keys in"):
         table.add_column(column)
-    for party, key, created, root in rows:
-        table.add_row(party, key, "created" if created else "existing", str(root))
+    for party, key, encryption, status, root in rows:
+        table.add_row(party, key, encryption, "encryption key added" if status == "upgraded" else status, str(root))
     console.print(table)
 
 
@@ -245,11 +246,11 @@ def keys_show(config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: 
     cfg = _config(config, use_case, None, state_dir, overrides)
     keyring = read_keyring(cfg.keyring_path)
     table = Table(title=f"keyring {cfg.keyring_path}")
-    for column in ("party", "public key (Ed25519)", "private key"):
+    for column in ("party", "signing key (Ed25519)", "encryption key (X25519)", "private keys"):
         table.add_column(column)
     stores = {**{r: cfg.region_store_location(r) for r in cfg.federation.regions}, "coordinator": cfg.coordinator_store}
     for party in sorted(set(keyring.keys) | set(stores)):
-        listed = keyring.keys.get(party)
+        listed, encryption = keyring.keys.get(party), keyring.encryption_keys.get(party)
         status = "not local"
         if party in stores:
             try:
@@ -257,7 +258,10 @@ def keys_show(config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: 
                 status = "matches" if keyring.matches(identity) else "[red]MISMATCH[/]"
             except FedcrmError as exc:
                 status = f"[red]{exc.message}[/]"
-        table.add_row(party, public_key_text(listed) if listed else "[red]not registered[/]", status)
+        flag = "--coordinator" if party == "coordinator" else f"--region {party}"
+        table.add_row(party, public_key_text(listed) if listed else "[red]not registered[/]",
+                      public_key_text(encryption) if encryption else f"[red]none: run `fedcrm keys init {flag}`[/]",
+                      status)
     console.print(table)
 
 

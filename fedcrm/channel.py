@@ -4,7 +4,11 @@ The coordinator numbers its requests to each region 1, 2, 3, ...; the region ans
 with reply n, and announces itself with a hello (number 0) that carries its residency evidence.
 Every message is an ``Envelope`` signed by its sender and bound to (job, number, kind, sender,
 recipient), so the exchange, or anyone who can write to it, can neither forge, alter, re-address
-nor replay a message: the reader rejects it with the reason.
+nor replay a message: the reader rejects it with the reason. Every body is also encrypted to its
+recipient's X25519 key from the keyring (``Envelope.seal(encrypt_to=...)``: HPKE, the header as
+context, the signature over header and ciphertext), so a reader of the exchange learns the
+headers (job, number, kind, sender, recipient, the step a request asks for) and sizes, never a
+report, metric, plan or model; and each side accepts only bodies encrypted to itself.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ def _from(region: str) -> str:
 
 class CoordinatorChannel:
     def __init__(self, mailboxes: Mailboxes, identity: Identity, keyring: Keyring, job_id: str):
-        self.mailboxes, self.identity, self.job_id = mailboxes, identity, job_id
-        self._inbox = Inbox(keyring, job_id, identity.party)
+        self.mailboxes, self.identity, self.keyring, self.job_id = mailboxes, identity, keyring, job_id
+        self._inbox = Inbox(keyring, job_id, identity.party, decryption_key=identity.encryption_key)
         self._next: dict[str, int] = {}
 
     def continue_from(self, region: str, number: int) -> None:
@@ -52,7 +56,8 @@ class CoordinatorChannel:
         number = self._next.get(region, HELLO + 1)
         self._next[region] = number + 1
         envelope = Envelope.seal(self.identity, job_id=self.job_id, round=number, phase="request", recipient=region,
-                                 body=request.model_dump(mode="json"))
+                                 body=request.model_dump(mode="json"), subject=request.step,
+                                 encrypt_to=self.keyring.encryption_key(region))
         self.mailboxes.post(_to(region), number, envelope.to_bytes())
         return number
 
@@ -70,13 +75,13 @@ class CoordinatorChannel:
 
 class RegionChannel:
     def __init__(self, mailboxes: Mailboxes, identity: Identity, keyring: Keyring, job_id: str):
-        self.mailboxes, self.identity, self.job_id = mailboxes, identity, job_id
+        self.mailboxes, self.identity, self.keyring, self.job_id = mailboxes, identity, keyring, job_id
         self.region = identity.party
-        self._inbox = Inbox(keyring, job_id, identity.party)
+        self._inbox = Inbox(keyring, job_id, identity.party, decryption_key=identity.encryption_key)
 
     def _post(self, number: int, kind: str, body: object) -> None:
         envelope = Envelope.seal(self.identity, job_id=self.job_id, round=number, phase=kind, recipient=COORDINATOR,
-                                 body=body)
+                                 body=body, encrypt_to=self.keyring.encryption_key(COORDINATOR))
         self.mailboxes.post(_from(self.region), number, envelope.to_bytes())
 
     def hello(self, evidence: dict[str, Any]) -> None:

@@ -21,7 +21,6 @@ from pydantic import BaseModel, Field
 
 from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.gates import GateRule
-from fedcrm.secagg import wire
 from fedcrm.secagg.envelope import Envelope
 from fedcrm.summary import JobSummary
 
@@ -326,8 +325,8 @@ def tally_egress(messages: Iterable[tuple[int, str, int, bytes]]) -> dict[str, d
 
     ``messages``: (attempt, box, sequence, sealed envelope), as ``Exchange.mailbox_messages``
     yields them. Only envelope headers are read: a region's message is counted under its kind,
-    which is ``hello`` or the step of the coordinator's request it answers (read from that
-    request, which the coordinator wrote). No region payload is interpreted. Sizes are those of
+    which is ``hello`` or the step of the coordinator's request it answers (that request's public
+    ``subject`` header; every body is encrypted to its recipient). No payload is read. Sizes are those of
     the signed envelopes.
     """
     posted = list(messages)
@@ -359,11 +358,10 @@ def _kind(data: bytes, request: bytes | None) -> str:
     if request is None:
         return "reply (to no recorded request)"
     try:
-        body = wire.decode(Envelope.from_bytes(request).body)
+        step = Envelope.from_bytes(request).subject  # public header: the body is encrypted to the region
     except MessageRejectedError:
         return "reply (to an unreadable request)"
-    step = body.get("step") if isinstance(body, dict) else None
-    return str(step) if step else "reply"
+    return step or "reply"
 
 
 # --- rendering -----------------------------------------------------------------------------------

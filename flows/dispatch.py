@@ -15,7 +15,7 @@ from typing import Any
 from fedcrm.audit import WitnessedHead, latest_heads
 from fedcrm.channel import CoordinatorChannel
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import MessageRejectedError
+from fedcrm.errors import IdentityError, MessageRejectedError
 from fedcrm.messages import StepRequest, decode_value, encode_arguments
 from fedcrm.roster import Roster
 from tasks.guard import RegionReply, unwrap
@@ -51,7 +51,11 @@ class RegionLinks:
                 replies[region] = RegionReply(region=region, ok=False, reason="its regional run stopped answering")
                 continue
             encoded = encode_arguments(regional_task, {**arguments, **(per_region or {}).get(region, {})})
-            numbers[region] = self.channel.send(region, StepRequest(step=regional_task.name, arguments=encoded))
+            try:
+                numbers[region] = self.channel.send(region, StepRequest(step=regional_task.name, arguments=encoded))
+            except IdentityError as exc:  # the coordinator's keyring has no encryption key for it: nothing is sent
+                self.silent.add(region)
+                replies[region] = RegionReply(region=region, ok=False, reason=f"its request could not be encrypted: {exc}")
         began, slowest = time.perf_counter(), 0.0
         deadline = self.clock() + self.timeout_s
         next_liveness = self.clock() + self.liveness_every_s
@@ -100,7 +104,10 @@ class RegionLinks:
     def tell(self, regions: list[str], step: str) -> None:
         """A request that needs no answer (``finish``)."""
         for region in regions:
-            self.channel.send(region, StepRequest(step=step))
+            try:
+                self.channel.send(region, StepRequest(step=step))
+            except IdentityError:  # cannot reach it encrypted; its run ends on its idle timeout
+                continue
 
 
 def run_step(roster: Roster, links: RegionLinks, step: str, regional_task: Any, *, min_regions: int,

@@ -72,10 +72,12 @@ def make_aggregator(config: FedcrmConfig, job_id: str) -> Aggregator:
 @task(name="save-checkpoint", task_run_name="save-checkpoint-r{checkpoint.round}", retries=2, retry_delay_seconds=2,
       **COORDINATOR_TASK)
 def save_checkpoint(config: FedcrmConfig, exchange: Exchange, checkpoint: JobCheckpoint) -> None:
-    """Seal (sign) the job's state after a completed round and keep it in the exchange."""
-    identity, _ = coordinator_keys(config)
+    """Seal (sign, and encrypt to the coordinator itself) the job's state after a completed round
+    and keep it in the exchange: the global model is no exchange reader's to read."""
+    identity, keyring = coordinator_keys(config)
     envelope = Envelope.seal(identity, job_id=checkpoint.job_id, round=checkpoint.round, phase="checkpoint",
-                             recipient=COORDINATOR, body=checkpoint.model_dump(mode="json"))
+                             recipient=COORDINATOR, body=checkpoint.model_dump(mode="json"),
+                             encrypt_to=keyring.encryption_key(COORDINATOR))
     exchange.save_checkpoint(checkpoint.round, envelope.to_bytes())
 
 
@@ -92,10 +94,10 @@ def load_checkpoint(config: FedcrmConfig, exchange: Exchange) -> JobCheckpoint:
                           hint="check the job id and exchange.url; a job that died before agreeing its features "
                                "cannot resume: start a new job")
     number, sealed = latest
-    _, keyring = coordinator_keys(config)
+    identity, keyring = coordinator_keys(config)
     try:
-        body = Inbox(keyring, exchange.job_id, COORDINATOR).open(sealed, round=number, phase="checkpoint",
-                                                                 sender=COORDINATOR)
+        inbox = Inbox(keyring, exchange.job_id, COORDINATOR, decryption_key=identity.encryption_key)
+        body = inbox.open(sealed, round=number, phase="checkpoint", sender=COORDINATOR)
     except MessageRejectedError as exc:
         raise FedcrmError(f"job {exchange.job_id}'s checkpoint of round {number} was rejected: {exc}",
                           hint="the exchange was altered; start a new job") from None

@@ -33,7 +33,7 @@ class LocalFederation:
 
     def __post_init__(self) -> None:
         self.identities = {p: Identity.generate(p) for p in [*self.parties, COORDINATOR]}
-        self.keyring = Keyring({p: i.public_key for p, i in self.identities.items()})
+        self.keyring = Keyring.of(self.identities)
         self.contributors = {
             p: MaskingContributor(SecAggClient(self.identities[p], self.keyring, self.job_id, self.params)) for p in self.parties
         }

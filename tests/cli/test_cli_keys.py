@@ -8,6 +8,7 @@ import json
 def test_keys_init_all_then_show(tmp_path, invoke):
     code, out = invoke(["keys", "init", "--all", "--state-dir", "s"], tmp_path)
     assert code == 0 and out.count("created") == 4
+    assert "encryption key (X25519)" in out
     keyring = json.loads((tmp_path / "s" / "federation" / "keyring.json").read_text())
     assert set(keyring["parties"]) == {"eu", "us", "apac", "coordinator"}
 
@@ -89,3 +90,42 @@ def test_a_region_whose_store_is_a_database_keeps_its_key_there(tmp_path, invoke
         keys = connection.execute(sa.text("SELECT key FROM fedcrm_region_store WHERE key LIKE '%identity%'")).scalars().all()
     engine.dispose()
     assert keys and not (tmp_path / "s" / "regions" / "eu").exists()  # in the database, not in a folder
+
+
+def _make_legacy(state) -> None:
+    """Rewrite every identity and the keyring as an older fedcrm left them (signing keys only)."""
+    from fedcrm.secagg.identity import public_key_text
+    from connectors import LocalRegionStore
+    from connectors.keys import IDENTITY_KEY, load_identity
+
+    parties = {}
+    for root in [*(state / "regions").iterdir(), state / "coordinator"]:
+        party = "coordinator" if root.name == "coordinator" else root.name
+        store = LocalRegionStore(root)
+        identity = load_identity(store, party)
+        document = {k: v for k, v in identity.to_document().items() if not k.startswith("encryption")}
+        store.write_json(IDENTITY_KEY, {**document, "format": "fedcrm-identity-v1"})
+        parties[party] = public_key_text(identity.public_key)
+    (state / "federation" / "keyring.json").write_text(json.dumps({"format": "fedcrm-keyring-v1", "parties": parties}))
+
+
+def test_an_older_keyring_is_a_clear_error_until_keys_init_adds_the_encryption_keys(tmp_path, invoke):
+    invoke(["keys", "init", "--all", "--state-dir", "s"], tmp_path)
+    signing_before = {p: e["signing"] for p, e in
+                      json.loads((tmp_path / "s" / "federation" / "keyring.json").read_text())["parties"].items()}
+    _make_legacy(tmp_path / "s")
+
+    code, out = invoke(["run", "--use-case", "churn", "--state-dir", "s"], tmp_path)
+    assert code == 2 and "no encryption key" in out and "fedcrm keys init --coordinator" in out, out
+    assert "Traceback" not in out
+    code, out = invoke(["keys", "show", "--state-dir", "s"], tmp_path)
+    assert code == 0 and "matches" not in out and "keys init" in out, out
+
+    code, out = invoke(["keys", "init", "--all", "--state-dir", "s"], tmp_path)
+    assert code == 0 and out.count("added") == 4, out
+    keyring = json.loads((tmp_path / "s" / "federation" / "keyring.json").read_text())
+    assert keyring["format"] == "fedcrm-keyring-v2"
+    assert {p: e["signing"] for p, e in keyring["parties"].items()} == signing_before  # the same identities
+    assert all("encryption" in e for e in keyring["parties"].values())
+    code, out = invoke(["keys", "show", "--state-dir", "s"], tmp_path)
+    assert code == 0 and out.count("matches") == 4, out

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from s3server import CREDENTIALS, free_port, s3_api_server
 
 from connectors.keys import read_keyring
-from fedcrm.secagg.envelope import Envelope
+from fedcrm.secagg.envelope import SEALING, Envelope
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -225,6 +225,7 @@ def test_each_region_runs_on_its_own_pool_and_the_exchange_holds_only_signed_mes
         if item["Key"].endswith(".msg"):
             envelope = Envelope.from_bytes(base64.b64decode(document["envelope"]))
             keyring.verify(envelope.sender, envelope.signature, envelope.signed_bytes())  # raises if not
+            assert envelope.sealed == SEALING, f"{item['Key']} has a cleartext body"
         else:
             assert set(document) <= {"attempt", "started_at", "round", "finished_at", "model_version"}
     assert not (federation["state"] / "exchange").exists()  # nothing went to a local folder

@@ -4,13 +4,21 @@ A user's own CRM export (with a region column and an extra PII column) is split 
 and trained on through Prefect. Unique canary strings are planted in ids, categories, numbers
 and PII; one region has duplicate ids and must be excluded with its reason. Then everything
 that exists outside the regional stores (CLI output, the JSON summary, the coordinator's
-store, Prefect's database, results and logs) is scanned byte-wise for the canaries.
+store, the exchange, Prefect's database, results and logs) is scanned for the canaries: byte for
+byte, and *decoded*: every JSON string, every SQLite cell, every base64 value and every
+protocol message (wire format, nested envelopes) is opened and scanned again, so a canary
+inside a message, a base64 field or a database cell cannot hide. Every exchange message must be
+encrypted to its recipient; the test then opens each with its recipient's key (as that party
+would) and scans the cleartext too.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +29,9 @@ import yaml
 pytestmark = pytest.mark.e2e
 
 CANARIES = ("CANARYID", "CANARY-CAT", "CANARY-NUM", "CANARYDUP", "987654.125", "canary.person")
+CANARY_BYTES = (*(c.encode() for c in CANARIES), np.float64(987654.125).tobytes())
+"""What the scanner looks for in every decoded layer: the text canaries, and the extreme spend value
+as float64 bytes (as it would sit inside an encoded array)."""
 
 CONTRACT = {
     "use_case": "my-leads",
@@ -144,6 +155,150 @@ def _files_outside_regions(work: Path, home: Path) -> list[Path]:
     return outside
 
 
+_WIRE_MAGIC = b"FCW1"
+
+
+def _b64(text: str) -> bytes | None:
+    """``text`` base64-decoded, if it is base64 (long enough to carry a canary); else None."""
+    if len(text) < 8:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def decoded_layers(blob: bytes, depth: int = 0) -> Iterator[bytes]:
+    """``blob`` and everything it decodes to: JSON strings, base64 values, protocol messages
+    (wire format: its JSON header and its raw blobs), recursively."""
+    yield blob
+    if depth > 8:
+        return
+    if blob.startswith(_WIRE_MAGIC):
+        from fedcrm.errors import MessageRejectedError
+        from fedcrm.secagg import wire
+
+        try:
+            value = wire.decode(blob)
+        except MessageRejectedError:
+            return
+        yield from _value_layers(value, depth + 1)
+        return
+    try:
+        value = json.loads(blob)
+    except (UnicodeDecodeError, ValueError):
+        return
+    if isinstance(value, (dict, list)):
+        yield from _value_layers(value, depth + 1)
+
+
+def _value_layers(value: object, depth: int) -> Iterator[bytes]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key).encode()
+            yield from _value_layers(item, depth)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _value_layers(item, depth)
+    elif isinstance(value, (bytes, bytearray)):
+        yield from decoded_layers(bytes(value), depth)
+    elif isinstance(value, str):
+        yield from decoded_layers(value.encode(), depth)
+        raw = _b64(value)
+        if raw is not None:
+            yield from decoded_layers(raw, depth)
+
+
+def _sqlite_cells(path: Path) -> Iterator[bytes]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for row in db.execute(f'SELECT * FROM "{table}"'):
+                for cell in row:
+                    if isinstance(cell, str):
+                        yield cell.encode()
+                        raw = _b64(cell)
+                        if raw is not None:
+                            yield raw
+                    elif isinstance(cell, bytes):
+                        yield cell
+
+
+def canaries_in(blob: bytes) -> set[bytes]:
+    """The canaries found in ``blob`` or in anything it decodes to."""
+    return {canary for layer in decoded_layers(blob) for canary in CANARY_BYTES if canary in layer}
+
+
+def _canaries_in_file(path: Path) -> set[bytes]:
+    found = canaries_in(path.read_bytes())
+    if path.suffix == ".db":
+        found |= {c for cell in _sqlite_cells(path) for c in canaries_in(cell)}
+    return found
+
+
+def _exchange_messages(work: Path) -> list[tuple[Path, bytes]]:
+    """Every sealed envelope in the exchange (mailboxes and the coordinator's checkpoints)."""
+    messages = []
+    for path in sorted((work / "state" / "exchange").rglob("*.msg")):
+        document = json.loads(path.read_text())
+        if "envelope" in document:
+            messages.append((path, base64.b64decode(document["envelope"])))
+    return messages
+
+
+def _open_with_recipient_key(work: Path, data: bytes) -> bytes:
+    """The cleartext body, decrypted with the recipient's key from its own store (as it would)."""
+    from connectors import LocalRegionStore
+    from connectors.keys import load_identity
+    from fedcrm.secagg.envelope import Envelope
+
+    envelope = Envelope.from_bytes(data)
+    state = work / "state"
+    store = state / "coordinator" if envelope.recipient == "coordinator" else state / "regions" / envelope.recipient
+    return envelope.decrypt(load_identity(LocalRegionStore(store), envelope.recipient).encryption_key)
+
+
+def test_the_scanner_finds_a_canary_inside_an_exchange_message(byo_job):
+    """Positive control: a canary planted inside a real message's body, in clear or as base64, and
+    posted unencrypted as the exchange stores it, is found, where a byte-for-byte scan misses it."""
+    from fedcrm.secagg import wire
+
+    work, _, _ = byo_job
+    path, data = next((p, d) for p, d in _exchange_messages(work) if "from-eu" in str(p) and p.stem != "000000")
+    reply = wire.decode(_open_with_recipient_key(work, data))
+    assert reply["ok"] is True, "a real reply, decrypted with the coordinator's key"
+    for planted in ({**reply, "reason": "CANARYID-EU-00042"},
+                    {**reply, "value": {"data": base64.b64encode(b"...CANARYID-EU-00042...").decode()}}):
+        envelope = wire.encode({"binding": {"job": "j", "round": 1, "phase": "reply", "sender": "eu",
+                                            "recipient": "coordinator"}, "body": wire.encode(planted), "signature": b""})
+        stored = json.dumps({"envelope": base64.b64encode(envelope).decode()}).encode()
+        assert b"CANARYID" not in stored, "the byte-for-byte scan alone would miss it"
+        assert canaries_in(stored) == {b"CANARYID"}
+    database = work / "planted.db"
+    with sqlite3.connect(database) as db:
+        db.execute("CREATE TABLE t (v TEXT)")
+        db.execute("INSERT INTO t VALUES (?)", (base64.b64encode(np.float64(987654.125).tobytes() * 2).decode(),))
+    assert _canaries_in_file(database) == {np.float64(987654.125).tobytes()}
+    database.unlink()
+
+
+def test_every_exchange_message_is_encrypted_to_its_recipient(byo_job):
+    """Bodies on the exchange are ciphertext; each opens with its recipient's key alone."""
+    from fedcrm.secagg.envelope import SEALING, Envelope
+
+    work, _, _ = byo_job
+    messages = _exchange_messages(work)
+    kinds = {Envelope.from_bytes(d).phase for _, d in messages}
+    assert {"hello", "request", "reply", "checkpoint"} <= kinds, kinds
+    assert len(messages) > 20
+    for path, data in messages:
+        envelope = Envelope.from_bytes(data)
+        assert envelope.sealed == SEALING, f"{path} has a cleartext body"
+        cleartext = _open_with_recipient_key(work, data)
+        assert cleartext.startswith(_WIRE_MAGIC) and cleartext not in data, path
+        assert not canaries_in(cleartext), f"{canaries_in(cleartext)} inside the body of {path}"
+
+
 def test_canaries_are_present_inside_the_regions(byo_job):
     """Positive control: the scan below would find the canaries if they had leaked."""
     work, _, _ = byo_job
@@ -178,10 +333,10 @@ def test_no_canary_leaves_a_region(byo_job):
     assert any(p.name == "summary.json" for p in files)
     assert any(p.name == "mlflow.db" for p in files), "MLflow's params, tags and metrics must be scanned"
     assert any(p.name == "input_example.json" for p in files), "MLflow's model artifacts must be scanned"
+    assert any(p.suffix == ".msg" for p in files), "the exchange's messages must be scanned"
     for path in files:
-        blob = path.read_bytes()
-        for canary in CANARIES:
-            assert canary.encode() not in blob, f"{canary!r} leaked into {path.relative_to(work)}"
+        found = _canaries_in_file(path)
+        assert not found, f"{found} leaked into {path.relative_to(work)}"
     for name, result in results.items():
-        for canary in CANARIES:
-            assert canary not in result.output, f"{canary!r} leaked into the output of `fedcrm {name}`"
+        found = canaries_in(result.output.encode())
+        assert not found, f"{found} leaked into the output of `fedcrm {name}`"

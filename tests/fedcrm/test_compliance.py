@@ -206,7 +206,7 @@ def test_json_round_trip_is_lossless():
 
 def test_tally_counts_what_each_region_posted_by_kind_and_size(tmp_path):
     identities = {p: Identity.generate(p) for p in (COORDINATOR, "eu", "us")}
-    keyring = Keyring({p: i.public_key for p, i in identities.items()})
+    keyring = Keyring.of(identities)
     exchange = Exchange(LocalRegionStore(tmp_path), "job42").begin_attempt("t0")
     coordinator = CoordinatorChannel(exchange, identities[COORDINATOR], keyring, "job42")
     regions = {r: RegionChannel(exchange, identities[r], keyring, "job42") for r in ("eu", "us")}
@@ -234,7 +234,7 @@ def test_tally_counts_what_each_region_posted_by_kind_and_size(tmp_path):
 
 def test_tally_covers_every_attempt_of_a_resumed_job(tmp_path):
     identities = {p: Identity.generate(p) for p in (COORDINATOR, "eu")}
-    keyring = Keyring({p: i.public_key for p, i in identities.items()})
+    keyring = Keyring.of(identities)
     first = Exchange(LocalRegionStore(tmp_path), "job42")
     for attempt in (first.begin_attempt("t0"), first.begin_attempt("t1")):
         RegionChannel(attempt, identities["eu"], keyring, "job42").hello({"region": "eu"})

@@ -62,7 +62,7 @@ def test_malformed_or_non_numeric_arrays_are_rejected_not_executed():
 @pytest.fixture
 def parties(tmp_path):
     coordinator, eu = Identity.generate(COORDINATOR), Identity.generate("eu")
-    keyring = Keyring({COORDINATOR: coordinator.public_key, "eu": eu.public_key})
+    keyring = Keyring.of([coordinator, eu])
     exchange = Exchange(LocalRegionStore(tmp_path), "job-1")
     return (CoordinatorChannel(exchange, coordinator, keyring, "job-1"), RegionChannel(exchange, eu, keyring, "job-1"),
             exchange)
@@ -84,8 +84,8 @@ def test_a_conversation_is_ordered_and_signed_both_ways(parties):
 
 def test_forged_moved_or_altered_messages_are_rejected(parties, tmp_path):
     coordinator, region, exchange = parties
-    mallory = RegionChannel(exchange, Identity.generate("eu"), Keyring({COORDINATOR: coordinator.identity.public_key,
-                                                                        "eu": Identity.generate("eu").public_key}), "job-1")
+    impostor = Identity.generate("eu")
+    mallory = RegionChannel(exchange, impostor, Keyring.of([coordinator.identity, impostor]), "job-1")
     mallory.reply(1, StepReply(ok=True, value={"auc": 1.0}))  # signed with a key the keyring does not list
     with pytest.raises(MessageRejectedError):
         coordinator.reply("eu", 1)

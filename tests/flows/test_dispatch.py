@@ -22,7 +22,7 @@ REGIONS = ("eu", "us")
 @pytest.fixture
 def federation(tmp_path):
     identities = {party: Identity.generate(party) for party in (COORDINATOR, *REGIONS)}
-    keyring = Keyring({party: identity.public_key for party, identity in identities.items()})
+    keyring = Keyring.of(identities)
     exchange = Exchange(LocalRegionStore(tmp_path), "job-1")
     config = load_config(overrides=["launcher.step_timeout_s=1.5", "exchange.poll_interval_s=0.01"])
     links = RegionLinks(config, CoordinatorChannel(exchange, identities[COORDINATOR], keyring, "job-1"))
@@ -86,3 +86,20 @@ def test_the_coordinator_keeps_the_audit_head_each_region_signed_into_its_reply(
     assert set(links.region_heads) == {"eu"}
     seen = links.region_heads["eu"]
     assert seen.head == head and seen.session == "job-1" and seen.message == "reply 1"
+
+
+def test_a_region_the_coordinator_cannot_encrypt_to_fails_its_step_with_the_fix(tmp_path):
+    """Keyrings out of step (distributed mode: each party has its copy): the region's entry has no
+    encryption key at the coordinator. Nothing is sent in clear; the region fails with the command."""
+    identities = {party: Identity.generate(party) for party in (COORDINATOR, *REGIONS)}
+    keyring = Keyring.of(identities).with_key("us", identities["us"].public_key)  # us: signing key only
+    exchange = Exchange(LocalRegionStore(tmp_path), "job-1")
+    config = load_config(overrides=["launcher.step_timeout_s=1.5", "exchange.poll_interval_s=0.01"])
+    links = RegionLinks(config, CoordinatorChannel(exchange, identities[COORDINATOR], keyring, "job-1"))
+    links.started.update(REGIONS)
+    answer_once(RegionChannel(exchange, identities["eu"], keyring, "job-1"), StepReply(ok=True, value=None))
+    replies = links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
+    assert replies["eu"].ok and not replies["us"].ok
+    assert "no encryption key for 'us'" in replies["us"].reason and "keys init --region us" in replies["us"].reason
+    assert exchange.fetch("to-us", 1) is None and links.answering(list(REGIONS)) == ["eu"]
+    links.tell(list(REGIONS), "finish")  # no error either

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from fedcrm.errors import AggregationAbortedError, MessageRejectedError, SecureAggregationError
 from fedcrm.secagg import wire
 from fedcrm.secagg.codec import FixedPointCodec
-from fedcrm.secagg.envelope import Envelope, Inbox
+from fedcrm.secagg.envelope import SEALING, Envelope, Inbox
 from fedcrm.secagg.graph import GraphParams, MaskingGraph, default_degree
 from fedcrm.secagg.identity import Identity, Keyring
 from fedcrm.secagg import shamir
@@ -38,7 +39,7 @@ def test_wire_rejects_malformed_bytes(data):
 @pytest.fixture
 def parties():
     ids = {p: Identity.generate(p) for p in ("eu", "us", "coordinator")}
-    return ids, Keyring({p: i.public_key for p, i in ids.items()})
+    return ids, Keyring.of(ids)
 
 
 def sealed(identity, **binding):
@@ -88,6 +89,64 @@ def test_tampered_unsigned_impersonating_and_unknown_messages_are_rejected(parti
             inbox.open(envelope.to_bytes(), round=3, phase="masked-input")
     with pytest.raises(MessageRejectedError, match="signed by 'us'"):
         inbox.open(sealed(ids["us"]).to_bytes(), round=3, phase="masked-input", sender="eu")
+
+
+SECRET = b"CANARY-validation-report: 1 value(s) of 'Contract' outside the vocabulary"
+
+
+def encrypted(ids, keyring, sender="eu", recipient="coordinator", **binding):
+    return sealed(ids[sender], recipient=recipient, body={"report": SECRET}, encrypt_to=keyring.encryption_key(recipient),
+                  **binding)
+
+
+def test_an_encrypted_body_opens_only_for_its_recipient_and_never_shows_on_the_wire(parties):
+    ids, keyring = parties
+    data = encrypted(ids, keyring).to_bytes()
+    for form in (SECRET, base64.b64encode(SECRET), b"CANARY", base64.b64encode(b"report")):
+        assert form not in data and form not in base64.b64encode(data)
+    envelope = Envelope.from_bytes(data)
+    assert envelope.sealed == SEALING and envelope.binding()["sealed"] == SEALING
+    assert Inbox(keyring, "job", "coordinator", decryption_key=ids["coordinator"].encryption_key).open(
+        data, round=3, phase="masked-input", sender="eu") == {"report": SECRET}
+    with pytest.raises(MessageRejectedError, match="encrypted masked-input message .* cleartext one was expected"):
+        Inbox(keyring, "job", "coordinator").open(data, round=3, phase="masked-input")
+    with pytest.raises(MessageRejectedError, match="cannot be decrypted by 'coordinator'"):
+        envelope.decrypt(ids["us"].encryption_key)  # another party's key does not open it
+
+
+def test_tampered_misencrypted_or_cleartext_bodies_are_refused_by_an_encrypting_inbox(parties):
+    ids, keyring = parties
+    good = encrypted(ids, keyring)
+    inbox = lambda: Inbox(keyring, "job", "coordinator", decryption_key=ids["coordinator"].encryption_key)  # noqa: E731
+    flipped = bytearray(good.body)
+    flipped[40] ^= 1  # one bit of the ciphertext (after the 32-byte ephemeral key)
+    tampered = Envelope(**{**good.__dict__, "body": bytes(flipped)})
+    with pytest.raises(MessageRejectedError, match="invalid signature"):
+        inbox().open(tampered.to_bytes(), round=3, phase="masked-input")
+    # eu itself signs a ciphertext made for us, addressed to the coordinator: signed, but not for this key
+    to_us = sealed(ids["eu"], body={"report": SECRET}, encrypt_to=keyring.encryption_key("us"))
+    with pytest.raises(MessageRejectedError, match="cannot be decrypted by 'coordinator'"):
+        inbox().open(to_us.to_bytes(), round=3, phase="masked-input")
+    # the same ciphertext re-signed under another header (job) does not open: the header is HPKE's context
+    moved = Envelope(**{**good.__dict__, "job_id": "other-job"})
+    moved = Envelope(**{**moved.__dict__, "signature": ids["eu"].sign(moved.signed_bytes())})
+    with pytest.raises(MessageRejectedError, match="cannot be decrypted"):
+        Inbox(keyring, "other-job", "coordinator", decryption_key=ids["coordinator"].encryption_key).open(
+            moved.to_bytes(), round=3, phase="masked-input")
+    with pytest.raises(MessageRejectedError, match="cleartext body"):
+        inbox().open(sealed(ids["eu"]).to_bytes(), round=3, phase="masked-input")
+    with pytest.raises(MessageRejectedError, match="invalid signature"):  # the mark is signed: it cannot be stripped
+        inbox().open(Envelope(**{**good.__dict__, "sealed": ""}).to_bytes(), round=3, phase="masked-input")
+
+
+def test_a_refused_body_does_not_use_up_its_slot(parties):
+    """A message that does not decrypt is not remembered, so the genuine one still opens."""
+    ids, keyring = parties
+    inbox = Inbox(keyring, "job", "coordinator", decryption_key=ids["coordinator"].encryption_key)
+    with pytest.raises(MessageRejectedError):
+        inbox.open(sealed(ids["eu"], body={}, encrypt_to=keyring.encryption_key("us")).to_bytes(), round=3,
+                   phase="masked-input")
+    assert inbox.open(encrypted(ids, keyring).to_bytes(), round=3, phase="masked-input") == {"report": SECRET}
 
 
 def test_identity_documents_round_trip_and_refuse_another_party(parties):
