@@ -257,14 +257,25 @@ def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[
         plan = regional.privacy_plan(n_train, config, region=region)
         if plan is None:
             return RegionPlan(plan=None)
-        with _lifetime_ledger(config, store) as ledger:  # crashed jobs first, so their remainder is released
-            ledger.close_stale(_now(), timedelta(hours=config.privacy.reservation_ttl_hours))
+        _reconcile_crashed_jobs(config, store)
         with _lifetime_ledger(config, store) as ledger:
             ledger.reserve(job_id, config.use_case, planned_spends(n_train, config, region), _now(), region=region)
         store.write_json(_ledger_key(config, job_id), JobLedger(plan=plan).model_dump())
         return RegionPlan(plan=plan)
 
     return in_region(region, store, "privacy planning", run)
+
+
+def _reconcile_crashed_jobs(config: FedcrmConfig, store: RegionStore) -> list[str]:
+    """Close the reservations of jobs silent for ``privacy.reservation_ttl_hours`` (a coordinator killed
+    with its regional runs, so nobody released them) and delete those jobs' working copies; returns them.
+    Until then such a job can still be resumed."""
+    with _lifetime_ledger(config, store) as ledger:  # crashed jobs first, so their remainder is released
+        stale = ledger.close_stale(_now(), timedelta(hours=config.privacy.reservation_ttl_hours))
+        use_cases = {e.job_id: e.use_case for e in ledger.entries if e.job_id in stale}
+    for job in stale:
+        store.remove(f"work/{use_cases[job]}/{job}")
+    return stale
 
 
 def _resumed_plan(config: FedcrmConfig, store: RegionStore, job_id: str) -> RegionPlan:
@@ -354,7 +365,8 @@ def local_evaluation(
 @task(name="release-workspace", task_run_name="release-workspace-{region}", **REGION_TASK)
 def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[dict[str, Any] | None]:
     """Delete the job's prepared copies of the region's data (the quarantine is kept) and close its
-    reservation: what it spent stays spent, the rest is released.
+    reservation: what it spent stays spent, the rest is released. Idempotent: the coordinator asks
+    at the end of every job, and the regional run does it again when told to finish.
 
     Returns, from the lifetime ledger, the region's budget after the job and this job's own ε
     (everything it spent here, composed).
@@ -363,8 +375,8 @@ def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionR
 
     def run() -> dict[str, Any] | None:
         store.remove(_workspace(config, job_id))
-        if config.privacy.mode != "dp":
-            return None
+        if config.privacy.mode != "dp" or read_ledger(store, config.population) is None:
+            return None  # no ledger yet: nothing was reserved (and none is created by cleaning up)
         with _lifetime_ledger(config, store) as ledger:
             ledger.close(job_id, _now())
             status = ledger.status()
