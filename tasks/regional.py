@@ -27,7 +27,7 @@ from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Blob, Payload, Vector
 from fedcrm.model import head_size, with_head
 from fedcrm.privacy.accountant import PrivacyEvent, compose_epsilon
-from fedcrm.privacy.ledger import PlannedSpend
+from fedcrm.privacy.ledger import BudgetExceededError, PlannedSpend
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
 from fedcrm.secagg import MaskingContributor, SecAggClient
 from fedcrm.strategies import clip_update
@@ -240,12 +240,16 @@ class RegionPlan:
     """None when the job is not private."""
     rounds_charged: list[int] = field(default_factory=list)
     """Rounds this job already trained here (a resumed job: never trained again)."""
+    refused: str = ""
+    """Why the region's lifetime budget cannot hold the job (nothing was reserved): the coordinator then
+    fails the whole job, so that it holds its reservations in all its regions or in none."""
 
 
 @task(name="plan-privacy", task_run_name="plan-privacy-{region}", **REGION_TASK)
 def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[RegionPlan]:
     """Calibrate this region's DP-SGD noise for the whole job and reserve its whole spend in the region's
-    lifetime ledger; a job that does not fit in the budget is refused here, before any training.
+    lifetime ledger; a job that does not fit in the budget is refused here (``RegionPlan.refused``),
+    before any training. The coordinator asks one region at a time (flows/dispatch.py).
 
     A resumed job keeps its plan and its reservation: nothing is reserved or spent again."""
     store = region_store(config, region)
@@ -258,8 +262,12 @@ def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[
         if plan is None:
             return RegionPlan(plan=None)
         _reconcile_crashed_jobs(config, store)
-        with _lifetime_ledger(config, store) as ledger:
-            ledger.reserve(job_id, config.use_case, planned_spends(n_train, config, region), _now(), region=region)
+        try:
+            with _lifetime_ledger(config, store) as ledger:
+                ledger.reserve(job_id, config.use_case, planned_spends(n_train, config, region), _now(), region=region)
+        except BudgetExceededError as exc:  # an answer, not a failure: the job must not go on without this region
+            exc.region = None
+            return RegionPlan(plan=None, refused=str(exc))
         store.write_json(_ledger_key(config, job_id), JobLedger(plan=plan).model_dump())
         return RegionPlan(plan=plan)
 
