@@ -44,7 +44,8 @@ def test_a_planning_timeout_closes_every_reservation_and_removes_every_workspace
     try:
         result = cli(["run", "--use-case", "churn", "--state-dir", "state", "--rounds", "2",
                       "--set", "tracking.enabled=false", "--set", "federation.min_regions=3",
-                      "--set", "launcher.step_timeout_s=90", "--json-summary", "failed.json"], cwd=work, prefect_home=home)
+                      "--set", "launcher.step_timeout_s=60", "--set", "privacy.accountant=rdp",
+                      "--set", "baselines.local_only=false", "--json-summary", "failed.json"], cwd=work, prefect_home=home)
     finally:
         releaser.join(timeout=5)
         lock.close()
