@@ -12,6 +12,8 @@ from math import isfinite
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import re
+
 import yaml
 from pydantic import (
     BaseModel,
@@ -31,6 +33,23 @@ from fedcrm.secagg.graph import GraphParams
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_CONTRACTS = PROJECT_ROOT / "contracts"
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+
+REGION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+"""A region's name: 1–63 characters, lower-case ASCII letters, digits, '-' and '_', starting with a
+letter or digit. Names become folder names (state_dir/regions/<name>), mailbox names and keyring
+entries, so nothing else is allowed: no '/', '.', '..', spaces or non-ASCII letters."""
+RESERVED_REGION_NAMES = frozenset({"coordinator"})
+"""Names a region cannot take: the coordinator's own identity in the keyring and the exchange."""
+
+
+def region_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a region, or None when it can (the one check of region names)."""
+    if not REGION_NAME.fullmatch(name):
+        return ("a region name must be 1-63 characters of lower-case letters a-z, digits, '-' or '_', "
+                "starting with a letter or digit")
+    if name in RESERVED_REGION_NAMES:
+        return f"{name!r} is reserved for the coordinator"
+    return None
 
 
 class _Section(BaseModel):
@@ -152,9 +171,9 @@ class FederationSpec(_Section):
             value = {name: {} for name in value}
         if isinstance(value, dict):
             value = {str(k): ({} if v is None else v) for k, v in value.items()}
-            bad = [k for k in value if not k.replace("-", "").replace("_", "").isalnum()]
+            bad = {k: problem for k in value if (problem := region_name_problem(k))}
             if bad:
-                raise ValueError(f"region names must be letters, digits, '-' or '_': {bad}")
+                raise ValueError("; ".join(f"{k!r}: {problem}" for k, problem in bad.items()))
         return value
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ safe to log and to send across regions.
     │       ├── MessageRejectedError       a protocol message failed authentication/binding
     │       └── AggregationAbortedError    below the threshold t: nothing was unmasked
     ├── IdentityError          a party's identity key is missing or not in the keyring
+    ├── OrchestrationError     Prefect's embedded API server did not start
     └── DriftError             a drift check cannot be made (no snapshot, too few rows, other bins)
 """
 
@@ -104,6 +105,10 @@ class AggregationAbortedError(SecureAggregationError):
 
 class IdentityError(FedcrmError):
     """A party's identity key is missing, unreadable, or does not match the federation's keyring."""
+
+
+class OrchestrationError(FedcrmError):
+    """The orchestrator (Prefect's embedded API server) could not be started or reached."""
 
 
 class DriftError(FedcrmError):

@@ -9,6 +9,11 @@ Real federations partition by geography; the bundled public datasets have no reg
   are dealt to regions (largest group first, to the currently smallest region), so each
   region sees a different part of feature space.
 * ``column``: the contract's region column decides (the production case).
+
+Every region name, given or read from the region column, must pass ``region_name_problem``
+(fedcrm/config.py: lower-case letters, digits, '-', '_'), because it becomes a folder name: a
+value such as ``../coordinator`` would otherwise write raw records into another party's store.
+``partition`` checks them all before it returns, so a bad value means nothing is written.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from fedcrm.config import region_name_problem
 from fedcrm.contract import DataContract
 from fedcrm.errors import ConfigError, ContractError
 from fedcrm.records import TARGET
@@ -43,6 +49,9 @@ def partition(
         return _by_region_column(raw, contract)
     if len(set(regions)) != len(regions) or len(regions) < 2:
         raise ConfigError(f"regions must be at least two distinct names, got {list(regions)}")
+    for name in regions:
+        if problem := region_name_problem(name):
+            raise ConfigError(f"region name {name!r} cannot be used: {problem}", hint="pass --regions eu,us,apac or similar")
     if strategy == "dirichlet":
         labels = raw[contract.target.column].astype("string").str.strip()
         assignment = _dirichlet_assignment(labels.fillna("<missing>").to_numpy(), len(regions), alpha, seed)
@@ -72,6 +81,15 @@ def _by_region_column(raw: pd.DataFrame, contract: DataContract) -> dict[str, pd
         raise ContractError(
             f"{int(names.isna().sum())} record(s) have no value in region column {column!r}",
             hint="fill the region column for every record before splitting",
+        )
+    bad = {str(name): problem for name in names.unique() if (problem := region_name_problem(str(name)))}
+    if bad:  # a data value in the message: this error is shown only on the data owner's own machine (never sent)
+        shown = ", ".join(f"{name[:40]!r}" for name in sorted(bad)[:5]) + (" …" if len(bad) > 5 else "")
+        raise ContractError(
+            f"region column {column!r} has {len(bad)} value(s) that cannot name a region: {shown} "
+            f"({next(iter(bad.values()))}); nothing was written",
+            hint="map the region column to names like eu, us or apac_north in your export, or split with "
+                 "--strategy dirichlet",
         )
     return {str(name): group.reset_index(drop=True) for name, group in raw.groupby(names, sort=True)}
 

@@ -15,7 +15,7 @@ from typing import Any
 from fedcrm.audit import WitnessedHead, latest_heads
 from fedcrm.channel import CoordinatorChannel
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import IdentityError, MessageRejectedError
+from fedcrm.errors import IdentityError, MessageRejectedError, PrivacyError
 from fedcrm.messages import StepRequest, decode_value, encode_arguments
 from fedcrm.roster import Roster
 from tasks.guard import RegionReply, unwrap
@@ -133,3 +133,42 @@ def record_preparation(roster: Roster, replies: dict[str, RegionReply[Any]]) -> 
         entry.data_fingerprint = info.fingerprint
         if not info.report.success:
             roster.exclude(region, "validation", info.report.reason)
+
+
+def reserve_all_or_nothing(roster: Roster, links: RegionLinks, planning_task: Any, release_task: Any, *,
+                           min_regions: int) -> dict[str, Any]:
+    """Plan privacy and reserve the job's budget region by region, in sorted order, all or nothing.
+
+    A region whose lifetime budget cannot hold the job refuses (``RegionPlan.refused``): the job then
+    releases the reservations it already made and fails, so it never runs without a region whose budget
+    another job took. Because every job reserves in the same order, two jobs racing for a budget that fits
+    one cannot each take some regions: the loser is refused at the first region they contend for, before it
+    holds anything the winner still needs. A region that fails planning for another reason (too few
+    records for δ, an error, a timeout) is excluded as in any step; if it reserved late, its regional run
+    releases when told to finish.
+    """
+    plans: dict[str, Any] = {}
+    for region in sorted(roster.active):
+        reply = links.ask(planning_task, [region])[region]
+        if not reply.ok:
+            roster.exclude(region, "privacy planning", reply.reason)
+        elif reply.value.refused:
+            roster.exclude(region, "privacy planning", reply.value.refused)
+            held = list(plans)
+            unreleased = {other for other, answer in (links.ask(release_task, held).items() if held else ())
+                          if not answer.ok}
+            for other in roster.active:
+                roster.exclude(other, "privacy planning", f"region {region}'s lifetime budget refused this job, and a "
+                               "job holds its privacy reservations in all its regions or in none" + (
+                                   "" if other not in plans else "; its regional run releases its reservation when "
+                                   "told to finish" if other in unreleased else "; its reservation here was released"))
+            raise PrivacyError(
+                f"region {region}'s lifetime privacy budget cannot hold this job, so no region keeps a reservation "
+                f"for it (all or nothing): {reply.value.refused}",
+                hint="wait for running jobs to finish, or make the job smaller (see the region's reason), or leave "
+                     "the region out of federation.regions",
+            )
+        else:
+            plans[region] = reply.value
+    roster.require_quorum(min_regions, "privacy planning")
+    return plans

@@ -30,7 +30,7 @@ from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.messages import StepRequest
 from fedcrm.roster import Roster
 from flows.dispatch import RegionLinks
-from flows.region import FINISH, regional_participant
+from flows.region import FINISH, RETIRE, regional_participant
 from tasks.coordinator import coordinator_keys
 from tasks.registry import anchor_session
 
@@ -172,11 +172,12 @@ def retire_earlier_attempts(config: FedcrmConfig, exchange: Exchange, regions: l
                                      session)
         for region in regions:
             channel.continue_from(region, old.first_free(f"to-{region}"))
-            channel.send(region, StepRequest(step=FINISH))
+            channel.send(region, StepRequest(step=RETIRE))
 
 
 def finish_regions(running: RunningRegions, *, wait_s: float = 60.0) -> None:
-    """Tell every launched run the job is over (excluded ones too, so none waits for its idle timeout)."""
+    """Tell every launched run the job is over (excluded and silent ones too, so none waits for its idle
+    timeout): each then closes its reservation and deletes its workspace (flows/region.py)."""
     running.links.tell(list(running.launched), FINISH)
     for future in running.launched.values():
         if hasattr(future, "wait"):

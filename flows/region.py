@@ -5,8 +5,11 @@
           → run that regional step (a task of tasks/regional.py, inside the region)
           → post the signed reply (counts, DP releases, masked contributions only, and the
             region's audit head, which the coordinator records as its anchor)
-    until the coordinator says "finish", or stays silent for launcher.region_idle_timeout_s
-    (then the region releases its workspace itself and ends).
+    until the coordinator says "finish" (the job is over, whatever its outcome: the region closes
+    its reservation and deletes its working copies itself, so a region the coordinator stopped
+    waiting for, e.g. after a planning timeout, cleans up too), or "retire" (a resumed attempt of
+    the job takes over: everything is kept), or stays silent for launcher.region_idle_timeout_s
+    (the coordinator died and was not resumed in time: the region releases and ends).
 
 In distributed mode this flow is the region's deployment, on the region's own work pool; in
 embedded mode the coordinator runs it in-process. The code path is the same.
@@ -36,6 +39,9 @@ from fedcrm.messages import StepReply, StepRequest, decode_arguments, encode_val
 from tasks import regional
 
 FINISH = "finish"
+"""The job is over (completed, failed or aborted): release its workspace and reservation, then end."""
+RETIRE = "retire"
+"""Another attempt of the job goes on with this region's workspace and reservation: end, keep both."""
 
 
 def residency_evidence(region: str) -> dict[str, Any]:
@@ -149,7 +155,12 @@ def regional_participant(region: str, job_id: str, config: FedcrmConfig, attempt
                 break
             time.sleep(config.exchange.poll_interval_s)
             continue
-        if request.step == FINISH:
+        if request.step == FINISH:  # idempotent: a completed job has released already
+            released = regional.release_workspace(region=region, config=config, job_id=job_id)
+            if not released.ok:
+                logger.warning("region %s could not release job %s's workspace: %s", region, job_id, released.reason)
+            break
+        if request.step == RETIRE:
             break
         began = time.perf_counter()
         reply = _answer(region, config, job_id, attempt, request)

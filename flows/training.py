@@ -6,7 +6,8 @@
                    signed hello, and the Prefect API confirms where it runs)
     prepare-region (each region: read → parse → GX validate → quarantine → holdout split)
       → exclude failing regions, check quorum
-    plan-privacy (each region: calibrate DP-SGD noise for the whole job, open its ledger)
+    plan-privacy (region by region, sorted: calibrate DP-SGD noise for the whole job, reserve its budget;
+                  a budget refusal releases every reservation and fails the job: all or nothing)
     secure-aggregation setup (each region: signed ephemeral keys, encrypted key shares)
     feature-statistics (each region, masked) → federated sum → fit-feature-pipeline (coordinator)
     initial-model → save-checkpoint (round 0)                     [resume: from the checkpoint instead]
@@ -54,7 +55,7 @@ from fedcrm.strategies.base import restore_strategy_state, strategy_state
 from fedcrm.summary import JobSummary, RoundSummary
 from fedcrm.validation import contract_fingerprint, load_suite_dict
 from flows.aggregation import federated_sum, set_up_aggregation
-from flows.dispatch import RegionLinks, record_preparation, run_step
+from flows.dispatch import RegionLinks, record_preparation, reserve_all_or_nothing, run_step
 from flows.launch import (
     RunningRegions,
     finish_regions,
@@ -287,7 +288,7 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
                 logger.warning("region %s excluded at %s: %s", region, entry.excluded_at, entry.reason)
         roster.require_quorum(minimum, "validation")
 
-        plans = run_step(roster, links, "privacy planning", regional.plan_privacy, min_regions=minimum)
+        plans = reserve_all_or_nothing(roster, links, regional.plan_privacy, regional.release_workspace, min_regions=minimum)
         for region, plan in plans.items():
             roster.regions[region].privacy_plan = plan.plan
         if config.privacy.mode == "off":

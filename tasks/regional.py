@@ -28,7 +28,7 @@ from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Blob, Payload, Vector
 from fedcrm.model import head_size, with_head
 from fedcrm.privacy.accountant import PrivacyEvent, compose_epsilon
-from fedcrm.privacy.ledger import PlannedSpend
+from fedcrm.privacy.ledger import BudgetExceededError, PlannedSpend
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
 from fedcrm.privacy.release import released_count
 from fedcrm.secagg import MaskingContributor, SecAggClient
@@ -269,12 +269,16 @@ class RegionPlan:
     """None when the job is not private."""
     rounds_charged: list[int] = field(default_factory=list)
     """Rounds this job already trained here (a resumed job: never trained again)."""
+    refused: str = ""
+    """Why the region's lifetime budget cannot hold the job (nothing was reserved): the coordinator then
+    fails the whole job, so that it holds its reservations in all its regions or in none."""
 
 
 @task(name="plan-privacy", task_run_name="plan-privacy-{region}", **REGION_TASK)
 def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[RegionPlan]:
     """Calibrate this region's DP-SGD noise for the whole job and reserve its whole spend in the region's
-    lifetime ledger; a job that does not fit in the budget is refused here, before any training.
+    lifetime ledger; a job that does not fit in the budget is refused here (``RegionPlan.refused``),
+    before any training. The coordinator asks one region at a time (flows/dispatch.py).
 
     A resumed job keeps its plan and its reservation: nothing is reserved or spent again."""
     store = region_store(config, region)
@@ -286,14 +290,29 @@ def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[
         plan = regional.privacy_plan(n_train, config, region=region)
         if plan is None:
             return RegionPlan(plan=None)
-        with _lifetime_ledger(config, store) as ledger:  # crashed jobs first, so their remainder is released
-            ledger.close_stale(_now(), timedelta(hours=config.privacy.reservation_ttl_hours))
-        with _lifetime_ledger(config, store) as ledger:
-            ledger.reserve(job_id, config.use_case, planned_spends(n_train, config, region), _now(), region=region)
+        _reconcile_crashed_jobs(config, store)
+        try:
+            with _lifetime_ledger(config, store) as ledger:
+                ledger.reserve(job_id, config.use_case, planned_spends(n_train, config, region), _now(), region=region)
+        except BudgetExceededError as exc:  # an answer, not a failure: the job must not go on without this region
+            exc.region = None
+            return RegionPlan(plan=None, refused=str(exc))
         store.write_json(_ledger_key(config, job_id), JobLedger(plan=plan).model_dump())
         return RegionPlan(plan=plan)
 
     return in_region(region, store, "privacy planning", run)
+
+
+def _reconcile_crashed_jobs(config: FedcrmConfig, store: RegionStore) -> list[str]:
+    """Close the reservations of jobs silent for ``privacy.reservation_ttl_hours`` (a coordinator killed
+    with its regional runs, so nobody released them) and delete those jobs' working copies; returns them.
+    Until then such a job can still be resumed."""
+    with _lifetime_ledger(config, store) as ledger:  # crashed jobs first, so their remainder is released
+        stale = ledger.close_stale(_now(), timedelta(hours=config.privacy.reservation_ttl_hours))
+        use_cases = {e.job_id: e.use_case for e in ledger.entries if e.job_id in stale}
+    for job in stale:
+        store.remove(f"work/{use_cases[job]}/{job}")
+    return stale
 
 
 def _resumed_plan(config: FedcrmConfig, store: RegionStore, job_id: str) -> RegionPlan:
@@ -385,7 +404,8 @@ def local_evaluation(
 @task(name="release-workspace", task_run_name="release-workspace-{region}", **REGION_TASK)
 def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[dict[str, Any] | None]:
     """Delete the job's prepared copies of the region's data (the quarantine is kept) and close its
-    reservation: what it spent stays spent, the rest is released.
+    reservation: what it spent stays spent, the rest is released. Idempotent: the coordinator asks
+    at the end of every job, and the regional run does it again when told to finish.
 
     Returns, from the lifetime ledger, the region's budget after the job and this job's own ε
     (everything it spent here, composed).
@@ -394,8 +414,8 @@ def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionR
 
     def run() -> dict[str, Any] | None:
         store.remove(_workspace(config, job_id))
-        if config.privacy.mode != "dp":
-            return None
+        if config.privacy.mode != "dp" or read_ledger(store, config.population) is None:
+            return None  # no ledger yet: nothing was reserved (and none is created by cleaning up)
         with _lifetime_ledger(config, store) as ledger:
             ledger.close(job_id, _now())
             status = ledger.status()

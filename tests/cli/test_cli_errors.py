@@ -53,3 +53,19 @@ def test_split_then_expectations_generate(tmp_path, invoke):
     assert {p.name for p in (tmp_path / "s" / "regions").iterdir()} == {"eu", "us", "apac"}
     code, out = invoke(["expectations", "generate", "--use-case", "churn", "--out", "exp"], tmp_path)
     assert code == 0 and (tmp_path / "exp" / "churn.json").is_file()
+
+
+def test_split_refuses_a_region_value_that_is_a_path_and_writes_nothing(tmp_path, invoke):
+    (tmp_path / "c.yaml").write_text(
+        "use_case: mine\nid_column: id\nregion_column: region\ntarget: {column: y, positive: '1', negative: '0'}\n"
+        "numeric: {age: {dtype: int}}\n"
+    )
+    frame = pd.DataFrame({"id": list("abcd"), "y": ["0", "1", "0", "1"], "age": ["30", "40", "50", "60"],
+                          "region": ["eu", "../coordinator", "../../escape", "us"]})
+    frame.to_csv(tmp_path / "x.csv", index=False)
+    code, out = invoke(["data", "split", "--use-case", "mine", "--contract", "c.yaml", "--input", "x.csv",
+                        "--state-dir", "state"], tmp_path)
+    assert code == 2 and "Traceback" not in out
+    assert "'../coordinator'" in out and "nothing was written" in out
+    assert not (tmp_path / "state" / "regions").exists() and not (tmp_path / "state" / "coordinator").exists()
+    assert not (tmp_path / "escape").exists()

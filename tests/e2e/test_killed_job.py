@@ -48,6 +48,9 @@ def test_a_killed_job_counts_what_it_consumed_and_a_rerun_does_not_double_charge
     assert len(consumed) >= 4 and status.spent == pytest.approx(killed.epsilon([s.event for e in consumed for s in e.spends]))
     assert status.committed > status.spent  # the unspent remainder is still held
 
+    workspaces = [work / "state" / "regions" / r / "work" / "churn" / killed_job for r in ("eu", "us", "apac")]
+    assert all(w.exists() for w in workspaces)  # the prepared train/holdout copies are still there
+
     time.sleep(1.5)
     rerun = cli(["run", "--use-case", "churn", "--state-dir", "state", "--rounds", "2", "--set", "tracking.enabled=false",
                  "--set", "privacy.reservation_ttl_hours=0.0003", "--json-summary", "rerun.json"], cwd=work, prefect_home=home)
@@ -62,5 +65,6 @@ def test_a_killed_job_counts_what_it_consumed_and_a_rerun_does_not_double_charge
     rerun_spends = [e for e in after.entries if e.kind == "spend" and e.job_id == rerun_job]
     assert len(rerun_spends) == 1 + 2 + 1  # statistics, 2 rounds, local-only
     assert after.status().open_jobs == []
+    assert not any(w.exists() for w in workspaces)  # reconciliation deleted the killed job's working copies
     assert after.status().spent == pytest.approx(after.epsilon(
         [s.event for e in after.entries if e.kind == "spend" for s in e.spends]))

@@ -155,6 +155,9 @@ def test_override_through_a_non_section() -> None:
         ("holdout.fraction=1", "holdout.fraction"),
         ("features.clip_z=-1", "features.clip_z"),
         ("federation.regions=[eu, 'u s']", "federation.regions"),
+        ("federation.regions=[eu, '../coordinator']", "federation.regions"),
+        ("federation.regions=[eu, coordinator]", "federation.regions"),
+        ("federation.regions=[eu, EU2]", "federation.regions"),
     ],
 )
 def test_invalid_value_names_the_field(override: str, field: str) -> None:

@@ -208,6 +208,31 @@ def test_column_split_without_region_column_in_contract(contract: DataContract, 
         partition(raw, contract, strategy="column")
 
 
+@pytest.mark.parametrize("value", ["../coordinator", "../../escape", "eu/sub", "coordinator", ".", "é-region", "a" * 64])
+def test_column_split_refuses_a_value_that_cannot_name_a_region(contract: DataContract, value: str) -> None:
+    regional, raw = _regional(contract)
+    raw.loc[4, "region"] = value
+    with pytest.raises(ContractError) as info:
+        partition(raw, regional)
+    assert repr(value.lower()[:40]) in info.value.message and "nothing was written" in info.value.message
+    assert "a-z" in info.value.message or "reserved" in info.value.message
+    assert info.value.hint
+
+
+@pytest.mark.parametrize("name", ["../x", "EU", "us east", ""])
+def test_synthetic_split_refuses_a_bad_region_name(contract: DataContract, raw: pd.DataFrame, name: str) -> None:
+    with pytest.raises(ConfigError, match="cannot be used"):
+        partition(raw, contract, regions=("eu", name), strategy="dirichlet")
+
+
+@given(st.from_regex(r"[a-z0-9][a-z0-9_-]{0,62}", fullmatch=True).filter(lambda n: n != "coordinator"))
+@settings(max_examples=50, deadline=None)
+def test_every_name_of_the_documented_set_is_accepted(name: str) -> None:
+    from fedcrm.config import region_name_problem
+
+    assert region_name_problem(name) is None
+
+
 # --- holdout ---------------------------------------------------------------------------
 
 

@@ -125,3 +125,24 @@ def test_a_job_whose_reservation_was_closed_cannot_resume(region_job):
     assert regional.release_workspace.fn("eu", config, "job1").ok  # e.g. its run's idle timeout
     resumed = regional.plan_privacy.fn("eu", config, "job1")
     assert not resumed.ok and "reservation here is closed" in resumed.reason
+
+
+def test_reconciliation_closes_a_crashed_jobs_reservation_and_deletes_its_working_copies(tiny_region):
+    import time
+
+    from connectors.ledger import read_ledger
+
+    config, _, _ = tiny_region(400, 90, "privacy.accountant=rdp", "baselines.local_only=false",
+                               "secure_aggregation.enabled=false", "privacy.reservation_ttl_hours=0.0003")
+    suite, store = build_suite_dict(config.load_contract()), regional.region_store(config, "eu")
+    for job in ("crashed", "next"):
+        assert regional.prepare_region.fn("eu", config, job, suite).ok
+    assert not regional.plan_privacy.fn("eu", config, "crashed").value.refused  # then its coordinator is killed
+    time.sleep(1.5)  # > reservation_ttl_hours without activity
+    assert not regional.plan_privacy.fn("eu", config, "next").value.refused
+    assert not store.exists(regional._job_key(config, "crashed", "train"))
+    assert not store.exists(regional._job_key(config, "crashed", "holdout"))
+    assert store.exists(regional._job_key(config, "next", "train"))  # the running job keeps its copies
+    ledger = read_ledger(store, config.population)
+    assert ledger.status().open_jobs == ["next"]
+    assert any(e.kind == "close" and e.job_id == "crashed" and "stale" in e.note for e in ledger.entries)
