@@ -144,7 +144,7 @@ def test_the_contract_admits_the_drawn_records():
     """Guard against a vacuous property: a frame like the drawn ones passes validation and the split
     (Hypothesis also fails when ``assume`` rejects every example)."""
     rng = np.random.default_rng(0)
-    n = 40
+    n = 200  # a holdout needs ≥ k of each class
     raw = pd.DataFrame({
         "id": [f"c{i:03d}" for i in range(n)],
         "visits": rng.choice(["0", "1", "2", "18", "19", "20"], n),
