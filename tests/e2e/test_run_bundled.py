@@ -53,8 +53,10 @@ def test_summary_json_is_complete_and_useful(churn_job):
     assert summary["metrics"]["auc"] > 0.75, "the federated churn model should be clearly useful"
     assert summary["metrics"]["n"] == sum(e["n_holdout"] for e in summary["regions"].values())
     # The 11 blank TotalCharges cells are reported (as counts), not silently turned into NaN.
-    missing = sum(e["validation"]["problems"].get("TotalCharges", {}).get("missing", 0) for e in summary["regions"].values())
-    assert missing == 11
+    # What leaves is a released count (null below k, else a multiple of k); the exact ones stay in the region.
+    released = [e["validation"]["problems"].get("TotalCharges", {}).get("missing") for e in summary["regions"].values()]
+    assert all(count is None or count % 5 == 0 for count in released), released
+    assert 11 not in released
 
 
 def test_the_job_ran_as_prefect_flow_and_tasks(churn_job):
