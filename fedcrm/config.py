@@ -7,6 +7,7 @@ Every field has a default, so the embedded demo needs no file at all.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from itertools import pairwise
 from math import isfinite
 from pathlib import Path
@@ -217,7 +218,8 @@ class TrainingSpec(_Section):
         False, description="Personalisation: each region scores with the global body and its own output layer."
     )
     class_weighting: Literal["balanced", "none"] = Field(
-        "none", description="'balanced': BCE positive weight = neg/pos (better recall, uncalibrated scores)"
+        "none", description="'balanced': BCE positive weight = neg/pos of the region's labels (better recall, "
+        "uncalibrated scores); non-private jobs only, since the weight is read from the exact label counts",
     )
     seed: int = 0
 
@@ -402,8 +404,19 @@ class FeatureSpec(_Section):
 
 
 class HoldoutSpec(_Section):
-    fraction: float = Field(0.2, gt=0, lt=1)
+    fraction: float = Field(0.2, gt=0, lt=1, description="Share of records in the id-hash holdout.")
     seed: int = 0
+    since: datetime | None = Field(
+        None, description="With a contract event-time column: records at or after this instant (ISO 8601, UTC when no "
+        "zone is given) form the holdout. A public cut-off keeps the split row-local; without it the holdout is the id hash.",
+    )
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
 
 
 class FedcrmConfig(_Section):
@@ -426,6 +439,19 @@ class FedcrmConfig(_Section):
     exchange: ExchangeSpec = ExchangeSpec()
     launcher: LauncherSpec = LauncherSpec()
     drift: DriftSpec = DriftSpec()
+
+    @model_validator(mode="after")
+    def _balanced_weighting_is_not_private(self) -> FedcrmConfig:
+        """'balanced' sets every positive record's loss weight from the region's exact label counts: one record
+        added or removed rescales every other positive's gradient before DP-SGD clips it, so the declared
+        sensitivity (and the printed ε) would not hold. Refused under DP rather than quietly voided."""
+        if self.privacy.mode == "dp" and self.training.class_weighting == "balanced":
+            raise ValueError(
+                "training.class_weighting 'balanced' reads each region's exact label counts, which would void the "
+                "DP guarantee; use class_weighting 'none' under privacy.mode 'dp' (ranking metrics such as AUC do not "
+                "need it; pick a score threshold instead), or 'balanced' only with privacy.mode 'off'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _secure_aggregation_fits_the_strategy(self) -> FedcrmConfig:

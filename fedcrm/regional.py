@@ -73,8 +73,8 @@ def prepare_region(
     The training rows are the parsed records as they are: no value is rewritten from what other
     rows hold (no rare-value suppression, no median), so a neighbouring data set differs in one
     training row and DP-SGD's and the statistics' sensitivities hold. Parsing, range checks and the
-    id-hash holdout are row-local; the table-level pass/fail of validation and a time-based holdout
-    (contracts with an event-time column: the latest fraction) are not.
+    holdout (id hash, or event time against the public ``holdout.since``) are row-local; only the
+    table-level pass/fail of validation is not.
     """
     if raw.shape[0] == 0:
         return PreparedRegion(failed_report(region, contract, f"{source} holds no records; the region has nothing to contribute"))
@@ -88,7 +88,9 @@ def prepare_region(
     if not report.success:
         return PreparedRegion(report, quarantined=quarantined)
     clean = parsed.clean
-    in_holdout = holdout_mask(clean, contract, fraction=config.holdout.fraction, seed=config.holdout.seed)
+    in_holdout = holdout_mask(
+        clean, contract, fraction=config.holdout.fraction, seed=config.holdout.seed, since=config.holdout.since
+    )
     train, holdout = clean.loc[~in_holdout].reset_index(drop=True), clean.loc[in_holdout].reset_index(drop=True)
     for name, part in (("training", train), ("holdout", holdout)):
         negatives, positives = label_counts(part)
@@ -181,16 +183,23 @@ def statistics_codec_bounds(config: FedcrmConfig, contract: DataContract) -> np.
 def make_trainer(
     config: FedcrmConfig, plan: PrivacyPlan | None, labels: np.ndarray, *, prox_mu: float = 0.0, seed: int = 0
 ) -> LocalTrainer:
-    """DP-SGD when the region has a privacy plan, plain SGD otherwise: chosen once, here."""
-    pos_weight = positive_weight(labels, config.training.class_weighting)
+    """DP-SGD when the region has a privacy plan, plain SGD otherwise: chosen once, here.
+
+    Under DP every parameter of the trainer is public or part of the plan: the expected batch size
+    (the divisor of the noised gradient sum) is q × the released row count, and the positive weight
+    is 1 (``class_weighting: balanced`` reads the exact label counts and is refused under DP by the
+    config)."""
     if plan is None:
+        pos_weight = positive_weight(labels, config.training.class_weighting)
         return SGDTrainer(config.training, pos_weight=pos_weight, prox_mu=prox_mu)
+    if config.training.class_weighting != "none":  # the config refuses it; a model_copy skips validation
+        raise PrivacyError("class_weighting 'balanced' is data-dependent and cannot be used under DP")
     return DPSGDTrainer(
         config.training,
         noise_multiplier=plan.noise_multiplier,
         max_grad_norm=plan.max_grad_norm,
         sample_rate=plan.sample_rate,
-        pos_weight=pos_weight,
+        expected_batch_size=max(1, round(plan.sample_rate * public_row_count(len(labels), config))),
         prox_mu=prox_mu,
         randomness=randomness(config, seed),
     )

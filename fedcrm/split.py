@@ -19,6 +19,7 @@ value such as ``../coordinator`` would otherwise write raw records into another 
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Literal
 
 import numpy as np
@@ -130,16 +131,28 @@ def _covariate_assignment(values: np.ndarray, n_regions: int) -> np.ndarray:
 
 
 def holdout_mask(
-    frame: pd.DataFrame, contract: DataContract, *, fraction: float = 0.2, seed: int = 0
+    frame: pd.DataFrame, contract: DataContract, *, fraction: float = 0.2, seed: int = 0, since: datetime | None = None
 ) -> pd.Series:
     """Which rows of a parsed region frame form the region's local holdout.
 
-    Time-based (the latest ``fraction`` of records) when the contract has an event-time
-    column, else a seeded hash of the record id: stable as the CRM grows, so a record never
-    moves between train and holdout from one run to the next.
+    Row-local in both forms, so one record added or removed never moves another between train and
+    holdout (a neighbouring data set differs in one training row, as DP-SGD's accounting assumes):
+
+    * with an event-time column in the contract and a public cut-off ``since`` (``holdout.since``):
+      the records at or after it (train on the past, evaluate on the recent);
+    * otherwise: a seeded hash of the record id below ``fraction``, stable as the CRM grows, so a
+      record never moves between train and holdout from one run to the next.
+
+    "The latest fraction of records" is not offered: its cut-off is a quantile of the region's own
+    times, so one record could push another across it.
     """
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"holdout fraction must be in (0, 1), got {fraction}")
+    if contract.event_time_column and since is not None:
+        times = pd.to_datetime(frame[contract.event_time_column], utc=True)
+        cutoff = pd.Timestamp(since)
+        cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")
+        return pd.Series((times >= cutoff).to_numpy(dtype=bool), index=frame.index)
     salt = str(seed).encode()
     unit = np.asarray(
         [
@@ -148,15 +161,6 @@ def holdout_mask(
         ],
         dtype="float64",
     )
-    if contract.event_time_column:
-        # The latest records by time; ties (e.g. date-only exports) are broken by the id hash,
-        # so the holdout has its intended size even when many records share a timestamp.
-        times = frame[contract.event_time_column].to_numpy()
-        order = np.lexsort((unit, times))
-        n_holdout = int(np.ceil(fraction * len(frame)))
-        mask = np.zeros(len(frame), dtype=bool)
-        mask[order[len(frame) - n_holdout :]] = True
-        return pd.Series(mask, index=frame.index)
     return pd.Series(unit < fraction, index=frame.index)
 
 

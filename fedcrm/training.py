@@ -177,6 +177,10 @@ class DPSGDTrainer:
     noise_multiplier: float
     max_grad_norm: float
     sample_rate: float
+    expected_batch_size: int
+    """Divisor of the noised gradient sum: q × the region's *released* row count (the configured batch
+    size), a public number. Dividing by q × the exact count would make the model's scale a function of
+    the exact count, which no DP mechanism protects."""
     pos_weight: float = 1.0
     prox_mu: float = 0.0
     randomness: Randomness = field(default_factory=Randomness)
@@ -186,6 +190,8 @@ class DPSGDTrainer:
     def __post_init__(self) -> None:
         if not isinstance(self.randomness, Randomness):  # a bare (seeded) source would bypass its warning
             raise TypeError("DPSGDTrainer takes a fedcrm.privacy.randomness.Randomness (see job_randomness)")
+        if self.expected_batch_size < 1:
+            raise ValueError("expected_batch_size must be at least 1")
 
     @property
     def noise(self) -> NoiseSource:
@@ -204,7 +210,7 @@ class DPSGDTrainer:
             optimizer=torch.optim.SGD(model.parameters(), lr=self.spec.learning_rate),
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm,
-            expected_batch_size=max(1, round(self.sample_rate * len(data))),
+            expected_batch_size=self.expected_batch_size,
         )
         loss, steps = _fit(model, optimiser, loader, self.spec, self.pos_weight, self.prox_mu, anchor, noise_on_empty=True)
         return _finish(model, len(data), loss, steps)

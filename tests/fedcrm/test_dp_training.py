@@ -8,6 +8,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from fedcrm.config import TrainingSpec, load_config
+from fedcrm.errors import ConfigError, PrivacyError
 from fedcrm.model import build_model, get_vector, predict_proba, set_vector
 from fedcrm.privacy.noise import SecureGaussian
 from fedcrm.privacy.plan import make_plan
@@ -35,10 +36,10 @@ def start() -> np.ndarray:
     return get_vector(build_model(D, []))
 
 
-def dp(noise: float = 0.5, clip: float = 1.0, q: float = 0.05, randomness: Randomness | None = None, **spec_overrides
-       ) -> DPSGDTrainer:
+def dp(noise: float = 0.5, clip: float = 1.0, q: float = 0.05, randomness: Randomness | None = None, rows: int = N,
+       **spec_overrides) -> DPSGDTrainer:
     return DPSGDTrainer(spec(**spec_overrides), noise_multiplier=noise, max_grad_norm=clip, sample_rate=q,
-                        randomness=randomness or Randomness())
+                        expected_batch_size=max(1, round(q * rows)), randomness=randomness or Randomness())
 
 
 def fixed_batches(seed: int = 0) -> Randomness:
@@ -146,7 +147,8 @@ def test_seeded_research_mode_reproduces_batches_and_noise_and_carries_its_warni
 
 def test_the_trainer_refuses_a_bare_sampler_that_would_bypass_the_warning():
     with pytest.raises(TypeError, match="Randomness"):
-        DPSGDTrainer(spec(), noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, randomness=SeededPoissonSampler(1))
+        DPSGDTrainer(spec(), noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, expected_batch_size=10,
+                     randomness=SeededPoissonSampler(1))
 
 
 def test_noise_is_added_at_the_configured_scale():
@@ -187,7 +189,8 @@ def test_fedprox_pulls_towards_the_global_model(trainer_kind):
         if trainer_kind == "sgd":
             trainer = SGDTrainer(spec(learning_rate=0.1), prox_mu=mu)
         else:
-            trainer = DPSGDTrainer(spec(learning_rate=0.1), noise_multiplier=1e-6, max_grad_norm=1.0, sample_rate=0.05, prox_mu=mu)
+            trainer = DPSGDTrainer(spec(learning_rate=0.1), noise_multiplier=1e-6, max_grad_norm=1.0, sample_rate=0.05,
+                                   expected_batch_size=round(0.05 * N), prox_mu=mu)
         return float(np.linalg.norm(trainer.train(g, x, y, seed=0).vector - g))
 
     free, proximal = moved(0.0), moved(5.0)
@@ -197,7 +200,7 @@ def test_fedprox_pulls_towards_the_global_model(trainer_kind):
 def test_make_trainer_picks_dp_sgd_exactly_when_there_is_a_plan():
     config = load_config(
         overrides=["training.batch_size=100", "training.local_epochs=2", "training.rounds=3", "privacy.accountant=rdp",
-                   "privacy.max_grad_norm=0.7", "training.class_weighting=balanced"]
+                   "privacy.max_grad_norm=0.7"]
     )
     labels = np.array([1.0] * 250 + [0.0] * 750, dtype=np.float32)
     p = make_plan(
@@ -206,14 +209,40 @@ def test_make_trainer_picks_dp_sgd_exactly_when_there_is_a_plan():
     )
 
     private = make_trainer(config, p, labels, prox_mu=0.2)
-    plain = make_trainer(config, None, labels, prox_mu=0.2)
+    plain = make_trainer(config.model_copy(update={"training": config.training.model_copy(
+        update={"class_weighting": "balanced"})}), None, labels, prox_mu=0.2)
 
     assert isinstance(private, DPSGDTrainer)
     assert (private.noise_multiplier, private.max_grad_norm, private.sample_rate) == (p.noise_multiplier, 0.7, 0.1)
-    assert private.prox_mu == 0.2 and private.pos_weight == pytest.approx(3.0)
+    assert private.prox_mu == 0.2 and private.pos_weight == 1.0
     assert private.spec == config.training
     assert isinstance(plain, SGDTrainer) and not isinstance(plain, DPSGDTrainer)
     assert plain.prox_mu == 0.2 and plain.pos_weight == pytest.approx(3.0)
+
+
+def test_the_dp_trainer_s_parameters_depend_on_the_released_count_only():
+    """The noised gradient sum is divided by q × n_public, not q × n: two regions whose exact sizes differ
+    but round to the same released count train with identical public parameters."""
+    config = load_config(overrides=["training.batch_size=100", "privacy.min_k=5"])
+    p = make_plan(1000, batch_size=100, local_epochs=1, rounds=3, target_epsilon=3.0, delta=1e-5, accountant="rdp",
+                  max_grad_norm=1.0, max_noise_multiplier=50.0)
+    trainers = [make_trainer(config, p, np.array([1.0, 0.0] * 500 + [0.0] * extra, dtype=np.float32))
+                for extra in range(5)]  # n = 1000 … 1004, all released as 1000
+
+    assert {t.expected_batch_size for t in trainers} == {100}
+    assert len({(t.noise_multiplier, t.sample_rate, t.pos_weight) for t in trainers}) == 1
+
+
+def test_balanced_class_weighting_is_refused_under_dp():
+    """'balanced' rescales every positive's gradient from the exact label counts before clipping."""
+    with pytest.raises(ConfigError, match="class_weighting 'balanced'"):
+        load_config(overrides=["training.class_weighting=balanced"])
+    assert load_config(overrides=["training.class_weighting=balanced", "privacy.mode=off"]).training.class_weighting == "balanced"
+    sneaked = load_config().model_copy(update={"training": TrainingSpec(class_weighting="balanced")})  # skips validation
+    p = make_plan(1000, batch_size=100, local_epochs=1, rounds=1, target_epsilon=3.0, delta=1e-5, accountant="rdp",
+                  max_grad_norm=1.0, max_noise_multiplier=50.0)
+    with pytest.raises(PrivacyError, match="balanced"):
+        make_trainer(sneaked, p, np.array([1.0, 0.0] * 500, dtype=np.float32))
 
 
 class _NobodySampler:
@@ -232,7 +261,7 @@ def test_an_empty_batch_is_still_a_noised_step():
     g = get_vector(build_model(D, [16]))  # 113 parameters: enough coordinates to measure the noise's scale
     lr, sigma, clip, q = 0.5, 1.0, 1.0, 0.1
     nobody = Randomness(noise=SecureGaussian(), sampler=_NobodySampler())
-    trainer = dp(noise=sigma, clip=clip, q=q, learning_rate=lr, local_epochs=1, hidden_sizes=[16], randomness=nobody)
+    trainer = dp(noise=sigma, clip=clip, q=q, learning_rate=lr, local_epochs=1, hidden_sizes=[16], randomness=nobody, rows=200)
     update = trainer.train(g, x, y, seed=0)
 
     assert update.steps == 10 and np.isnan(update.mean_loss)  # no record, no loss

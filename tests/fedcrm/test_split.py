@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -264,18 +266,55 @@ def test_holdout_is_stable_when_rows_are_added(contract: DataContract) -> None:
     assert held_after & set(old["id"]) == held_before  # no old record moved in or out
 
 
-def test_holdout_is_time_based_with_event_time_column(contract: DataContract) -> None:
+def test_holdout_is_time_based_with_event_time_column_and_a_public_cutoff(contract: DataContract) -> None:
     timed = _with(contract, event_time_column="signed_up")
     raw = _frame(100)
     days = pd.date_range("2024-01-01", periods=100, freq="D")
     order = np.random.default_rng(0).permutation(100)  # rows not in time order
     raw["signed_up"] = days[order].strftime("%Y-%m-%d")
     clean = parse_records(raw, timed).clean
-    mask = holdout_mask(clean, timed, fraction=0.2)
-    assert mask.sum() == 20
+    mask = holdout_mask(clean, timed, fraction=0.2, since=datetime(2024, 3, 21, tzinfo=timezone.utc))
+    assert mask.sum() == 20  # 21 March … 9 April
     held, kept = clean.loc[mask, "signed_up"], clean.loc[~mask, "signed_up"]
     assert held.min() > kept.max()
     assert held.max() == clean["signed_up"].max()
+
+
+def test_without_a_cutoff_an_event_time_contract_uses_the_id_hash(contract: DataContract) -> None:
+    timed = _with(contract, event_time_column="seen_at")
+    frame = pd.DataFrame({
+        "id": [f"r{i}" for i in range(100)],
+        "seen_at": pd.to_datetime(["2024-01-01"] * 90 + ["2024-01-02"] * 10, utc=True),
+    })
+    assert holdout_mask(frame, timed, fraction=0.2, seed=0).equals(holdout_mask(frame, contract, fraction=0.2, seed=0))
+
+
+_times = st.lists(st.integers(0, 60), min_size=2, max_size=80)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(days=_times, removed=st.integers(0, 10_000), use_cutoff=st.booleans())
+def test_one_record_removed_moves_no_other_record_between_train_and_holdout(
+    contract: DataContract, days: list[int], removed: int, use_cutoff: bool
+) -> None:
+    """Neighbouring data sets (one record removed) keep every other record on its side of the split:
+    DP-SGD's accounting assumes the training sets differ in that one record only. The old "latest
+    fraction" rule failed this (its cut-off was a quantile of the region's own times)."""
+    timed = _with(contract, event_time_column="seen_at")
+    frame = pd.DataFrame({
+        "id": [f"r{i}" for i in range(len(days))],
+        "seen_at": pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(days, unit="D"),
+    })
+    since = datetime(2024, 1, 31, tzinfo=timezone.utc) if use_cutoff else None
+    full = holdout_mask(frame, timed, fraction=0.2, since=since)
+    neighbour = frame.drop(index=removed % len(frame))
+    assert holdout_mask(neighbour, timed, fraction=0.2, since=since).equals(full.drop(index=removed % len(frame)))
+
+
+def test_the_cutoff_is_read_from_the_config_in_utc() -> None:
+    from fedcrm.config import load_config
+
+    assert load_config(overrides=["holdout.since=2024-03-01"]).holdout.since == datetime(2024, 3, 1, tzinfo=timezone.utc)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
@@ -284,13 +323,3 @@ def test_holdout_rejects_invalid_fraction(contract: DataContract, raw: pd.DataFr
         holdout_mask(raw, contract, fraction=fraction)
 
 
-def test_time_based_holdout_keeps_its_size_when_timestamps_tie(contract: DataContract) -> None:
-    timed = DataContract.model_validate({**contract.model_dump(), "event_time_column": "seen_at"})
-    frame = pd.DataFrame({
-        "id": [f"r{i}" for i in range(100)],
-        "seen_at": pd.to_datetime(["2024-01-01"] * 90 + ["2024-01-02"] * 10, utc=True),
-    })
-    mask = holdout_mask(frame, timed, fraction=0.2, seed=0)
-    assert mask.sum() == 20
-    assert mask[frame.seen_at == frame.seen_at.max()].all(), "the latest day is entirely in the holdout"
-    assert mask.equals(holdout_mask(frame, timed, fraction=0.2, seed=0))

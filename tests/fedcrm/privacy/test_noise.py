@@ -64,7 +64,7 @@ def test_dp_sgd_draws_its_noise_from_the_source():
 
     def train(noise):  # the same (test-only, seeded) batches, so that only the noise can differ
         trainer = DPSGDTrainer(TrainingSpec(hidden_sizes=[4], learning_rate=0.1), noise_multiplier=1.0, max_grad_norm=1.0,
-                               sample_rate=0.1, randomness=Randomness(noise=noise, sampler=SeededPoissonSampler(0)))
+                               sample_rate=0.1, expected_batch_size=40, randomness=Randomness(noise=noise, sampler=SeededPoissonSampler(0)))
         return trainer.train(start, x, y, seed=5).vector
 
     np.testing.assert_array_equal(train(SeededGaussian(1)), train(SeededGaussian(1)))  # research mode: reproducible
