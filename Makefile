@@ -1,6 +1,7 @@
 # fedcrm: every target installs what it needs into .venv first.
 #   make demo   - install, split the bundled lead-scoring data into eu/us/apac, run the federated job
 #   make test   - install (with test extras) and run the whole test suite
+#   make docs   - regenerate docs/reference/ from the code
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED = false
 export MLFLOW_DISABLE_TELEMETRY = true
 export GX_ANALYTICS_ENABLED = false
 
-.PHONY: install install-dev chromium demo test test-fast test-e2e expectations clean
+.PHONY: install install-dev chromium demo test test-fast test-e2e expectations docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,10 @@ test-e2e: install-dev chromium
 expectations: install
 	$(BIN)/fedcrm expectations generate --use-case lead-scoring
 	$(BIN)/fedcrm expectations generate --use-case churn
+
+# Reference pages generated from the code (configuration schema, CLI); a test fails when they are stale.
+docs: install
+	$(BIN)/python -m cli.reference docs/reference
 
 clean:
 	rm -rf .fedcrm .pytest_cache .hypothesis

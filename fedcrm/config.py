@@ -61,7 +61,7 @@ class LocalSource(_Section):
     """A CSV/parquet file standing in for a regional CRM (embedded mode)."""
 
     kind: Literal["local"] = "local"
-    path: Path
+    path: Path = Field(description="A .csv, .csv.gz or .parquet file.")
     separator: str | None = Field(None, description="CSV separator; default: the contract's source.separator.")
 
 
@@ -69,19 +69,19 @@ class S3Source(_Section):
     """CSV/parquet objects under a prefix of the region's own bucket (credentials: the region's environment)."""
 
     kind: Literal["s3"]
-    bucket: str
+    bucket: str = Field(description="The region's own bucket.")
     prefix: str = Field("", description="Every .csv/.csv.gz/.parquet object under it is read and concatenated.")
-    endpoint_url: str | None = None
-    separator: str | None = None
+    endpoint_url: str | None = Field(None, description="S3 API endpoint (default: AWS).")
+    separator: str | None = Field(None, description="CSV separator; default: the contract's source.separator.")
 
 
 class SqlSource(_Section):
     """A table or a query of the region's database (SQLAlchemy URL without a password: use PGPASSWORD etc.)."""
 
     kind: Literal["sql"]
-    url: str
-    table: str | None = None
-    query: str | None = None
+    url: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/crm.")
+    table: str | None = Field(None, description="Read this whole table ...")
+    query: str | None = Field(None, description="... or the rows of this SELECT.")
 
     @model_validator(mode="after")
     def _one_of(self) -> SqlSource:
@@ -98,7 +98,7 @@ class SalesforceSource(_Section):
     object: str = Field(description="Lead (lead scoring), Account or a custom object (churn).")
     fields: dict[str, str] = Field(description="contract column → Salesforce field, e.g. {id: Id, age: Age__c}.")
     where: str | None = Field(None, description="An extra SOQL condition, e.g. IsConverted = false.")
-    api_version: str = "59.0"
+    api_version: str = Field("59.0", description="Salesforce REST API version.")
     session_id_env: str = Field("SALESFORCE_SESSION_ID", description="Environment variable holding the access token.")
     session_id_secret: str | None = Field(
         None, description="A Prefect Secret block holding the access token, read by the region's run (instead of the "
@@ -129,7 +129,7 @@ class SqlScores(_Section):
 
     kind: Literal["sql"]
     url: str = Field(description="SQLAlchemy URL without a password (use PGPASSWORD etc.).")
-    table: str = "fedcrm_scores"
+    table: str = Field("fedcrm_scores", description="Table upserted by record id.")
 
 
 class SalesforceScores(_Section):
@@ -162,7 +162,10 @@ class RegionSpec(_Section):
 
 
 class FederationSpec(_Section):
-    regions: dict[str, RegionSpec] = Field(default_factory=lambda: {r: RegionSpec() for r in ("eu", "us", "apac")})
+    regions: dict[str, RegionSpec] = Field(
+        default_factory=lambda: {r: RegionSpec() for r in ("eu", "us", "apac")},
+        description="Region name → its settings (below), or a list of names.",
+    )
     min_regions: int = Field(2, ge=1, description="The job fails if fewer regions remain after exclusions.")
 
     @field_validator("regions", mode="before")
@@ -208,8 +211,8 @@ class LauncherSpec(_Section):
 
 
 class TrainingSpec(_Section):
-    rounds: int = Field(15, ge=1, le=1000)
-    local_epochs: int = Field(1, ge=1, le=100)
+    rounds: int = Field(15, ge=1, le=1000, description="Federated rounds; `--rounds N` sets it.")
+    local_epochs: int = Field(1, ge=1, le=100, description="Local epochs per round.")
     batch_size: int = Field(256, ge=1, description="Expected (Poisson) batch size under DP.")
     learning_rate: float = Field(0.5, gt=0, description="Tuned for DP-SGD with clipped gradients (docs/benchmarks.md).")
     hidden_sizes: list[int] = Field(default_factory=lambda: [64], description="[] = logistic regression")
@@ -221,7 +224,7 @@ class TrainingSpec(_Section):
         "none", description="'balanced': BCE positive weight = neg/pos of the region's labels (better recall, "
         "uncalibrated scores); non-private jobs only, since the weight is read from the exact label counts",
     )
-    seed: int = 0
+    seed: int = Field(0, description="Model initialisation and non-private shuffling; never DP's sampling or noise.")
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -237,7 +240,7 @@ class PrivacySpec(_Section):
     )
     target_epsilon: float = Field(3.0, gt=0, description="Each region's total ε for the whole job (all rounds).")
     delta: float = Field(1e-5, gt=0, lt=1, description="Must be below 1/n for every region's training records.")
-    accountant: Literal["prv", "rdp"] = "prv"
+    accountant: Literal["prv", "rdp"] = Field("prv", description="'prv' (tight, Gopi et al. 2021) or 'rdp'.")
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -290,8 +293,8 @@ class StrategySpec(_Section):
     )
     mu: float = Field(0.01, ge=0, description="FedProx proximal coefficient.")
     server_learning_rate: float = Field(0.05, gt=0, description="FedAdam server step.")
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.99, ge=0, lt=1)
+    beta1: float = Field(0.9, ge=0, lt=1, description="FedAdam first-moment decay.")
+    beta2: float = Field(0.99, ge=0, lt=1, description="FedAdam second-moment decay.")
     tau: float = Field(1e-3, gt=0, description="FedAdam adaptivity.")
     trim_fraction: float = Field(0.1, ge=0, lt=0.5, description="Share trimmed at each end (trimmed_mean).")
     max_update_norm: float = Field(
@@ -348,7 +351,7 @@ class ScoringSpec(_Section):
 
 
 class TrackingSpec(_Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Register every global model version in MLflow with its ε and lineage.")
     uri: str | None = Field(None, description="MLflow tracking URI. Default: sqlite:///<state_dir>/mlflow.db (embedded).")
     experiment: str | None = Field(None, description="Default: fedcrm-<use_case>.")
     model_name: str | None = Field(None, description="Registered model. Default: fedcrm-<use_case>.")
@@ -405,7 +408,7 @@ class FeatureSpec(_Section):
 
 class HoldoutSpec(_Section):
     fraction: float = Field(0.2, gt=0, lt=1, description="Share of records in the id-hash holdout.")
-    seed: int = 0
+    seed: int = Field(0, description="Key of the id hash that picks the holdout.")
     since: datetime | None = Field(
         None, description="With a contract event-time column: records at or after this instant (ISO 8601, UTC when no "
         "zone is given) form the holdout. A public cut-off keeps the split row-local; without it the holdout is the id hash.",
@@ -420,10 +423,10 @@ class HoldoutSpec(_Section):
 
 
 class FedcrmConfig(_Section):
-    use_case: str = "lead-scoring"
+    use_case: str = Field("lead-scoring", description="Which contract, stores, ledger population and model name.")
     contract: Path | None = Field(None, description="Default: contracts/<use_case>.yaml (bundled).")
     state_dir: Path = Field(Path(".fedcrm"), description="Embedded mode's stand-in for all regional and central state.")
-    expectations_dir: Path = EXPECTATIONS_DIR
+    expectations_dir: Path = Field(EXPECTATIONS_DIR, description="Stored GX suites (generated on the fly when absent).")
     federation: FederationSpec = FederationSpec()
     training: TrainingSpec = TrainingSpec()
     strategy: StrategySpec = StrategySpec()

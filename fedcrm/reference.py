@@ -1,0 +1,148 @@
+"""Reference pages generated from the code, so that they cannot drift from it.
+
+``configuration_reference`` walks ``FedcrmConfig``'s pydantic schema (types, defaults, field
+descriptions and section docstrings); the CLI page comes from typer (``cli/reference.py``).
+``make docs`` writes both into ``docs/reference/``; ``tests/test_reference_pages.py`` fails when a
+checked-in page differs from what the code generates.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from fedcrm.config import PROJECT_ROOT, FedcrmConfig, RegionSpec
+
+
+GENERATED_NOTE = "<!-- Generated from the code by `make docs`; do not edit by hand (a test compares it). -->"
+
+
+def _type_name(annotation: Any) -> str:
+    """A short, readable type: ``'dp' | 'off'``, ``int``, ``list[int]``, ``path | none``."""
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        return _type_name(get_args(annotation)[0])
+    if origin is Literal:
+        return " \\| ".join(json.dumps(a) if not isinstance(a, str) else f"'{a}'" for a in get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in get_args(annotation))
+    if origin in (list, tuple, set, frozenset):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(annotation))}]"
+    if origin is dict:
+        key, value = get_args(annotation)
+        return f"map {_type_name(key)} → {_type_name(value)}"
+    if annotation is type(None):
+        return "none"
+    if isinstance(annotation, type):
+        if issubclass(annotation, Path):
+            return "path"
+        if issubclass(annotation, BaseModel):
+            return annotation.__name__
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _default(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+    elif field.default is PydanticUndefined:
+        return "required"
+    else:
+        value = field.default
+    if isinstance(value, BaseModel):
+        return "(section)"
+    if isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
+        return ", ".join(value)
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, Path):  # a bundled folder: shown relative to the project, not to this machine
+        value = str(value.relative_to(PROJECT_ROOT) if value.is_absolute() and value.is_relative_to(PROJECT_ROOT) else value)
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return f"`{text}`"
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _union_models(annotation: Any) -> list[type[BaseModel]]:
+    """The models of a (possibly optional, annotated, discriminated) union, in declaration order."""
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        return _union_models(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for a in get_args(annotation) for m in _union_models(a)]
+    model = _section_model(annotation)
+    return [model] if model else []
+
+
+def _rows(model: type[BaseModel], prefix: str, sections: list[tuple[str, type[BaseModel], str]]) -> list[str]:
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        nested = _section_model(field.annotation)
+        if nested is not None:
+            sections.append((key, nested, ""))
+            continue
+        variants = _union_models(field.annotation)
+        if len(variants) > 1:
+            for variant in variants:
+                kind = get_args(variant.model_fields["kind"].annotation)[0]
+                sections.append((key, variant, f"kind: {kind}"))
+        description = field.description or ("Selects this kind." if name == "kind" else "")
+        rows.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {_cell(description)} |")
+    return rows
+
+
+def _table(title: str, model: type[BaseModel], prefix: str, sections: list[tuple[str, type[BaseModel], str]]) -> list[str]:
+    lines = [f"## {title}", ""]
+    if model.__doc__ and model.__doc__ is not BaseModel.__doc__:
+        lines += [_cell(model.__doc__), ""]
+    lines += ["| key | type | default | what it does |", "|---|---|---|---|", *_rows(model, prefix, sections), ""]
+    return lines
+
+
+def configuration_reference() -> str:
+    """Every configuration key: ``--set KEY=VALUE`` on the CLI, or the same path in a YAML file."""
+    lines = [
+        "# Configuration reference",
+        "",
+        GENERATED_NOTE,
+        "",
+        "Every key below can be set in a YAML file (`--config FILE`, nested as the dots say) or on the",
+        "command line (`--set KEY=VALUE`, repeatable). Region keys go under `federation.regions.<region>`.",
+        "",
+    ]
+    pending: list[tuple[str, type[BaseModel], str]] = []
+    lines += _table("Top level", FedcrmConfig, "", pending)
+    done: set[tuple[str, str]] = set()
+    while pending:
+        key, model, variant = pending.pop(0)
+        if (key, variant) in done:
+            continue
+        done.add((key, variant))
+        title = f"`{key}`" + (f" ({variant})" if variant else "")
+        lines += _table(title, model, f"{key}.", pending)
+        if key == "federation":
+            lines += _table("`federation.regions.<region>`", RegionSpec, "federation.regions.<region>.", pending)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_reference_pages(folder: Path) -> list[Path]:
+    """Write the generated pages under ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "configuration.md"
+    path.write_text(configuration_reference(), encoding="utf-8")
+    return [path]
