@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -17,8 +17,10 @@ from cli.main import (
     errors,
     friendly_errors,
 )
-from fedcrm.audit import AuditAnchor, AuditEntry
-from fedcrm.config import FedcrmConfig
+
+if TYPE_CHECKING:  # imported where used: `fedcrm --help` loads no more than it shows
+    from fedcrm.audit import AuditAnchor, AuditEntry
+    from fedcrm.config import FedcrmConfig
 
 audit_app = typer.Typer(no_args_is_help=True, help="Hash-chained audit logs (messages, budget, gates, approvals).")
 

@@ -46,9 +46,8 @@ def _drift(config: Path | None, use_case: str | None, state_dir: Path | None, ov
 
     from cli.main import _config, console, errors
 
-    shortcuts = [f"drift.psi_threshold={threshold}"] * (threshold is not None)
-    shortcuts += [f"drift.retrain={'true' if retrain else 'false'}"] * (retrain is not None)
-    cfg = _config(config, use_case, None, state_dir, [*(overrides or []), *shortcuts], verbose=verbose)
+    cfg = _config(config, use_case, None, state_dir, overrides, verbose=verbose,
+                  values={"drift.psi_threshold": threshold, "drift.retrain": retrain})
     from cli.launcher import run_embedded
     from fedcrm.errors import FedcrmError
     from flows.drift import check_drift

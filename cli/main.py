@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 import yaml
@@ -26,9 +26,10 @@ from rich.progress import (
 from rich.table import Table
 
 from cli.environment import prepare_environment
-from fedcrm.config import FedcrmConfig, load_config
+
+if TYPE_CHECKING:
+    from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
-from fedcrm.gates import GateRule
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Federated lead scoring and churn across CRM regions.")
 data_app = typer.Typer(no_args_is_help=True, help="Regional data stores (embedded stand-ins for regional CRMs).")
@@ -73,9 +74,12 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _config(
     config: Path | None, use_case: str | None, contract: Path | None, state_dir: Path | None, overrides: list[str] | None,
-    *, verbose: bool = False,
+    *, verbose: bool = False, values: dict[str, Any] | None = None,
 ) -> FedcrmConfig:
-    cfg = load_config(config, overrides, use_case=use_case, contract=contract, state_dir=state_dir)
+    """The one parse of the configuration; ``values`` are typed options (``--epsilon``) by dotted key."""
+    from fedcrm.config import load_config
+
+    cfg = load_config(config, overrides, values=values, use_case=use_case, contract=contract, state_dir=state_dir)
     prepare_environment(cfg.state_dir, verbose=verbose)
     return cfg
 
@@ -179,7 +183,7 @@ def budget_show(
     from connectors.ledger import read_ledger
     from connectors.stores import open_store
 
-    cfg = _config(config, use_case, None, state_dir, [*(overrides or []), *([f"privacy.population={population}"] if population else [])])
+    cfg = _config(config, use_case, None, state_dir, overrides, values={"privacy.population": population or None})
     table = Table(title=f"privacy budget · population {cfg.population!r} (ε composed by the accountant at the ledger's δ)")
     for column in ("region", "budget", "spent", "reserved", "remaining", "open jobs", ""):
         table.add_column(column, justify="right" if column not in ("region", "open jobs", "") else "left")
@@ -275,6 +279,7 @@ def expectations_generate(
     overrides: SetOpt = None,
 ) -> None:
     """Generate the GX expectation suite of a contract and store it as JSON."""
+    from fedcrm.config import load_config
     from fedcrm.validation import write_suite
 
     cfg = load_config(config, overrides, use_case=use_case, contract=contract)
@@ -351,8 +356,8 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines.")] = False,
 ) -> None:
     """Run the federated training job end to end and print per-region results."""
-    shortcuts = [f"training.rounds={rounds}"] * (rounds is not None) + [f"privacy.target_epsilon={epsilon}"] * (epsilon is not None)
-    cfg = _config(config, use_case, contract, state_dir, [*(overrides or []), *shortcuts], verbose=verbose)
+    cfg = _config(config, use_case, contract, state_dir, overrides, verbose=verbose,
+                  values={"training.rounds": rounds, "privacy.target_epsilon": epsilon})
     from fedcrm.validation import load_suite_dict
 
     spec = cfg.load_contract()
@@ -659,6 +664,8 @@ def _print_gates(gates: dict[str, Any]) -> None:
         where = " → alias [bold]challenger[/], awaiting approval" if gates.get("challenger") else ""
         console.print(f"Gates: [green]passed[/] ({len(gates['rules'])} rules){where}", highlight=False)
     elif status == "failed":
+        from fedcrm.gates import GateRule
+
         console.print("Gates: [red]failed[/]: this version goes no further", highlight=False)
         for rule in gates["rules"]:
             if not rule["passed"]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fedcrm.config import FedcrmConfig
+if TYPE_CHECKING:
+    from fedcrm.config import FedcrmConfig
 
 VersionOpt = Annotated[str | None, typer.Option(
     "--version", help="Model version. Default: the champion, else the latest version.")]

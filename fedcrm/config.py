@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from itertools import pairwise
 from math import isfinite
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import re
@@ -527,28 +528,42 @@ class FedcrmConfig(_Section):
         return spec.source or LocalSource(path=self.region_store(region) / "crm" / f"{self.use_case}.parquet")
 
 
+def _assign(data: dict[str, Any], key: str, value: Any, *, what: str) -> None:
+    """Set ``data[a][b][c] = value`` for ``key = "a.b.c"``, creating sections on the way."""
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: {part!r} is not a section", hint="check the key path")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict."""
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not KEY=VALUE", hint="e.g. --set training.rounds=20")
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section", hint="check the key path")
-            node = child
         try:
-            node[parts[-1]] = yaml.safe_load(text)
+            value = yaml.safe_load(text)
         except yaml.YAMLError:
-            node[parts[-1]] = text
+            value = text
+        _assign(data, key, value, what=f"override {item!r}")
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **fields: Any) -> FedcrmConfig:
-    """Parse a config file plus overrides into a validated ``FedcrmConfig``."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, values: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> FedcrmConfig:
+    """Parse a config file plus overrides into a validated ``FedcrmConfig``, once, at the boundary.
+
+    Precedence, lowest first: the file, ``fields`` (top-level keys), the ``--set`` ``overrides`` (text
+    parsed as YAML), then ``values``: typed values by dotted key, e.g. ``{"privacy.target_epsilon": 3.0}``
+    from ``fedcrm run --epsilon 3``, which reach the model as the numbers they are (None = not given).
+    """
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -562,11 +577,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data = loaded or {}
     data.update({k: v for k, v in fields.items() if v is not None})
     data = apply_overrides(data, overrides or [])
+    for key, value in (values or {}).items():
+        if value is not None:
+            _assign(data, key, value, what=f"setting {key!r}")
     try:
         return FedcrmConfig.model_validate(data)
     except ValidationError as exc:
         where = f"config {path}" if path else "configuration"
         raise ConfigError(
             f"{where} is invalid:\n{format_validation_error(exc)}",
-            hint="fix the fields above (see 'Configuration reference' in README.md)",
+            hint="fix the fields above (every key: docs/reference/configuration.md)",
         ) from None

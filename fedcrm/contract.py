@@ -208,7 +208,7 @@ def load_contract(path: str | Path) -> DataContract:
     except ValidationError as exc:
         raise ContractError(
             f"contract {path} is invalid:\n{format_validation_error(exc)}",
-            hint="fix the fields listed above (see the contract reference in README.md)",
+            hint="fix the fields listed above (see the contract reference in docs/contracts.md)",
         ) from None
 
 

@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 from pydantic import BaseModel
-from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from fedcrm.errors import FedcrmError
 from fedcrm.privacy.release import describe_count, released_count
@@ -69,6 +68,8 @@ def evaluate_predictions(labels: np.ndarray, probs: np.ndarray, *, min_k: int) -
             f"negative(s); metrics are released only over at least privacy.min_k = {min_k} of each class",
             hint="raise holdout.fraction, or this region cannot be evaluated",
         )
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score  # 2 s to import
+
     metrics = RegionMetrics(
         n=released_count(len(labels), min_k),
         positives=released_count(positives, min_k),

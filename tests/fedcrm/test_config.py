@@ -265,3 +265,12 @@ def test_privacy_noise_contradicting_privacy_randomness_is_a_clear_error() -> No
 
 def test_an_unknown_randomness_is_refused() -> None:
     assert "randomness" in _config_error(overrides=["privacy.randomness=urandom"])
+
+
+def test_typed_values_reach_the_model_as_they_are_and_win_over_overrides():
+    """`fedcrm run --epsilon 3` sets the field with the number itself, not a string parsed back as YAML."""
+    config = load_config(overrides=["privacy.target_epsilon=8", "training.rounds=4"],
+                         values={"privacy.target_epsilon": 1.5, "training.rounds": None, "drift.retrain": False})
+    assert config.privacy.target_epsilon == 1.5  # the typed option wins over --set
+    assert config.training.rounds == 4  # None: the option was not given
+    assert config.drift.retrain is False
