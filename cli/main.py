@@ -101,6 +101,7 @@ def data_split(
 ) -> None:
     """Write one local store per region: the embedded stand-in for each regional CRM."""
     from connectors import LocalFileSource, LocalRegionStore, load_bundled
+    from fedcrm.catalog import RegionCatalog
     from fedcrm.split import partition
 
     if strategy not in (None, "column", "dirichlet", "covariate"):
@@ -121,10 +122,11 @@ def data_split(
         table.add_column(column, justify="right" if column != "store" else "left")
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
         job = bar.add_task("writing regional stores", total=len(parts))
+        catalog = RegionCatalog(cfg.use_case)
         for region, frame in parts.items():
             store = LocalRegionStore(cfg.state_dir / "regions" / region)
-            where = store.write_frame(f"crm/{cfg.use_case}.parquet", frame)
-            store.write_json(f"crm/{cfg.use_case}.origin.json", {"origin": "export" if input_path else "bundled", "source": described})
+            where = store.write_frame(catalog.records, frame)
+            store.write_json(catalog.records_origin, {"origin": "export" if input_path else "bundled", "source": described})
             labels = frame[spec.target.column].astype("string").str.strip()
             rate = float((labels == spec.target.positive).mean()) if len(frame) else 0.0
             table.add_row(region, f"{len(frame)}", f"{rate:.1%}", where)

@@ -14,6 +14,7 @@ import pandas as pd
 from connectors.base import RegionStore
 from connectors.salesforce import SalesforceConnector, WriteBackReport
 from connectors.stores import open_store
+from fedcrm.catalog import RegionCatalog
 from fedcrm.config import (
     SalesforceScores,
     SalesforceSource,
@@ -47,7 +48,7 @@ class StoreScoreSink:
 
     def write_scores(self, scores: pd.DataFrame, *, model_version: str, scored_at: datetime) -> WriteBackReport:
         frame = scores.assign(model_version=model_version, scored_at=scored_at)
-        self.store.write_frame(f"scores/{self.use_case}/{scored_at.strftime('%Y%m%dT%H%M%S%fZ')}.parquet", frame)
+        self.store.write_frame(RegionCatalog(self.use_case).scores(scored_at), frame)
         return WriteBackReport(written=len(frame))
 
 

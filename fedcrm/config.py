@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from fedcrm.catalog import RegionCatalog
 from fedcrm.contract import DataContract, format_validation_error, load_contract
 from fedcrm.errors import ConfigError
 from fedcrm.secagg.graph import GraphParams
@@ -525,7 +526,7 @@ class FedcrmConfig(_Section):
 
     def region_source(self, region: str) -> LocalSource | S3Source | SqlSource | SalesforceSource:
         spec = self.federation.regions[region]
-        return spec.source or LocalSource(path=self.region_store(region) / "crm" / f"{self.use_case}.parquet")
+        return spec.source or LocalSource(path=self.region_store(region) / RegionCatalog(self.use_case).records)
 
 
 def _assign(data: dict[str, Any], key: str, value: Any, *, what: str) -> None:

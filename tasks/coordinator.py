@@ -27,6 +27,7 @@ from fedcrm.aggregation import (
     PlainAggregator,
     unpack_update_sum,
 )
+from fedcrm.catalog import RegionCatalog
 from fedcrm.checkpoint import JobCheckpoint
 from fedcrm.compliance import (
     HTML_NAME,
@@ -263,9 +264,6 @@ def refresh_compliance(config: FedcrmConfig, version: str) -> ComplianceReport |
     return report
 
 
-ORIGIN_KEY = "crm/{use_case}.origin.json"
-
-
 @task(name="central-reference", **COORDINATOR_TASK)
 def central_reference(
     config: FedcrmConfig, job_id: str, regions: list[str], pipeline: FeaturePipeline, initial_vector: np.ndarray
@@ -276,7 +274,7 @@ def central_reference(
     region's store says its records are the bundled *public* demo data; otherwise it is skipped.
     """
     stores = {r: LocalRegionStore(config.region_store(r)) for r in regions}
-    key = ORIGIN_KEY.format(use_case=config.use_case)
+    key = RegionCatalog(config.use_case).records_origin
     if not all(s.exists(key) and s.read_json(key).get("origin") == "bundled" for s in stores.values()):
         return {"status": "skipped", "reason": "the central reference runs only on the bundled public demo data"}
     pooled = pd.concat([s.read_frame(_job_key(config, job_id, "train")) for s in stores.values()], ignore_index=True)

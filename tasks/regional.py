@@ -20,6 +20,7 @@ from connectors.sources import open_source
 from connectors.stores import open_store
 from fedcrm import drift, regional
 from fedcrm.aggregation import Contributor, PlainContributor, pack_update, update_bounds
+from fedcrm.catalog import FINGERPRINT_KEY, JobKeys, RegionCatalog
 from fedcrm.channel import session_id
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import DriftError, PrivacyError, SecureAggregationError
@@ -65,29 +66,9 @@ def region_store(config: FedcrmConfig, region: str) -> RegionStore:
     return open_store(config.region_store_location(region))
 
 
-def _workspace(config: FedcrmConfig, job_id: str) -> str:
-    return f"work/{config.use_case}/{job_id}"
-
-
-def _job_key(config: FedcrmConfig, job_id: str, name: str) -> str:
-    return f"{_workspace(config, job_id)}/{name}.parquet"
-
-
-def _head_key(config: FedcrmConfig, job_id: str) -> str:
-    return f"{_workspace(config, job_id)}/local_head.json"
-
-
-def _ledger_key(config: FedcrmConfig, job_id: str) -> str:
-    return f"privacy/{config.use_case}/{job_id}.json"
-
-
-def _report_key(config: FedcrmConfig, job_id: str) -> str:
-    """The region's own validation report with the exact counts (kept in the region, never sent)."""
-    return f"reports/{config.use_case}/{job_id}/validation.json"
-
-
-FINGERPRINT_KEY = "secrets/data-fingerprint-key.json"
-"""The region's secret for keyed data fingerprints; it never leaves the region's store."""
+def _keys(config: FedcrmConfig, job_id: str) -> JobKeys:
+    """Every key of this job in the region's store (``fedcrm/catalog.py`` names them all)."""
+    return RegionCatalog(config.use_case).job(job_id)
 
 
 def _fingerprint_key(store: RegionStore) -> bytes:
@@ -101,11 +82,6 @@ def _fingerprint_key(store: RegionStore) -> bytes:
         return key
 
 
-def _drift_key(config: FedcrmConfig, job_id: str) -> str:
-    """The job's training snapshot for drift checks (bin counts; kept in the region, never sent)."""
-    return f"drift/{config.use_case}/{job_id}.json"
-
-
 def _contributor(config: FedcrmConfig, store: RegionStore, job_id: str, region: str,
                  attempt: int) -> tuple[Contributor, Callable[[], None]]:
     """This region's side of the federated sum, and how to persist it between steps (fresh keys
@@ -115,7 +91,7 @@ def _contributor(config: FedcrmConfig, store: RegionStore, job_id: str, region: 
     identity = load_identity(store, region)
     keyring = read_keyring(config.keyring_path)
     check_registered(keyring, identity)
-    key = f"{_workspace(config, job_id)}/secure_aggregation-{attempt}.json"
+    key = _keys(config, job_id).secure_aggregation(attempt)
     client = (
         SecAggClient.from_state(store.read_json(key), identity, keyring)
         if store.exists(key)
@@ -159,10 +135,10 @@ def prepare_region(
     A resumed job whose workspace is still there goes on with the same prepared frames.
     """
     store = region_store(config, region)
-    prepared_key = f"{_workspace(config, job_id)}/prepared.json"
+    prepared_key = _keys(config, job_id).prepared
 
     def run() -> PreparedSummary:
-        if keep and store.exists(prepared_key) and store.exists(_job_key(config, job_id, "train")):
+        if keep and store.exists(prepared_key) and store.exists(_keys(config, job_id).train):
             return TypeAdapter(PreparedSummary).validate_python(store.read_json(prepared_key))
         contract = config.load_contract()
         source = open_source(config.region_source(region), separator=contract.source.separator,
@@ -170,11 +146,11 @@ def prepare_region(
         raw = source.read_records()
         prepared = regional.prepare_region(raw, contract, config, region=region, suite=suite, source=source.description)
         if keep and prepared.quarantined is not None and len(prepared.quarantined):
-            store.write_frame(f"quarantine/{config.use_case}/{job_id}.parquet", prepared.quarantined)
+            store.write_frame(_keys(config, job_id).quarantine, prepared.quarantined)
         if keep and prepared.usable:
-            store.write_frame(_job_key(config, job_id, "train"), prepared.train)
-            store.write_frame(_job_key(config, job_id, "holdout"), prepared.holdout)
-        store.write_json(_report_key(config, job_id), {
+            store.write_frame(_keys(config, job_id).train, prepared.train)
+            store.write_frame(_keys(config, job_id).holdout, prepared.holdout)
+        store.write_json(_keys(config, job_id).validation_report, {
             "report": prepared.report.model_dump(mode="json"),
             "n_train": 0 if prepared.train is None else len(prepared.train),
             "n_holdout": 0 if prepared.holdout is None else len(prepared.holdout),
@@ -202,7 +178,7 @@ def feature_statistics(
     store = region_store(config, region)
 
     def run() -> Contribution:
-        contract, train = config.load_contract(), store.read_frame(_job_key(config, job_id, "train"))
+        contract, train = config.load_contract(), store.read_frame(_keys(config, job_id).train)
         _within_weight_bound(config, regional.public_row_count(len(train), config))
         sigma = regional.statistics_noise_multiplier(config)
         if sigma is not None:  # charged before the release is computed
@@ -284,9 +260,9 @@ def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[
     store = region_store(config, region)
 
     def run() -> RegionPlan:
-        if store.exists(_ledger_key(config, job_id)):
+        if store.exists(_keys(config, job_id).ledger):
             return _resumed_plan(config, store, job_id)
-        n_train = len(store.read_frame(_job_key(config, job_id, "train")))
+        n_train = len(store.read_frame(_keys(config, job_id).train))
         plan = regional.privacy_plan(n_train, config, region=region)
         if plan is None:
             return RegionPlan(plan=None)
@@ -297,7 +273,7 @@ def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[
         except BudgetExceededError as exc:  # an answer, not a failure: the job must not go on without this region
             exc.region = None
             return RegionPlan(plan=None, refused=str(exc))
-        store.write_json(_ledger_key(config, job_id), JobLedger(plan=plan).model_dump())
+        store.write_json(_keys(config, job_id).ledger, JobLedger(plan=plan).model_dump())
         return RegionPlan(plan=plan)
 
     return in_region(region, store, "privacy planning", run)
@@ -311,12 +287,12 @@ def _reconcile_crashed_jobs(config: FedcrmConfig, store: RegionStore) -> list[st
         stale = ledger.close_stale(_now(), timedelta(hours=config.privacy.reservation_ttl_hours))
         use_cases = {e.job_id: e.use_case for e in ledger.entries if e.job_id in stale}
     for job in stale:
-        store.remove(f"work/{use_cases[job]}/{job}")
+        store.remove(RegionCatalog(use_cases[job]).job(job).workspace)
     return stale
 
 
 def _resumed_plan(config: FedcrmConfig, store: RegionStore, job_id: str) -> RegionPlan:
-    job = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
+    job = JobLedger.model_validate(store.read_json(_keys(config, job_id).ledger))
     lifetime = read_ledger(store, config.population)
     if lifetime is None or not lifetime.is_open(job_id):
         raise PrivacyError(
@@ -344,15 +320,15 @@ def local_training(
         ledger, epsilon = None, None
         if config.privacy.mode == "dp":  # charged before the round is trained: first in the job's own ledger (so a
             # crash in between never lets the round run twice), then in the lifetime ledger
-            ledger = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
+            ledger = JobLedger.model_validate(store.read_json(_keys(config, job_id).ledger))
             ledger.check_round(round_number)
             epsilon = ledger.charge(ledger.plan.steps_per_round, round_number)
-            store.write_json(_ledger_key(config, job_id), ledger.model_dump())
+            store.write_json(_keys(config, job_id).ledger, ledger.model_dump())
             _spend(config, store, job_id, region, FEDERATED, ledger.plan, ledger.plan.steps_per_round)
-        train = store.read_frame(_job_key(config, job_id, "train"))
-        if not store.exists(_drift_key(config, job_id)):  # once per job: what later drift checks compare with
+        train = store.read_frame(_keys(config, job_id).train)
+        if not store.exists(_keys(config, job_id).drift_snapshot):  # once per job: what later drift checks compare with
             snapshot = drift.histogram(pipeline, train, z_edges=config.drift.z_edges)
-            store.write_json(_drift_key(config, job_id), snapshot.model_dump(mode="json"))
+            store.write_json(_keys(config, job_id).drift_snapshot, snapshot.model_dump(mode="json"))
         update = regional.local_round(
             train,
             pipeline,
@@ -365,7 +341,7 @@ def local_training(
         vector = clip_update(global_vector, update.vector, config.strategy.max_update_norm)
         if config.training.local_head:  # the region keeps its own output layer (a DP output, kept local)
             size = head_size(pipeline.n_features, config.training.hidden_sizes)
-            store.write_json(_head_key(config, job_id), vector[-size:].tolist())
+            store.write_json(_keys(config, job_id).local_head, vector[-size:].tolist())
         if ledger is not None and update.steps > ledger.plan.steps_per_round:
             raise PrivacyError(f"local training took {update.steps} DP-SGD steps, more than the "
                                f"{ledger.plan.steps_per_round} charged for the round", hint="report this as a bug")
@@ -394,9 +370,9 @@ def local_evaluation(
         vector, spec = global_vector, config
         if hidden_sizes is not None:  # another model version: its own architecture, never this job's head
             spec = config.model_copy(update={"training": config.training.model_copy(update={"hidden_sizes": hidden_sizes})})
-        elif config.training.local_head and store.exists(_head_key(config, job_id)):
-            vector = with_head(global_vector, np.asarray(store.read_json(_head_key(config, job_id))))
-        return regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, vector, spec)
+        elif config.training.local_head and store.exists(_keys(config, job_id).local_head):
+            vector = with_head(global_vector, np.asarray(store.read_json(_keys(config, job_id).local_head)))
+        return regional.local_evaluation(store.read_frame(_keys(config, job_id).holdout), pipeline, vector, spec)
 
     return in_region(region, store, f"round {round_number} evaluation", run)
 
@@ -413,7 +389,7 @@ def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionR
     store = region_store(config, region)
 
     def run() -> dict[str, Any] | None:
-        store.remove(_workspace(config, job_id))
+        store.remove(_keys(config, job_id).workspace)
         if config.privacy.mode != "dp" or read_ledger(store, config.population) is None:
             return None  # no ledger yet: nothing was reserved (and none is created by cleaning up)
         with _lifetime_ledger(config, store) as ledger:
@@ -454,7 +430,7 @@ def local_only_baseline(
     total ε for the region composes both.
     """
     store = region_store(config, region)
-    result_key, ledger_key = f"{_workspace(config, job_id)}/local_only.json", f"privacy/{config.use_case}/{job_id}-local-only.json"
+    result_key, ledger_key = _keys(config, job_id).local_only_result, _keys(config, job_id).local_only_ledger
 
     def run() -> LocalOnlyResult:
         if store.exists(result_key):  # a resumed job: trained and charged once, reported again
@@ -462,18 +438,18 @@ def local_only_baseline(
         if store.exists(ledger_key):
             raise PrivacyError("this job's local-only baseline was charged here before its coordinator restarted, "
                                "but never finished: it is not trained (or charged) twice", hint="compare with a new job")
-        train = store.read_frame(_job_key(config, job_id, "train"))
+        train = store.read_frame(_keys(config, job_id).train)
         alone = regional.baseline_spec(config)
         plan, federated, ledger = None, None, None
         if config.privacy.mode == "dp":
-            federated = JobLedger.model_validate(store.read_json(_ledger_key(config, job_id)))
+            federated = JobLedger.model_validate(store.read_json(_keys(config, job_id).ledger))
             plan = regional.privacy_plan(len(train), alone, region=region)
             _spend(config, store, job_id, region, LOCAL_ONLY, plan, plan.planned_steps)
             ledger = JobLedger(plan=plan)
             ledger.charge(plan.planned_steps)
             store.write_json(ledger_key, ledger.model_dump())
         update = regional.local_round(train, pipeline, initial_vector, alone, seed=config.training.seed * 7919 + 1, plan=plan)
-        metrics = regional.local_evaluation(store.read_frame(_job_key(config, job_id, "holdout")), pipeline, update.vector, config)
+        metrics = regional.local_evaluation(store.read_frame(_keys(config, job_id).holdout), pipeline, update.vector, config)
         result = LocalOnlyResult(metrics=metrics, epsilon_spent=None, epsilon_job_total=None)
         if ledger is not None:
             total = compose_epsilon([*federated.events, *ledger.events], plan.delta, plan.accountant)
@@ -494,11 +470,11 @@ def drift_check(region: str, config: FedcrmConfig, job_id: str, pipeline: Featur
     def run() -> drift.DriftReport:
         if not baseline_job.replace("-", "").replace("_", "").isalnum():
             raise DriftError(f"{baseline_job!r} is not a job id", hint="the model version's job_id tag names its training job")
-        if not store.exists(_drift_key(config, baseline_job)):
+        if not store.exists(_keys(config, baseline_job).drift_snapshot):
             raise DriftError(f"no training snapshot of job {baseline_job} in this region (it did not train that job, "
                              "or trained it before drift snapshots existed)",
                              hint="drift is measured against the champion's own training data: retrain, then check again")
-        baseline = drift.FeatureHistograms.model_validate(store.read_json(_drift_key(config, baseline_job)))
+        baseline = drift.FeatureHistograms.model_validate(store.read_json(_keys(config, baseline_job).drift_snapshot))
         contract = config.load_contract()
         source = open_source(config.region_source(region), separator=contract.source.separator,
                              encoding=contract.source.encoding)

@@ -20,6 +20,7 @@ from connectors.scores import ID, SCORE, open_sink
 from connectors.sources import open_source
 from connectors.tracking import DeployedModel, ModelRegistry
 from fedcrm.audit import AuditHead, WitnessedHead
+from fedcrm.catalog import RegionCatalog
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
 from fedcrm.privacy.release import describe_count
@@ -96,7 +97,7 @@ def write_back_scores(region: str, config: FedcrmConfig, scores: pd.DataFrame, m
         report = sink.write_scores(scores, model_version=model_version, scored_at=scored_at)
         codes = dict(Counter(failure["code"] for failure in report.failed))
         if report.failed:  # the ids stay here, in the region's store
-            key = f"scores/{config.use_case}/failures-{scored_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+            key = RegionCatalog(config.use_case).scoring_failures(scored_at)
             store.write_json(key, report.failed)
             k = config.privacy.min_k  # Prefect's logs leave the region: released counts only
             get_run_logger().warning("region %s: %s score(s) could not be written to %s (codes %s); the record ids "

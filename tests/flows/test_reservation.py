@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from connectors.ledger import read_ledger
+from fedcrm.catalog import RegionCatalog
 from fedcrm.config import load_config
 from fedcrm.errors import PrivacyError
 from fedcrm.roster import Roster
@@ -65,7 +66,7 @@ def _fits_one_job(tmp_path) -> float:
     """A lifetime budget that holds one such job but not two (composed at the ledger's δ)."""
     config = _config(tmp_path)
     _prepared(config, "probe", ("eu",))
-    n_train = len(regional.region_store(config, "eu").read_frame(regional._job_key(config, "probe", "train")))
+    n_train = len(regional.region_store(config, "eu").read_frame(RegionCatalog(config.use_case).job("probe").train))
     from fedcrm.privacy.accountant import compose_epsilon
 
     events = [s.event for s in regional.planned_spends(n_train, config, "eu")]
@@ -126,4 +127,4 @@ def test_a_refusal_releases_what_the_job_already_reserved(tmp_path):
     assert roster.regions["eu"].excluded_at == "privacy planning" and "would be exceeded" in roster.regions["eu"].reason
     assert "was released" in roster.regions["apac"].reason and "all its regions or in none" in roster.regions["us"].reason
     store = regional.region_store(config, "apac")
-    assert not store.exists(regional._job_key(config, "this", "train"))  # its working copy is gone too
+    assert not store.exists(RegionCatalog(config.use_case).job("this").train)  # its working copy is gone too

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedcrm.catalog import RegionCatalog
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
 from fedcrm.validation import build_suite_dict
@@ -140,9 +141,9 @@ def test_reconciliation_closes_a_crashed_jobs_reservation_and_deletes_its_workin
     assert not regional.plan_privacy.fn("eu", config, "crashed").value.refused  # then its coordinator is killed
     time.sleep(1.5)  # > reservation_ttl_hours without activity
     assert not regional.plan_privacy.fn("eu", config, "next").value.refused
-    assert not store.exists(regional._job_key(config, "crashed", "train"))
-    assert not store.exists(regional._job_key(config, "crashed", "holdout"))
-    assert store.exists(regional._job_key(config, "next", "train"))  # the running job keeps its copies
+    assert not store.exists(RegionCatalog(config.use_case).job("crashed").train)
+    assert not store.exists(RegionCatalog(config.use_case).job("crashed").holdout)
+    assert store.exists(RegionCatalog(config.use_case).job("next").train)  # the running job keeps its copies
     ledger = read_ledger(store, config.population)
     assert ledger.status().open_jobs == ["next"]
     assert any(e.kind == "close" and e.job_id == "crashed" and "stale" in e.note for e in ledger.entries)
