@@ -148,7 +148,12 @@ def holdout_mask(
     """
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"holdout fraction must be in (0, 1), got {fraction}")
-    if contract.event_time_column and since is not None:
+    if since is not None and not contract.event_time_column:
+        raise ConfigError(
+            "holdout.since is set but the contract has no event_time_column to compare it with",
+            hint="name the records' event-time column in the contract (event_time_column), or remove holdout.since",
+        )
+    if since is not None:
         times = pd.to_datetime(frame[contract.event_time_column], utc=True)
         cutoff = pd.Timestamp(since)
         cutoff = cutoff.tz_localize("UTC") if cutoff.tzinfo is None else cutoff.tz_convert("UTC")

@@ -311,6 +311,11 @@ def test_one_record_removed_moves_no_other_record_between_train_and_holdout(
     assert holdout_mask(neighbour, timed, fraction=0.2, since=since).equals(full.drop(index=removed % len(frame)))
 
 
+def test_a_cutoff_without_an_event_time_column_is_a_clear_error(contract: DataContract, raw: pd.DataFrame) -> None:
+    with pytest.raises(ConfigError, match="event_time_column"):
+        holdout_mask(raw, contract, since=datetime(2024, 1, 1, tzinfo=timezone.utc))
+
+
 def test_the_cutoff_is_read_from_the_config_in_utc() -> None:
     from fedcrm.config import load_config
 
