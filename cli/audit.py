@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from cli.main import (
+from cli.common import (
     ConfigOpt,
     SetOpt,
     StateOpt,
     UseCaseOpt,
-    _config,
+    parse_config,
     console,
     errors,
     friendly_errors,
@@ -83,7 +83,7 @@ def audit_verify(parties: PartyOpt = None, config: ConfigOpt = None, use_case: U
     (exit 1) and is named; anchors that could not be read give exit 2 (not proven intact)."""
     from connectors.audit import coordinator_audit
 
-    cfg = _config(config, use_case, None, state_dir, overrides)
+    cfg = parse_config(config, use_case, None, state_dir, overrides)
     anchors = _anchors(cfg, coordinator_audit(cfg).entries())
     count = sum(len(a) for a in anchors.by_party.values())
     note = f"{count} anchor(s)" + ("" if anchors.unchecked is None else ", MLflow anchors NOT checked")
@@ -122,7 +122,7 @@ def audit_show(parties: PartyOpt = None,
                config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: StateOpt = None,
                overrides: SetOpt = None) -> None:
     """The newest entries of each party's log."""
-    cfg = _config(config, use_case, None, state_dir, overrides)
+    cfg = parse_config(config, use_case, None, state_dir, overrides)
     for party, log in _logs(cfg, parties):
         entries = [e for e in log.entries() if kind is None or e.kind.startswith(kind)][-last:]
         table = Table(title=f"audit log · {party}")

@@ -35,7 +35,7 @@ def drift(
     Only PSI values and row counts (≥ k) leave a region. Exits 1 when a feature drifted or a
     region could not be checked.
     """
-    from cli.main import friendly_errors
+    from cli.common import friendly_errors
 
     friendly_errors(_drift)(config, use_case, state_dir, overrides, threshold, retrain, json_summary, verbose)
 
@@ -44,9 +44,9 @@ def _drift(config: Path | None, use_case: str | None, state_dir: Path | None, ov
            threshold: float | None, retrain: bool | None, json_summary: Path | None, verbose: bool) -> None:
     from rich.table import Table
 
-    from cli.main import _config, console, errors
+    from cli.common import console, parse_config, errors
 
-    cfg = _config(config, use_case, None, state_dir, overrides, verbose=verbose,
+    cfg = parse_config(config, use_case, None, state_dir, overrides, verbose=verbose,
                   values={"drift.psi_threshold": threshold, "drift.retrain": retrain})
     from cli.launcher import run_embedded
     from fedcrm.errors import FedcrmError

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 import yaml
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,11 +22,25 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cli.audit import audit_app
+from cli.common import (
+    ConfigOpt,
+    ContractOpt,
+    SetOpt,
+    StateOpt,
+    UseCaseOpt,
+    console,
+    errors,
+    friendly_errors,
+    parse_config,
+)
+from cli.drift import drift
 from cli.environment import prepare_environment
+from cli.report import report
+from fedcrm.errors import FedcrmError
 
 if TYPE_CHECKING:
     from fedcrm.config import FedcrmConfig
-from fedcrm.errors import FedcrmError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Federated lead scoring and churn across CRM regions.")
 data_app = typer.Typer(no_args_is_help=True, help="Regional data stores (embedded stand-ins for regional CRMs).")
@@ -40,49 +51,6 @@ budget_app = typer.Typer(no_args_is_help=True, help="Each region's lifetime priv
 app.add_typer(budget_app, name="budget")
 keys_app = typer.Typer(no_args_is_help=True, help="Identity keys for secure aggregation (Ed25519, one per party).")
 app.add_typer(keys_app, name="keys")
-
-console = Console()
-if not console.is_terminal:  # logs and CI: wide enough for the results table
-    console = Console(width=130)
-errors = Console(stderr=True, width=None if console.is_terminal else 130)
-
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]
-UseCaseOpt = Annotated[Optional[str], typer.Option("--use-case", "-u", help="lead-scoring | churn | your own.")]
-ContractOpt = Annotated[Optional[Path], typer.Option("--contract", help="Contract YAML (default: contracts/<use case>.yaml).")]
-StateOpt = Annotated[Optional[Path], typer.Option("--state-dir", help="Embedded state directory (default .fedcrm).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config field: KEY=VALUE (repeatable).")]
-
-
-def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Show fedcrm errors as a message plus what to do, never as a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except FedcrmError as exc:
-            errors.print(f"[bold red]error ({type(exc).__name__}):[/] {exc.message}", highlight=False)
-            if exc.hint:
-                errors.print(f"[yellow]→ {exc.hint}[/]", highlight=False)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            errors.print("[red]interrupted[/]")
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def _config(
-    config: Path | None, use_case: str | None, contract: Path | None, state_dir: Path | None, overrides: list[str] | None,
-    *, verbose: bool = False, values: dict[str, Any] | None = None,
-) -> FedcrmConfig:
-    """The one parse of the configuration; ``values`` are typed options (``--epsilon``) by dotted key."""
-    from fedcrm.config import load_config
-
-    cfg = load_config(config, overrides, values=values, use_case=use_case, contract=contract, state_dir=state_dir)
-    prepare_environment(cfg.state_dir, verbose=verbose)
-    return cfg
-
 
 @data_app.command("split")
 @friendly_errors
@@ -106,7 +74,7 @@ def data_split(
 
     if strategy not in (None, "column", "dirichlet", "covariate"):
         raise FedcrmError(f"unknown strategy {strategy!r}", hint="use column, dirichlet or covariate")
-    cfg = _config(config, use_case, contract, state_dir, overrides)
+    cfg = parse_config(config, use_case, contract, state_dir, overrides)
     spec = cfg.load_contract()
     if input_path is not None:
         source = LocalFileSource(input_path, separator=spec.source.separator, encoding=spec.source.encoding)
@@ -185,7 +153,7 @@ def budget_show(
     from connectors.ledger import read_ledger
     from connectors.stores import open_store
 
-    cfg = _config(config, use_case, None, state_dir, overrides, values={"privacy.population": population or None})
+    cfg = parse_config(config, use_case, None, state_dir, overrides, values={"privacy.population": population or None})
     table = Table(title=f"privacy budget · population {cfg.population!r} (ε composed by the accountant at the ledger's δ)")
     for column in ("region", "budget", "spent", "reserved", "remaining", "open jobs", ""):
         table.add_column(column, justify="right" if column not in ("region", "open jobs", "") else "left")
@@ -227,7 +195,7 @@ def keys_init(
     Each region runs this once, where its store lives; only the public key it prints goes into
     the federation's keyring (``secure_aggregation.keyring``).
     """
-    cfg = _config(config, use_case, None, state_dir, overrides)
+    cfg = parse_config(config, use_case, None, state_dir, overrides)
     names = list(cfg.federation.regions) if all_parties else list(region or [])
     unknown = [r for r in names if r not in cfg.federation.regions]
     if unknown:
@@ -249,7 +217,7 @@ def keys_show(config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: 
     from connectors.stores import open_store
     from fedcrm.secagg.identity import public_key_text
 
-    cfg = _config(config, use_case, None, state_dir, overrides)
+    cfg = parse_config(config, use_case, None, state_dir, overrides)
     keyring = read_keyring(cfg.keyring_path)
     table = Table(title=f"keyring {cfg.keyring_path}")
     for column in ("party", "signing key (Ed25519)", "encryption key (X25519)", "private keys"):
@@ -319,7 +287,7 @@ def validate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines.")] = False,
 ) -> None:
     """Validate every region against the contract (inside each region) and show the report."""
-    cfg = _config(config, use_case, contract, state_dir, overrides, verbose=verbose)
+    cfg = parse_config(config, use_case, contract, state_dir, overrides, verbose=verbose)
     from cli.launcher import run_embedded
     from flows.validation import validate_federation
 
@@ -358,7 +326,7 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's log lines.")] = False,
 ) -> None:
     """Run the federated training job end to end and print per-region results."""
-    cfg = _config(config, use_case, contract, state_dir, overrides, verbose=verbose,
+    cfg = parse_config(config, use_case, contract, state_dir, overrides, verbose=verbose,
                   values={"training.rounds": rounds, "privacy.target_epsilon": epsilon})
     from fedcrm.validation import load_suite_dict
 
@@ -413,7 +381,7 @@ def track(
     from connectors.tracking import MlflowTracker
     from fedcrm.summary import JobSummary
 
-    cfg = _config(config, use_case, None, state_dir, overrides)
+    cfg = parse_config(config, use_case, None, state_dir, overrides)
     folder = cfg.state_dir / "coordinator" / "jobs" / job_id
     if not (folder / "model.json").is_file():
         raise FedcrmError(f"no saved model for job {job_id!r} in {folder}", hint="check the job id and --state-dir")
@@ -435,7 +403,7 @@ def models(config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: Sta
 
     from connectors.tracking import ModelRegistry
 
-    cfg = _config(config, use_case, None, state_dir, overrides)
+    cfg = parse_config(config, use_case, None, state_dir, overrides)
     rows = ModelRegistry(cfg.tracking_uri, cfg.model_name).versions()
     if not rows:
         console.print(f"no versions of {cfg.model_name} yet: run [bold]fedcrm run --use-case {cfg.use_case}[/]")
@@ -468,7 +436,7 @@ def promote(
     from cli.launcher import run_embedded
     from flows.promotion import promote_model
 
-    cfg = _config(config, use_case, None, state_dir, overrides)
+    cfg = parse_config(config, use_case, None, state_dir, overrides)
     handler = _WaitingHandler()
     logging.getLogger("prefect.flow_runs").addHandler(handler)
     try:
@@ -557,7 +525,7 @@ def rollback(
     from cli.launcher import run_embedded
     from flows.rollback import rollback_model
 
-    cfg = _config(config, use_case, None, state_dir, overrides)
+    cfg = parse_config(config, use_case, None, state_dir, overrides)
     state = run_embedded(rollback_model, cfg, by=by, reason=reason, to_version=to)
     decision = state.result(raise_on_failure=False)
     if not hasattr(decision, "champion"):
@@ -575,7 +543,7 @@ def score(
     from cli.launcher import run_embedded
     from flows.scoring import batch_scoring
 
-    cfg = _config(config, use_case, None, state_dir, overrides)
+    cfg = parse_config(config, use_case, None, state_dir, overrides)
     unknown = sorted(set(regions or []) - set(cfg.federation.regions))
     if unknown:
         raise typer.BadParameter(f"unknown region(s) {unknown}", param_hint="--region")
@@ -624,7 +592,7 @@ def _print_summary(summary: Any) -> None:
             notes.append(f"[yellow]{region}[/] " + "; ".join(entry.validation.warnings))
         style = "green" if entry.status == "included" else "red"
         eps = "-" if entry.epsilon_spent is None else f"{entry.epsilon_spent:.2f}/{entry.privacy_plan.target_epsilon:g}"
-        if entry.epsilon_spent is not None and summary.privacy.get("epsilon_warning"):
+        if entry.epsilon_spent is not None and summary.privacy.epsilon_warning:
             eps = f"[red]{eps} (void)[/]"  # seeded randomness: the accountant's ε is not a guarantee
         table.add_row(region, f"[{style}]{entry.status}[/]", _count(entry.n_train), _count(entry.n_holdout), _count(entry.n_quarantined),
                       _fmt(m and m.auc), _fmt(entry.local_only and entry.local_only.auc),
@@ -653,9 +621,9 @@ def _print_summary(summary: Any) -> None:
     if budgets:
         console.print("  • lifetime (`fedcrm budget show`): " + "; ".join(f"{r} {line}" for r, line in budgets.items()),
                       highlight=False)
-    if summary.privacy.get("epsilon_warning"):
-        console.print(f"[bold red]ε (void): {summary.privacy['epsilon_warning']}[/]", highlight=False)
-    console.print(f"[dim]{summary.privacy.get('note', '')}[/]")
+    if summary.privacy.epsilon_warning:
+        console.print(f"[bold red]ε (void): {summary.privacy.epsilon_warning}[/]", highlight=False)
+    console.print(f"[dim]{summary.privacy.note}[/]")
     _print_tracking(summary.job_id, summary.tracking)
     _print_gates(summary.gates)
 
@@ -686,11 +654,6 @@ def _print_tracking(job_id: str, tracking: dict[str, Any]) -> None:
         errors.print(f"[yellow]MLflow registration failed; the model is saved.[/] {tracking['error']}", highlight=False)
         errors.print(f"[yellow]→ retry with: fedcrm track {job_id}[/]", highlight=False)
 
-
-sys.modules.setdefault("cli.main", sys.modules[__name__])  # `python -m cli.main`: one module, not two copies
-from cli.audit import audit_app  # noqa: E402 - the sub-commands reuse this module's options and helpers
-from cli.drift import drift  # noqa: E402
-from cli.report import report  # noqa: E402
 
 app.add_typer(audit_app, name="audit")
 app.command("report")(friendly_errors(report))

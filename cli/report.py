@@ -37,7 +37,7 @@ def report(
     each region, quality, gates, approval) as HTML and JSON."""
     from rich.table import Table
 
-    from cli.main import _config, console
+    from cli.common import console, parse_config
     from connectors.tracking import ModelRegistry
     from fedcrm.compliance import (
         JSON_NAME,
@@ -49,7 +49,7 @@ def report(
         with_approval,
     )
 
-    cfg = _config(config, use_case, None, state_dir, overrides)
+    cfg = parse_config(config, use_case, None, state_dir, overrides)
     registry = ModelRegistry(cfg.tracking_uri, cfg.model_name)
     version = version or _default_version(registry, cfg)
     tags = registry.tags(version)

@@ -70,12 +70,12 @@ def version_tags(summary: JobSummary) -> dict[str, str]:
     tags = {
         "job_id": summary.job_id,
         "use_case": summary.use_case,
-        "strategy": str(privacy.get("strategy")),
-        "differential_privacy": str(privacy.get("differential_privacy")),
-        "delta": str(privacy.get("delta")),
-        "accountant": str(privacy.get("accountant")),
-        "randomness": str(privacy.get("randomness")),
-        "epsilon_holds": str(bool(privacy.get("differential_privacy")) and not privacy.get("epsilon_warning")),
+        "strategy": str(privacy.strategy),
+        "differential_privacy": str(privacy.differential_privacy),
+        "delta": str(privacy.delta),
+        "accountant": str(privacy.accountant),
+        "randomness": str(privacy.randomness),
+        "epsilon_holds": str(privacy.epsilon_holds),
         "rounds": str(len(summary.rounds)),
         "attempts": str(1 + len(summary.resumes)),
         "participating_regions": ",".join(included),
@@ -83,8 +83,8 @@ def version_tags(summary: JobSummary) -> dict[str, str]:
         "code_version": code_version(),
         "global_auc": f"{summary.metrics.auc:.4f}" if summary.metrics else "",
     }
-    if privacy.get("epsilon_warning"):
-        tags["epsilon_warning"] = str(privacy["epsilon_warning"])
+    if privacy.epsilon_warning:
+        tags["epsilon_warning"] = privacy.epsilon_warning
     for region, entry in summary.regions.items():
         if entry.data_fingerprint:
             tags[f"data_fingerprint.{region}"] = entry.data_fingerprint

@@ -9,13 +9,41 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics
 from fedcrm.privacy.plan import PrivacyPlan
 from fedcrm.validation import ValidationReport
 
 SUMMARY_SCHEMA_VERSION = 1
+
+
+class PrivacyNote(BaseModel):
+    """How the job protected its records: what the CLI prints, MLflow tags and the compliance report shows."""
+
+    differential_privacy: bool = False
+    unit: str = Field("record", description="The unit of privacy: one customer record.")
+    target_epsilon: float | None = Field(None, description="Each region's total ε for the job (None when not private).")
+    delta: float | None = None
+    accountant: str | None = None
+    strategy: str | None = None
+    secure_aggregation: bool | None = None
+    randomness: str | None = Field(None, description="'secure' or 'seeded' (research only: the ε does not hold).")
+    epsilon_warning: str | None = Field(None, description="Why the printed ε does not hold, when it does not.")
+    min_k: int | None = None
+    note: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _noise_is_the_old_name_of_randomness(cls, data: Any) -> Any:
+        """Summaries written before privacy.randomness named it ``noise``."""
+        if isinstance(data, dict) and "noise" in data:
+            data = {k: v for k, v in data.items() if k != "noise"} | {"randomness": data.get("randomness", data["noise"])}
+        return data
+
+    @property
+    def epsilon_holds(self) -> bool:
+        return self.differential_privacy and not self.epsilon_warning
 
 
 class RegionSummary(BaseModel):
@@ -80,7 +108,7 @@ class JobSummary(BaseModel):
     rounds: list[RoundSummary] = Field(default_factory=list)
     metrics: GlobalMetrics | None = None
     model: dict[str, object] = Field(default_factory=dict)
-    privacy: dict[str, object] = Field(default_factory=dict)
+    privacy: PrivacyNote = Field(default_factory=PrivacyNote)
     config: dict[str, object] = Field(default_factory=dict)
     tracking: dict[str, object] = Field(default_factory=dict, description="MLflow run and model version, or why it failed.")
     baselines: dict[str, object] = Field(

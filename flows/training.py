@@ -52,7 +52,7 @@ from fedcrm.privacy.randomness import randomness_warning
 from fedcrm.roster import Roster
 from fedcrm.strategies import make_strategy
 from fedcrm.strategies.base import restore_strategy_state, strategy_state
-from fedcrm.summary import JobSummary, RoundSummary
+from fedcrm.summary import JobSummary, PrivacyNote, RoundSummary
 from fedcrm.validation import contract_fingerprint, load_suite_dict
 from flows.aggregation import federated_sum, set_up_aggregation
 from flows.dispatch import RegionLinks, record_preparation, reserve_all_or_nothing, run_step
@@ -143,21 +143,21 @@ def _record_compliance(config: FedcrmConfig, result: JobSummary, logger) -> None
         result.tracking["compliance_report"] = f"failed: {type(exc).__name__}: {exc}"
 
 
-def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
+def _privacy_note(config: FedcrmConfig, strategy: str) -> PrivacyNote:
     private = config.privacy.mode == "dp"
     warning = randomness_warning(config.privacy.randomness) if private else None  # the ε below does not hold
-    return {
-        "differential_privacy": private,
-        "unit": "record",
-        "target_epsilon": config.privacy.target_epsilon if private else None,
-        "delta": config.privacy.delta if private else None,
-        "accountant": config.privacy.accountant if private else None,
-        "strategy": strategy,
-        "secure_aggregation": config.secure_aggregation.enabled,
-        "randomness": config.privacy.randomness if private else None,
-        "epsilon_warning": warning,
-        "min_k": config.privacy.min_k,
-        "note": (
+    return PrivacyNote(
+        differential_privacy=private,
+        unit="record",
+        target_epsilon=config.privacy.target_epsilon if private else None,
+        delta=config.privacy.delta if private else None,
+        accountant=config.privacy.accountant if private else None,
+        strategy=strategy,
+        secure_aggregation=config.secure_aggregation.enabled,
+        randomness=config.privacy.randomness if private else None,
+        epsilon_warning=warning,
+        min_k=config.privacy.min_k,
+        note=(
             (f"WARNING: {warning} " if warning else "")
             + f"record-level DP-SGD in every region: ε ≤ {config.privacy.target_epsilon:g} per region for this job "
             f"(δ = {config.privacy.delta:g}, {config.privacy.accountant.upper()} accountant); feature statistics by the "
@@ -168,7 +168,7 @@ def _privacy_note(config: FedcrmConfig, strategy: str) -> dict[str, object]:
             if private
             else "privacy.mode is 'off': model updates are NOT differentially private (research use only)"
         ),
-    }
+    )
 
 
 def _warn_if_small(logger, contributors: list[str], *, already: bool) -> bool:

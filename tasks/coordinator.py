@@ -49,7 +49,6 @@ from fedcrm.secagg.envelope import Envelope, Inbox
 from fedcrm.secagg.identity import Identity, Keyring
 from fedcrm.strategies import ClientUpdate, Strategy
 from fedcrm.summary import JobSummary
-from tasks.regional import _job_key
 
 COORDINATOR_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -277,10 +276,11 @@ def central_reference(
     key = RegionCatalog(config.use_case).records_origin
     if not all(s.exists(key) and s.read_json(key).get("origin") == "bundled" for s in stores.values()):
         return {"status": "skipped", "reason": "the central reference runs only on the bundled public demo data"}
-    pooled = pd.concat([s.read_frame(_job_key(config, job_id, "train")) for s in stores.values()], ignore_index=True)
+    keys = RegionCatalog(config.use_case).job(job_id)
+    pooled = pd.concat([s.read_frame(keys.train) for s in stores.values()], ignore_index=True)
     update = regional.local_round(pooled, pipeline, initial_vector, regional.baseline_spec(config), seed=config.training.seed)
     per_region = {
-        r: regional.local_evaluation(s.read_frame(_job_key(config, job_id, "holdout")), pipeline, update.vector, config)
+        r: regional.local_evaluation(s.read_frame(keys.holdout), pipeline, update.vector, config)
         for r, s in stores.items()
     }
     return {

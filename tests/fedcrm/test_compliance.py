@@ -247,7 +247,7 @@ def test_a_seeded_job_says_in_its_report_that_the_epsilon_does_not_hold():
 
     secure = summary()
     seeded = summary()
-    seeded.privacy = {**seeded.privacy, "noise": None, "randomness": "seeded", "epsilon_warning": randomness_warning("seeded")}
+    seeded.privacy = seeded.privacy.model_copy(update={"randomness": "seeded", "epsilon_warning": randomness_warning("seeded")})
     secure_report, seeded_report = report(job=secure), report(job=seeded)
     assert secure_report.epsilon_warning is None and "does NOT hold" not in render_html(secure_report)
     assert seeded_report.noise == "seeded" and seeded_report.epsilon_warning == randomness_warning("seeded")

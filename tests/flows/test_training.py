@@ -8,12 +8,12 @@ from flows.training import _privacy_note
 
 def test_a_secure_job_states_its_epsilon_without_a_warning():
     note = _privacy_note(load_config(), "fedavg")
-    assert note["randomness"] == "secure" and note["epsilon_warning"] is None
-    assert "NOT" not in str(note["note"]) and "ε ≤ 3" in str(note["note"])
+    assert note.randomness == "secure" and note.epsilon_warning is None
+    assert "NOT" not in note.note and "ε ≤ 3" in note.note
 
 
 def test_a_seeded_job_says_next_to_its_epsilon_that_it_does_not_hold():
     note = _privacy_note(load_config(overrides=["privacy.randomness=seeded"]), "fedavg")
-    assert note["randomness"] == "seeded"
-    assert "batch sampling" in str(note["epsilon_warning"]) and "does NOT hold" in str(note["epsilon_warning"])
-    assert str(note["note"]).startswith("WARNING: ") and "does NOT hold" in str(note["note"])
+    assert note.randomness == "seeded"
+    assert "batch sampling" in str(note.epsilon_warning) and "does NOT hold" in str(note.epsilon_warning)
+    assert note.note.startswith("WARNING: ") and "does NOT hold" in note.note
