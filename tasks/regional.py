@@ -441,13 +441,14 @@ def local_only_baseline(
         train = store.read_frame(_keys(config, job_id).train)
         alone = regional.baseline_spec(config)
         plan, federated, ledger = None, None, None
-        if config.privacy.mode == "dp":
+        if config.privacy.mode == "dp":  # as for a round: the job's own ledger first (the "never twice" guard
+            # above), then the lifetime ledger, both before the steps are taken
             federated = JobLedger.model_validate(store.read_json(_keys(config, job_id).ledger))
             plan = regional.privacy_plan(len(train), alone, region=region)
-            _spend(config, store, job_id, region, LOCAL_ONLY, plan, plan.planned_steps)
             ledger = JobLedger(plan=plan)
             ledger.charge(plan.planned_steps)
             store.write_json(ledger_key, ledger.model_dump())
+            _spend(config, store, job_id, region, LOCAL_ONLY, plan, plan.planned_steps)
         update = regional.local_round(train, pipeline, initial_vector, alone, seed=config.training.seed * 7919 + 1, plan=plan)
         metrics = regional.local_evaluation(store.read_frame(_keys(config, job_id).holdout), pipeline, update.vector, config)
         result = LocalOnlyResult(metrics=metrics, epsilon_spent=None, epsilon_job_total=None)

@@ -147,3 +147,30 @@ def test_reconciliation_closes_a_crashed_jobs_reservation_and_deletes_its_workin
     ledger = read_ledger(store, config.population)
     assert ledger.status().open_jobs == ["next"]
     assert any(e.kind == "close" and e.job_id == "crashed" and "stale" in e.note for e in ledger.entries)
+
+
+def test_a_baseline_interrupted_after_its_spend_is_never_trained_or_charged_twice(region_job, monkeypatch):
+    """The local-only baseline writes its own ledger (the "never twice" guard) before the lifetime spend,
+    as a round does: a crash right after the lifetime spend leaves the guard in place, so a resumed job
+    refuses the baseline instead of charging it again (before, the guard was written after the spend)."""
+    from connectors import LocalRegionStore
+    from connectors.ledger import read_ledger
+
+    config, pipeline, start = region_job
+    spend = regional._spend
+
+    def spend_then_crash(*args, **kwargs):
+        spend(*args, **kwargs)
+        if args[4] == regional.LOCAL_ONLY:
+            raise RuntimeError("the region's process died here")
+
+    monkeypatch.setattr(regional, "_spend", spend_then_crash)
+    crashed = regional.local_only_baseline.fn("eu", config, "job1", pipeline, start)
+    assert not crashed.ok and "RuntimeError" in crashed.reason
+    monkeypatch.setattr(regional, "_spend", spend)
+
+    again = regional.local_only_baseline.fn("eu", config, "job1", pipeline, start)
+    assert not again.ok and "not trained (or charged) twice" in again.reason
+    ledger = read_ledger(LocalRegionStore(config.region_store("eu")), config.population)
+    spends = [s for e in ledger.entries if e.kind == "spend" for s in e.spends if s.purpose == regional.LOCAL_ONLY]
+    assert len(spends) == 1
