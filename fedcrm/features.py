@@ -99,11 +99,18 @@ class StatisticsScale(BaseModel):
             out[name] = values.clip(-1.0, 1.0) if ok else values
         return out
 
-    def moments(self, total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def moments(self, total: np.ndarray, noise_std: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Pooled mean and std in the columns' own units from summed (possibly noisy) normalised statistics.
 
         Noise is handled by post-processing only: counts below 1 count as 1, a bounded column's
         mean is kept in [−1, 1] and its variance in [0, 1], as the clipped values guarantee.
+
+        ``noise_std`` is the standard deviation of the Gaussian noise on each summed statistic (public:
+        σ × sensitivity × √contributors). When a contract's range is wide compared with the data's
+        spread, the noisy Σx'² can fall below n·mean², i.e. the variance estimate is pure noise. It is
+        then floored at the noise's own scale on the second moment, noise_std / n, instead of
+        collapsing to 0 (which made a column look constant and standardised it by the whole range:
+        a bundled churn column came out with std 500 for a true 30).
         """
         m = len(self.columns)
         total = np.asarray(total, dtype="float64").copy()
@@ -114,7 +121,8 @@ class StatisticsScale(BaseModel):
             total[:m] = np.where(noisy, 1.0, count)
             mean = total[m : 2 * m] / total[:m]
             clipped = np.where(bounded, np.clip(mean, -1.0, 1.0), mean)
-            second = np.where(bounded, np.clip(total[2 * m :] / total[:m], clipped**2, 1.0), total[2 * m :] / total[:m])
+            floor = np.where(bounded, np.minimum(clipped**2 + max(noise_std, 0.0) / total[:m], 1.0), clipped**2)
+            second = np.where(bounded, np.clip(total[2 * m :] / total[:m], floor, 1.0), total[2 * m :] / total[:m])
             total[m : 2 * m], total[2 * m :] = clipped * total[:m], second * total[:m]
         mean, std = pooled_moments(total, self.columns)
         half = np.asarray(self.half_width)
@@ -129,6 +137,14 @@ def region_statistics(frame: pd.DataFrame, scale: StatisticsScale) -> np.ndarray
 def statistics_sensitivity(scale: StatisticsScale) -> float:
     """L2 change of ``region_statistics`` when one record is added or removed: ≤ 1 per coordinate."""
     return float(np.sqrt(3 * len(scale.columns)))
+
+
+def summed_noise_std(scale: StatisticsScale, noise_multiplier: float | None, contributors: int) -> float:
+    """Standard deviation of the noise on each coordinate of the statistics summed over ``contributors``
+    regions, each adding N(0, (σ·sensitivity)²): public, so the coordinator may use it to post-process."""
+    if noise_multiplier is None or contributors < 1:
+        return 0.0
+    return float(noise_multiplier * statistics_sensitivity(scale) * np.sqrt(contributors))
 
 
 def add_gaussian_noise(statistics: np.ndarray, scale: StatisticsScale, noise_multiplier: float, noise) -> np.ndarray:
@@ -173,10 +189,12 @@ class FeaturePipeline(BaseModel):
     clip_z: float = Field(5.0, gt=0)
 
     @classmethod
-    def fit(cls, contract: DataContract, aggregated_statistics: np.ndarray, *, clip_z: float = 5.0) -> FeaturePipeline:
-        """From the sum over regions of ``region_statistics`` (normalised units, possibly DP-noised)."""
+    def fit(cls, contract: DataContract, aggregated_statistics: np.ndarray, *, clip_z: float = 5.0,
+            noise_std: float = 0.0) -> FeaturePipeline:
+        """From the sum over regions of ``region_statistics`` (normalised units, possibly DP-noised, with
+        ``noise_std`` the public standard deviation of the summed noise: see ``StatisticsScale.moments``)."""
         names = list(contract.numeric)
-        mean, std = StatisticsScale.from_contract(contract).moments(aggregated_statistics)
+        mean, std = StatisticsScale.from_contract(contract).moments(aggregated_statistics, noise_std)
         return cls(
             use_case=contract.use_case,
             numeric=[

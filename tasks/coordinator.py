@@ -41,7 +41,7 @@ from fedcrm.compliance import (
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
-from fedcrm.features import FeaturePipeline
+from fedcrm.features import FeaturePipeline, StatisticsScale, summed_noise_std
 from fedcrm.gates import ChampionMeasure, GateReport, evaluate_gates
 from fedcrm.model import build_model, get_vector
 from fedcrm.secagg import COORDINATOR, SecAggServer, SecureAggregator
@@ -119,8 +119,11 @@ def unmask_sum(aggregator: Aggregator, round_number: int, replies: dict[str, Any
 
 @task(name="fit-feature-pipeline", **COORDINATOR_TASK)
 def fit_feature_pipeline(config: FedcrmConfig, statistics: AggregateResult) -> FeaturePipeline:
-    """Fit the shared pipeline from the summed moment vectors alone."""
-    return FeaturePipeline.fit(config.load_contract(), statistics.total, clip_z=config.features.clip_z)
+    """Fit the shared pipeline from the summed moment vectors alone (and the public scale of their noise)."""
+    contract = config.load_contract()
+    noise_std = summed_noise_std(StatisticsScale.from_contract(contract), regional.statistics_noise_multiplier(config),
+                                 len(statistics.contributors))
+    return FeaturePipeline.fit(contract, statistics.total, clip_z=config.features.clip_z, noise_std=noise_std)
 
 
 @task(name="initial-model", **COORDINATOR_TASK)

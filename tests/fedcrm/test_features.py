@@ -359,3 +359,33 @@ def test_statistics_of_unbounded_columns_cannot_be_made_dp(contract):
     scale = StatisticsScale.from_contract(contract.model_copy(update={"numeric": numeric}))
     with pytest.raises(PrivacyError, match="min/max"):
         add_gaussian_noise(np.zeros(3 * len(numeric)), scale, 1.0, SeededGaussian(0))
+
+
+def test_a_noise_dominated_variance_is_floored_at_the_noise_scale_not_the_whole_range() -> None:
+    """A column whose contract range is wide compared with its spread (bundled churn: MonthlyCharges in
+    [0, 1000], true std 30) gets a noisy Σx'² that often falls below n·mean². The variance used to
+    collapse to 0, the column looked constant and was standardised by the whole half-width (std 500).
+    With the public noise scale the variance is floored at noise_std / n instead."""
+    from fedcrm.features import summed_noise_std
+
+    contract = DataContract.model_validate({
+        "use_case": "wide", "id_column": "id", "target": {"column": "y", "positive": "1", "negative": "0"},
+        "numeric": {"charge": {"dtype": "float", "min": 0, "max": 1000}},
+    })
+    scale = StatisticsScale.from_contract(contract)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"charge": rng.normal(65, 30, 5000).clip(0, 1000)})
+    exact = region_statistics(frame, scale)
+    noise_std = summed_noise_std(scale, 10.0, 3)
+    noisy = exact.copy()
+    noisy[2] -= 3 * noise_std  # a draw that pushes Σx'² below n·mean²: the variance estimate is pure noise
+    collapsed = FeaturePipeline.fit(contract, noisy).numeric[0].std
+    floored = FeaturePipeline.fit(contract, noisy, noise_std=noise_std).numeric[0].std
+    assert collapsed == pytest.approx(500.0)  # the old behaviour: the whole half-width
+    assert 20 < floored < 100  # the noise's own scale: the right order of magnitude for a true 30
+    assert FeaturePipeline.fit(contract, exact).numeric[0].std == pytest.approx(30, rel=0.05)  # no noise, no floor
+    assert summed_noise_std(scale, None, 3) == 0.0
+    tight = contract.model_copy(update={"numeric": {"charge": contract.numeric["charge"].model_copy(update={"max": 200})}})
+    statistics = region_statistics(frame, StatisticsScale.from_contract(tight))
+    assert FeaturePipeline.fit(tight, statistics, noise_std=noise_std).numeric[0].std == pytest.approx(
+        FeaturePipeline.fit(tight, statistics).numeric[0].std)  # a variance well above the noise: untouched
