@@ -68,13 +68,29 @@ def data_split(
     overrides: SetOpt = None,
 ) -> None:
     """Write one local store per region: the embedded stand-in for each regional CRM."""
+    if strategy not in (None, "column", "dirichlet", "covariate"):
+        raise FedcrmError(f"unknown strategy {strategy!r}", hint="use column, dirichlet or covariate")
+    cfg = parse_config(config, use_case, contract, state_dir, overrides)
+    names = tuple(r.strip() for r in regions.split(",") if r.strip())
+    parts = _split_into_stores(cfg, input_path, names, strategy=strategy, seed=seed, alpha=alpha, by=by)
+    if set(parts) != set(cfg.federation.regions) or input_path is not None or contract is not None:
+        path = cfg.state_dir / f"{cfg.use_case}.yaml"
+        document = {"use_case": cfg.use_case, "state_dir": str(cfg.state_dir), "federation": {"regions": sorted(parts)}}
+        if cfg.contract:
+            document["contract"] = str(cfg.contract)
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        console.print(f"Wrote config {path}. Next: [bold]fedcrm run --config {path}[/]")
+    else:
+        console.print(f"Next: [bold]fedcrm run --use-case {cfg.use_case}[/]")
+
+
+def _split_into_stores(cfg: FedcrmConfig, input_path: Path | None, names: tuple[str, ...], *, strategy: str | None,
+                       seed: int, alpha: float, by: str | None) -> list[str]:
+    """Split an export (or the bundled data) into one local store per region, and provision the parties' keys."""
     from connectors import LocalFileSource, LocalRegionStore, load_bundled
     from fedcrm.catalog import RegionCatalog
     from fedcrm.split import partition
 
-    if strategy not in (None, "column", "dirichlet", "covariate"):
-        raise FedcrmError(f"unknown strategy {strategy!r}", hint="use column, dirichlet or covariate")
-    cfg = parse_config(config, use_case, contract, state_dir, overrides)
     spec = cfg.load_contract()
     if input_path is not None:
         source = LocalFileSource(input_path, separator=spec.source.separator, encoding=spec.source.encoding)
@@ -82,7 +98,6 @@ def data_split(
     else:
         raw, described = load_bundled(cfg.use_case), f"bundled {cfg.use_case} data"
     spec.check_columns([str(c) for c in raw.columns], source=described)
-    names = tuple(r.strip() for r in regions.split(",") if r.strip())
     parts = partition(raw, spec, regions=names, strategy=strategy, seed=seed, alpha=alpha, by=by)  # type: ignore[arg-type]
 
     table = Table(title=f"{cfg.use_case}: {len(raw)} records from {described} → {len(parts)} regions")
@@ -102,15 +117,19 @@ def data_split(
     console.print(table)
     stores = {**{r: cfg.state_dir / "regions" / r for r in parts}, "coordinator": cfg.coordinator_store}
     _print_identities(_provision_identities(cfg, stores, rotate=False), cfg.keyring_path)
-    if set(parts) != set(cfg.federation.regions) or input_path is not None or contract is not None:
-        path = cfg.state_dir / f"{cfg.use_case}.yaml"
-        document = {"use_case": cfg.use_case, "state_dir": str(cfg.state_dir), "federation": {"regions": sorted(parts)}}
-        if cfg.contract:
-            document["contract"] = str(cfg.contract)
-        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-        console.print(f"Wrote config {path}. Next: [bold]fedcrm run --config {path}[/]")
-    else:
-        console.print(f"Next: [bold]fedcrm run --use-case {cfg.use_case}[/]")
+    return list(parts)
+
+
+def _is_a_fresh_demo(cfg: FedcrmConfig) -> bool:
+    """An embedded job on the bundled data of a use case, with default regions and no regional store yet:
+    what a first `fedcrm run` after installing looks like."""
+    from connectors.bundled import BUNDLED
+
+    regions = cfg.federation.regions.values()
+    return (cfg.launcher.mode == "embedded" and cfg.use_case in BUNDLED and cfg.contract is None
+            and all(r.source is None and r.store is None for r in regions)
+            and not any(Path(cfg.region_source(name).path).exists() for name in cfg.federation.regions)
+            and not Path(cfg.keyring_path).exists())
 
 
 def _provision_identities(cfg: FedcrmConfig, stores: dict[str, Path | str], *,
@@ -244,7 +263,7 @@ def keys_show(config: ConfigOpt = None, use_case: UseCaseOpt = None, state_dir: 
 def expectations_generate(
     use_case: UseCaseOpt = None,
     contract: ContractOpt = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the suite JSON (default: expectations/).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for the suite JSON (default: the configured expectations_dir, or ./expectations instead of the installed package's bundled suites).")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
@@ -253,8 +272,15 @@ def expectations_generate(
     from fedcrm.validation import write_suite
 
     cfg = load_config(config, overrides, use_case=use_case, contract=contract)
-    path = write_suite(cfg.load_contract(), out or cfg.expectations_dir)
+    from fedcrm.resources import BUNDLED_EXPECTATIONS
+
+    # Never into the installed package: the bundled default becomes ./expectations (in the checkout's
+    # root, the very folder the bundled suites link to).
+    folder = out or (Path("expectations") if cfg.expectations_dir == BUNDLED_EXPECTATIONS else cfg.expectations_dir)
+    path = write_suite(cfg.load_contract(), folder)
     console.print(f"Wrote expectation suite {path}")
+    if folder.resolve() != Path(cfg.expectations_dir).resolve():
+        console.print(f"Jobs read it with --set expectations_dir={folder}")
 
 
 class _ProgressHandler(logging.Handler):
@@ -330,6 +356,10 @@ def run(
                   values={"training.rounds": rounds, "privacy.target_epsilon": epsilon})
     from fedcrm.validation import load_suite_dict
 
+    if resume is None and _is_a_fresh_demo(cfg):
+        console.print(f"No regional stores yet under {cfg.state_dir}: splitting the bundled {cfg.use_case} data into "
+                      f"{', '.join(cfg.federation.regions)} first (as `fedcrm data split` does)")
+        _split_into_stores(cfg, None, tuple(cfg.federation.regions), strategy=None, seed=42, alpha=1.0, by=None)
     spec = cfg.load_contract()
     load_suite_dict(spec, cfg.expectations_dir)  # fail fast on a bad contract or stale suite, before Prefect starts
     if cfg.secure_aggregation.enabled:  # and on what secure aggregation needs: public bounds and the coordinator's key

@@ -1,4 +1,4 @@
-"""The real public datasets bundled with fedcrm (see data/ATTRIBUTION.md)."""
+"""The real public datasets bundled with fedcrm (see data/ATTRIBUTION.md), read from the package's resources."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from connectors.local import LocalFileSource
-from fedcrm.config import PROJECT_ROOT
 from fedcrm.errors import ConfigError
+from fedcrm.resources import BUNDLED_DATA
 
-DATA_DIR = PROJECT_ROOT / "data"
+DATA_DIR = BUNDLED_DATA
 
 
 @dataclass(frozen=True)

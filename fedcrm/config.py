@@ -31,11 +31,11 @@ from pydantic import (
 from fedcrm.catalog import RegionCatalog
 from fedcrm.contract import DataContract, format_validation_error, load_contract
 from fedcrm.errors import ConfigError
+from fedcrm.resources import BUNDLED_CONTRACTS, BUNDLED_EXPECTATIONS
 from fedcrm.secagg.graph import GraphParams
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_CONTRACTS = PROJECT_ROOT / "contracts"
-EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+"""The checkout's root: only meaningful in a checkout (tests, generated reference pages)."""
 
 REGION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 """A region's name: 1–63 characters, lower-case ASCII letters, digits, '-' and '_', starting with a
@@ -428,7 +428,7 @@ class FedcrmConfig(_Section):
     use_case: str = Field("lead-scoring", description="Which contract, stores, ledger population and model name.")
     contract: Path | None = Field(None, description="Default: contracts/<use_case>.yaml (bundled).")
     state_dir: Path = Field(Path(".fedcrm"), description="Embedded mode's stand-in for all regional and central state.")
-    expectations_dir: Path = Field(EXPECTATIONS_DIR, description="Stored GX suites (generated on the fly when absent).")
+    expectations_dir: Path = Field(BUNDLED_EXPECTATIONS, description="Stored GX suites (generated on the fly from the contract when absent). Default: the suites bundled with fedcrm.")
     federation: FederationSpec = FederationSpec()
     training: TrainingSpec = TrainingSpec()
     strategy: StrategySpec = StrategySpec()

@@ -33,26 +33,28 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
-from connectors.exchange import open_exchange
+from connectors.exchange import Exchange, open_exchange
 from fedcrm import regional as regional_core
 from fedcrm.aggregation import update_bounds, update_norm_screen
 from fedcrm.channel import session_id
-from fedcrm.checkpoint import JobCheckpoint, resume_fingerprint
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import ConfigError, FedcrmError, FederationError
 from fedcrm.evaluation import combine_metrics
+from fedcrm.federation import JobState, privacy_note
 from fedcrm.gates import ChampionMeasure
 from fedcrm.privacy.randomness import randomness_warning
 from fedcrm.roster import Roster
 from fedcrm.strategies import make_strategy
 from fedcrm.strategies.base import restore_strategy_state, strategy_state
-from fedcrm.summary import JobSummary, PrivacyNote, RoundSummary
+from fedcrm.summary import JobSummary, RoundSummary
 from fedcrm.validation import contract_fingerprint, load_suite_dict
 from flows.aggregation import federated_sum, set_up_aggregation
 from flows.dispatch import RegionLinks, record_preparation, reserve_all_or_nothing, run_step
@@ -143,46 +145,6 @@ def _record_compliance(config: FedcrmConfig, result: JobSummary, logger) -> None
         result.tracking["compliance_report"] = f"failed: {type(exc).__name__}: {exc}"
 
 
-def _privacy_note(config: FedcrmConfig, strategy: str) -> PrivacyNote:
-    private = config.privacy.mode == "dp"
-    warning = randomness_warning(config.privacy.randomness) if private else None  # the ε below does not hold
-    return PrivacyNote(
-        differential_privacy=private,
-        unit="record",
-        target_epsilon=config.privacy.target_epsilon if private else None,
-        delta=config.privacy.delta if private else None,
-        accountant=config.privacy.accountant if private else None,
-        strategy=strategy,
-        secure_aggregation=config.secure_aggregation.enabled,
-        randomness=config.privacy.randomness if private else None,
-        epsilon_warning=warning,
-        min_k=config.privacy.min_k,
-        note=(
-            (f"WARNING: {warning} " if warning else "")
-            + f"record-level DP-SGD in every region: ε ≤ {config.privacy.target_epsilon:g} per region for this job "
-            f"(δ = {config.privacy.delta:g}, {config.privacy.accountant.upper()} accountant); feature statistics by the "
-            f"Gaussian mechanism (σ = {config.privacy.statistics_noise_multiplier:g}); every spend is composed in each "
-            f"region's lifetime ledger (population {config.population!r})"
-            + ("; the coordinator saw sums only (secure aggregation)" if config.secure_aggregation.enabled
-               else "; secure aggregation was OFF: the coordinator saw each region's contribution")
-            if private
-            else "privacy.mode is 'off': model updates are NOT differentially private (research use only)"
-        ),
-    )
-
-
-def _warn_if_small(logger, contributors: list[str], *, already: bool) -> bool:
-    """Say once per job when a sum has fewer than 3 contributors: each then reveals the other (docs/security.md)."""
-    if len(contributors) < 3 and not already:
-        logger.warning(
-            "only %d region(s) %s contribute to the aggregate: each can infer the other's (DP-noised) contribution "
-            "from the result, secure aggregation or not; set federation.min_regions ≥ 3 to refuse such jobs",
-            len(contributors), contributors,
-        )
-        return True
-    return already
-
-
 @flow(name="fedcrm-train", persist_result=False, log_prints=False)
 def federated_training(config: FedcrmConfig, job_id: str | None = None, resume: bool = False):
     """Train one model across the configured regions; returns the JobSummary (also when it fails).
@@ -201,198 +163,224 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None, resume: 
             finish_regions(running)
 
 
-def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[RunningRegions]):
-    logger = get_run_logger()
-    started_at = _now()
-    contract = config.load_contract()
-    suite = load_suite_dict(contract, config.expectations_dir)
-    roster = Roster(list(config.federation.regions))
-    strategy = make_strategy(config.strategy)
-    rounds: list[RoundSummary] = []
-    pipeline = vector = initial = metrics = None
-    failure: FedcrmError | None = None
-    baselines: dict[str, object] = {}
-    resumes: list[dict[str, object]] = []
-    small = False
+@dataclass
+class _Job:
+    """One attempt at a job, as the flow's steps share it: the core state plus the links to the regions."""
 
-    def progress(stage: str, done: int, total: int, message: str, *args: object) -> None:
-        logger.info(message, *args, extra={"fedcrm_progress": {"stage": stage, "done": done, "total": total}})
-
-    def summary(status: str, error: str = "") -> JobSummary:
-        if metrics is not None:
-            for region, m in rounds[-1].region_metrics.items():
-                roster.regions[region].metrics = m
-        for past in rounds:
-            for region, epsilon in past.epsilon_spent.items():
-                roster.regions[region].epsilon_spent = epsilon
-        return JobSummary(
-            job_id=job_id,
-            use_case=config.use_case,
-            status=status,
-            error=error,
-            contract_sha256=contract_fingerprint(contract),
-            started_at=started_at,
-            finished_at=_now(),
-            regions=roster.regions,
-            rounds=rounds,
-            metrics=metrics,
-            model={} if pipeline is None else {
-                "n_features": pipeline.n_features,
-                "n_parameters": int(vector.shape[0]) if vector is not None else 0,
-                "hidden_sizes": config.training.hidden_sizes,
-            },
-            privacy=_privacy_note(config, strategy.name),
-            config=config.model_dump(mode="json"),
-            baselines=baselines,
-            resumes=resumes,
-        )
-
-    def checkpoint(number: int, attempt: int) -> None:
-        coordinator.save_checkpoint(config, exchange, JobCheckpoint(
-            job_id=job_id, attempt=attempt, round=number, started_at=started_at,
-            config_fingerprint=resume_fingerprint(config), regions=roster.regions, rounds=rounds, pipeline=pipeline,
-            vector=vector, initial_vector=initial, strategy_state=strategy_state(strategy),
-            warned_small_aggregate=small, resumes=resumes,
-        ))
-
+    config: FedcrmConfig
+    state: JobState
+    logger: Any
+    exchange: Exchange
+    strategy: Any
+    contract: Any
+    attempt: Any = None
     running: RunningRegions | None = None
-    exchange = open_exchange(config, job_id)
-    attempt = champion = None
+    aggregator: Any = None
+
+    @property
+    def links(self) -> RegionLinks:
+        return self.running.links
+
+    @property
+    def roster(self) -> Roster:
+        return self.state.roster
+
+    def progress(self, stage: str, done: int, total: int, message: str, *args: object) -> None:
+        self.logger.info(message, *args, extra={"fedcrm_progress": {"stage": stage, "done": done, "total": total}})
+
+    def checkpoint(self, number: int) -> None:
+        coordinator.save_checkpoint(self.config, self.exchange, self.state.to_checkpoint(
+            self.config, number, self.attempt.attempt, strategy_state(self.strategy)))
+
+    def warn_if_small(self, contributors: list[str]) -> None:
+        """Say once per job when a sum has fewer than 3 contributors: each then reveals the other (docs/security.md)."""
+        if self.state.note_contributors(contributors):
+            self.logger.warning(
+                "only %d region(s) %s contribute to the aggregate: each can infer the other's (DP-noised) contribution "
+                "from the result, secure aggregation or not; set federation.min_regions ≥ 3 to refuse such jobs",
+                len(contributors), contributors,
+            )
+
+    def summary(self, status: str, error: str = "") -> JobSummary:
+        return self.state.summary(self.config, status=status, error=error, finished_at=_now(),
+                                  contract_sha256=contract_fingerprint(self.contract),
+                                  privacy=privacy_note(self.config, self.strategy.name))
+
+
+def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[RunningRegions]):
+    """The job's steps in order; a FedcrmError at any of them fails the job with its summary."""
+    job = _Job(config, JobState(job_id, _now(), Roster(list(config.federation.regions))), get_run_logger(),
+               open_exchange(config, job_id), make_strategy(config.strategy), config.load_contract())
+    suite = load_suite_dict(job.contract, config.expectations_dir)
+    champion, failure = None, None
     try:
-        minimum = config.federation.min_regions
-        resumed = coordinator.load_checkpoint(config, exchange) if resume else None
-        attempt = exchange.begin_attempt(started_at)
-        if resumed is not None:
-            started_at, rounds, resumes, small = resumed.started_at, resumed.rounds, resumed.resumes, resumed.warned_small_aggregate
-            roster.regions.update(resumed.regions)
-            pipeline, vector, initial = resumed.pipeline, resumed.vector, resumed.initial_vector
-            restore_strategy_state(strategy, resumed.strategy_state)
-            metrics = next((r.metrics for r in reversed(rounds) if r.metrics is not None), None)
-            logger.info("job %s: resuming after round %d (attempt %d)", job_id, resumed.round, attempt.attempt)
-            retire_earlier_attempts(config, attempt, list(roster.regions))
-        progress("prepare", 0, 1, "job %s: starting %d regional run(s)", job_id, len(roster.active))
-        running = start_regions(config, attempt, roster)
-        started.append(running)
-        links = running.links
-        roster.require_quorum(minimum, "start")
-        progress("prepare", 0, 1, "job %s: validating %d region(s)", job_id, len(roster.active))
-        fingerprints = {r: e.data_fingerprint for r, e in roster.regions.items()}
-        record_preparation(roster, links.ask(regional.prepare_region, roster.active, suite=suite))
-        if resumed is not None:
-            for region in roster.active:
-                if roster.regions[region].data_fingerprint != fingerprints[region]:
-                    roster.exclude(region, "resume", "its records changed since the job started (and its prepared "
-                                                     "copy is gone), so it cannot resume this job; start a new job")
-        for region, entry in roster.regions.items():
-            if entry.status == "excluded":
-                logger.warning("region %s excluded at %s: %s", region, entry.excluded_at, entry.reason)
-        roster.require_quorum(minimum, "validation")
-
-        plans = reserve_all_or_nothing(roster, links, regional.plan_privacy, regional.release_workspace, min_regions=minimum)
-        for region, plan in plans.items():
-            roster.regions[region].privacy_plan = plan.plan
-        if config.privacy.mode == "off":
-            logger.warning("privacy.mode is 'off': model updates are NOT differentially private. Research use only.")
-        elif (warning := randomness_warning(config.privacy.randomness)) is not None:
-            logger.warning(warning)
-
-        aggregator = set_up_aggregation(config, session_id(job_id, attempt.attempt), roster, links)
-        if resumed is None:
-            statistics, _, _ = federated_sum(
-                config, roster, links, aggregator, round_number=0, step="feature statistics",
-                regional_task=regional.feature_statistics,
-                bounds=regional_core.statistics_codec_bounds(config, contract),
-            )
-            small = _warn_if_small(logger, statistics.contributors, already=False)
-            pipeline = coordinator.fit_feature_pipeline(config, statistics)
-            vector = initial = coordinator.initial_model(config, pipeline.n_features)
-            checkpoint(0, attempt.attempt)
-            first = 1
-        else:
-            first = max([resumed.round, *(n for p in plans.values() for n in p.rounds_charged)]) + 1
-            lost = list(range(resumed.round + 1, first))
-            resumes.append({"attempt": attempt.attempt, "started_at": _now(), "after_round": resumed.round, "lost_rounds": lost})
-            if lost:
-                logger.warning("rounds %s were trained (and charged) before the coordinator stopped but never aggregated: "
-                               "they are not repeated, and their ε stays spent", lost)
-        progress("prepare", 1, 1, "feature pipeline agreed: %d features from %d region(s)", pipeline.n_features, len(roster.active))
-
-        rounds_total = config.training.rounds
-        for number in range(first, rounds_total + 1):
-            began, transport_before = time.perf_counter(), links.transport_s
-            summed, released, aggregation_s = federated_sum(
-                config, roster, links, aggregator, round_number=number, step=f"round {number} training",
-                regional_task=regional.local_training,
-                bounds=update_bounds(vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm),
-                screen=update_norm_screen(config.strategy.max_update_norm),
-                pipeline=pipeline, global_vector=vector, prox_mu=strategy.prox_mu,
-            )
-            for region, reason in summed.dropped.items():
-                logger.warning("round %d: update of region %s dropped: %s", number, region, reason)
-            if len(summed.contributors) < minimum:
-                raise FederationError(
-                    f"round {number}: only {len(summed.contributors)} acceptable update(s), federation.min_regions is {minimum}",
-                    hint="see the dropped regions' reasons (update norm, NaN/Inf, secure-aggregation dropouts)",
-                )
-            small = _warn_if_small(logger, summed.contributors, already=small)
-            vector, loss, quantization = coordinator.aggregate_round(strategy, aggregator, vector, summed)
-            evaluated = number % config.training.evaluate_every == 0 or number == rounds_total
-            region_metrics, round_metrics = {}, None
-            if evaluated:
-                region_metrics = run_step(roster, links, f"round {number} evaluation", regional.local_evaluation, min_regions=minimum, pipeline=pipeline, global_vector=vector,
-                                          round_number=number)
-                metrics = round_metrics = coordinator.global_metrics(region_metrics)
-            spent = {r: u.epsilon_spent for r, u in released.items() if u.epsilon_spent is not None}
-            rounds.append(RoundSummary(
-                round=number, participants=summed.contributors, mean_loss=loss, metrics=round_metrics,
-                region_metrics=region_metrics, epsilon_spent=spent, dropped=summed.dropped,
-                aggregation="secure" if config.secure_aggregation.enabled else "plain", quantization_error_bound=quantization,
-                duration_s=time.perf_counter() - began, aggregation_s=aggregation_s,
-                transport_s=links.transport_s - transport_before,
-            ))
-            eps_text = ", ".join(f"{r} {e:.2f}" for r, e in spent.items()) or "not private"
-            auc_text = f"global AUC {metrics.auc:.4f} (gap {metrics.auc_gap:.4f})" if round_metrics else "not evaluated"
-            progress("train", number, rounds_total, "round %d/%d: %s from %d region(s); cumulative ε: %s",
-                     number, rounds_total, auc_text, len(summed.contributors), eps_text)
-            checkpoint(number, attempt.attempt)
-
-        baselines = _run_baselines(config, job_id, links, roster, pipeline, initial)
-        champion = _measure_champion(config, links, roster)
+        _begin(job, resume)
+        job.progress("prepare", 0, 1, "job %s: starting %d regional run(s)", job_id, len(job.roster.active))
+        job.running = start_regions(config, job.attempt, job.roster)
+        started.append(job.running)
+        job.roster.require_quorum(config.federation.min_regions, "start")
+        _prepare_regions(job, suite)
+        first = _agree_features(job, _plan_privacy(job))
+        for number in range(first, config.training.rounds + 1):
+            _run_round(job, number)
+        job.state.baselines = _run_baselines(config, job_id, job.links, job.roster, job.state.pipeline, job.state.initial)
+        champion = _measure_champion(config, job.links, job.roster)
     except FedcrmError as exc:
-        logger.error("job %s failed: %s", job_id, exc)
+        job.logger.error("job %s failed: %s", job_id, exc)
         failure = exc
     finally:
-        answering = [] if running is None else running.links.answering(list(roster.regions))
-        for region, reply in running.links.ask(regional.release_workspace, answering).items() if answering else ():
-            if not reply.ok:
-                logger.warning("region %s could not release its workspace: %s", region, reply.reason)
-            elif reply.value is not None:  # the region's lifetime ledger is the source of truth for ε
-                roster.regions[region].privacy_budget = reply.value
-                if reply.value["job_epsilon"] > 0:
-                    roster.regions[region].epsilon_job_total = reply.value["job_epsilon"]
+        _release_workspaces(job)
     if failure is not None:
-        result = summary("failed", str(failure))
-        if attempt is not None:  # a refused resume never overwrites what the job itself saved
+        result = job.summary("failed", str(failure))
+        if job.attempt is not None:  # a refused resume never overwrites what the job itself saved
             coordinator.save_job(config, result, None, None)
         return Failed(message=str(failure), data=result)
-    result = summary("completed")
-    coordinator.save_job(config, result, pipeline, vector)
+    return _publish(job, champion)
+
+
+def _begin(job: _Job, resume: bool) -> None:
+    """Open this attempt; a resumed job first loads its signed checkpoint and retires the dead coordinator's runs."""
+    resumed = coordinator.load_checkpoint(job.config, job.exchange) if resume else None
+    job.attempt = job.exchange.begin_attempt(job.state.started_at)
+    if resumed is not None:
+        job.state.restore(resumed)
+        restore_strategy_state(job.strategy, resumed.strategy_state)
+        job.logger.info("job %s: resuming after round %d (attempt %d)", job.state.job_id, resumed.round, job.attempt.attempt)
+        retire_earlier_attempts(job.config, job.attempt, list(job.roster.regions))
+
+
+def _prepare_regions(job: _Job, suite: dict[str, Any]) -> None:
+    """Each region reads, validates and splits its records; failing regions are excluded with their reason."""
+    roster = job.roster
+    job.progress("prepare", 0, 1, "job %s: validating %d region(s)", job.state.job_id, len(roster.active))
+    fingerprints = {r: e.data_fingerprint for r, e in roster.regions.items()}
+    record_preparation(roster, job.links.ask(regional.prepare_region, roster.active, suite=suite))
+    if job.state.resumed:
+        for region in roster.active:
+            if roster.regions[region].data_fingerprint != fingerprints[region]:
+                roster.exclude(region, "resume", "its records changed since the job started (and its prepared "
+                                                 "copy is gone), so it cannot resume this job; start a new job")
+    for region, entry in roster.regions.items():
+        if entry.status == "excluded":
+            job.logger.warning("region %s excluded at %s: %s", region, entry.excluded_at, entry.reason)
+    roster.require_quorum(job.config.federation.min_regions, "validation")
+
+
+def _plan_privacy(job: _Job) -> dict[str, Any]:
+    """Every region calibrates and reserves the job's whole spend, or none does (all or nothing)."""
+    plans = reserve_all_or_nothing(job.roster, job.links, regional.plan_privacy, regional.release_workspace,
+                                   min_regions=job.config.federation.min_regions)
+    for region, plan in plans.items():
+        job.roster.regions[region].privacy_plan = plan.plan
+    if job.config.privacy.mode == "off":
+        job.logger.warning("privacy.mode is 'off': model updates are NOT differentially private. Research use only.")
+    elif (warning := randomness_warning(job.config.privacy.randomness)) is not None:
+        job.logger.warning(warning)
+    return plans
+
+
+def _agree_features(job: _Job, plans: dict[str, Any]) -> int:
+    """Set up secure aggregation, and agree the feature pipeline from DP statistics (a resumed job has
+    it in its checkpoint); returns the first round to train."""
+    config, state = job.config, job.state
+    job.aggregator = set_up_aggregation(config, session_id(state.job_id, job.attempt.attempt), job.roster, job.links)
+    if not state.resumed:
+        statistics, _, _ = federated_sum(
+            config, job.roster, job.links, job.aggregator, round_number=0, step="feature statistics",
+            regional_task=regional.feature_statistics,
+            bounds=regional_core.statistics_codec_bounds(config, job.contract),
+        )
+        job.warn_if_small(statistics.contributors)
+        pipeline = coordinator.fit_feature_pipeline(config, statistics)
+        state.agree_features(pipeline, coordinator.initial_model(config, pipeline.n_features))
+        job.checkpoint(0)
+        first = 1
+    else:
+        point = state.resume_point(job.attempt.attempt, [n for p in plans.values() for n in p.rounds_charged], _now())
+        if point.lost_rounds:
+            job.logger.warning("rounds %s were trained (and charged) before the coordinator stopped but never "
+                               "aggregated: they are not repeated, and their ε stays spent", point.lost_rounds)
+        first = point.first_round
+    job.progress("prepare", 1, 1, "feature pipeline agreed: %d features from %d region(s)",
+                 state.pipeline.n_features, len(job.roster.active))
+    return first
+
+
+def _run_round(job: _Job, number: int) -> None:
+    """Train in every region, sum the masked updates, step the global model, evaluate, checkpoint."""
+    config, state, links, minimum = job.config, job.state, job.links, job.config.federation.min_regions
+    began, transport_before = time.perf_counter(), links.transport_s
+    summed, released, aggregation_s = federated_sum(
+        config, job.roster, links, job.aggregator, round_number=number, step=f"round {number} training",
+        regional_task=regional.local_training,
+        bounds=update_bounds(state.vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm),
+        screen=update_norm_screen(config.strategy.max_update_norm),
+        pipeline=state.pipeline, global_vector=state.vector, prox_mu=job.strategy.prox_mu,
+    )
+    for region, reason in summed.dropped.items():
+        job.logger.warning("round %d: update of region %s dropped: %s", number, region, reason)
+    if len(summed.contributors) < minimum:
+        raise FederationError(
+            f"round {number}: only {len(summed.contributors)} acceptable update(s), federation.min_regions is {minimum}",
+            hint="see the dropped regions' reasons (update norm, NaN/Inf, secure-aggregation dropouts)",
+        )
+    job.warn_if_small(summed.contributors)
+    state.vector, loss, quantization = coordinator.aggregate_round(job.strategy, job.aggregator, state.vector, summed)
+    rounds_total = config.training.rounds
+    region_metrics, round_metrics = {}, None
+    if number % config.training.evaluate_every == 0 or number == rounds_total:
+        region_metrics = run_step(job.roster, links, f"round {number} evaluation", regional.local_evaluation,
+                                  min_regions=minimum, pipeline=state.pipeline, global_vector=state.vector,
+                                  round_number=number)
+        round_metrics = coordinator.global_metrics(region_metrics)
+    spent = {r: u.epsilon_spent for r, u in released.items() if u.epsilon_spent is not None}
+    state.rounds.append(RoundSummary(
+        round=number, participants=summed.contributors, mean_loss=loss, metrics=round_metrics,
+        region_metrics=region_metrics, epsilon_spent=spent, dropped=summed.dropped,
+        aggregation="secure" if config.secure_aggregation.enabled else "plain", quantization_error_bound=quantization,
+        duration_s=time.perf_counter() - began, aggregation_s=aggregation_s, transport_s=links.transport_s - transport_before,
+    ))
+    eps_text = ", ".join(f"{r} {e:.2f}" for r, e in spent.items()) or "not private"
+    auc_text = f"global AUC {state.metrics.auc:.4f} (gap {state.metrics.auc_gap:.4f})" if round_metrics else "not evaluated"
+    job.progress("train", number, rounds_total, "round %d/%d: %s from %d region(s); cumulative ε: %s",
+                 number, rounds_total, auc_text, len(summed.contributors), eps_text)
+    job.checkpoint(number)
+
+
+def _release_workspaces(job: _Job) -> None:
+    """Every region still answering deletes its working copies; its lifetime ledger says what the job spent."""
+    answering = [] if job.running is None else job.links.answering(list(job.roster.regions))
+    for region, reply in job.links.ask(regional.release_workspace, answering).items() if answering else ():
+        if not reply.ok:
+            job.logger.warning("region %s could not release its workspace: %s", region, reply.reason)
+        elif reply.value is not None:  # the region's lifetime ledger is the source of truth for ε
+            job.roster.regions[region].privacy_budget = reply.value
+            if reply.value["job_epsilon"] > 0:
+                job.roster.regions[region].epsilon_job_total = reply.value["job_epsilon"]
+
+
+def _publish(job: _Job, champion: ChampionMeasure | str | None):
+    """Save the model, register it in MLflow with its lineage, gate it, record its compliance report."""
+    config, logger, state = job.config, job.logger, job.state
+    result = job.summary("completed")
+    coordinator.save_job(config, result, state.pipeline, state.vector)
     result.tracking = coordinator.track_job(config, result)
-    if result.tracking.get("status") == "registered":  # the job's final audit head is tagged on it at the end
-        running.anchor_version = str(result.tracking["model_version"])
+    registered = result.tracking.get("status") == "registered"
+    if registered:  # the job's final audit head is tagged on it at the end
+        job.running.anchor_version = str(result.tracking["model_version"])
     if result.tracking.get("status") == "failed":
         logger.warning("MLflow registration failed (the model is saved): %s", result.tracking["error"])
-    elif result.tracking.get("status") == "registered" and config.privacy.mode == "dp":
+    elif registered and config.privacy.mode == "dp":
         version = f"{result.tracking['model_name']}/{result.tracking['model_version']}"
-        for region, reply in running.links.ask(regional.record_model_version, roster.active,
-                                               model_version=version).items():
+        for region, reply in job.links.ask(regional.record_model_version, job.roster.active,
+                                           model_version=version).items():
             if not reply.ok:
                 logger.warning("region %s could not link model %s in its ledger: %s", region, version, reply.reason)
     result.gates = _gate(config, result, champion, logger)
     _record_compliance(config, result, logger)
-    coordinator.save_job(config, result, pipeline, vector)
+    coordinator.save_job(config, result, state.pipeline, state.vector)
     try:  # so that the job is never resumed again; the model is saved either way
-        exchange.mark_completed({"finished_at": result.finished_at, "model_version": result.tracking.get("model_version")})
+        job.exchange.mark_completed({"finished_at": result.finished_at, "model_version": result.tracking.get("model_version")})
     except FedcrmError as exc:
-        logger.warning("could not mark job %s completed in the exchange: %s", job_id, exc)
-    return Completed(message=f"global AUC {metrics.auc:.4f}", data=result)
+        logger.warning("could not mark job %s completed in the exchange: %s", state.job_id, exc)
+    return Completed(message=f"global AUC {state.metrics.auc:.4f}", data=result)

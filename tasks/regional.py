@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,6 @@ from pydantic import TypeAdapter
 
 from connectors.base import RegionStore
 from connectors.keys import check_registered, load_identity, read_keyring
-from connectors.ledger import read_ledger, updating_ledger
 from connectors.sources import open_source
 from connectors.stores import open_store
 from fedcrm import drift, regional
@@ -28,13 +26,12 @@ from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Blob, Payload, Vector
 from fedcrm.model import head_size, with_head
-from fedcrm.privacy.accountant import PrivacyEvent, compose_epsilon
-from fedcrm.privacy.ledger import BudgetExceededError, PlannedSpend
-from fedcrm.privacy.plan import JobLedger, PrivacyPlan
+from fedcrm.privacy.accountant import compose_epsilon
 from fedcrm.privacy.release import released_count
 from fedcrm.secagg import MaskingContributor, SecAggClient
 from fedcrm.strategies import clip_update
 from fedcrm.validation import ValidationReport
+from tasks.budget import RegionBudget, RegionPlan
 from tasks.guard import RegionReply, in_region
 
 REGION_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
@@ -182,9 +179,7 @@ def feature_statistics(
         _within_weight_bound(config, regional.public_row_count(len(train), config))
         sigma = regional.statistics_noise_multiplier(config)
         if sigma is not None:  # charged before the release is computed
-            event = PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=1)
-            with _lifetime_ledger(config, store) as ledger:
-                ledger.spend(job_id, config.use_case, STATISTICS, event, _now(), region=region)
+            RegionBudget(config, store, job_id, region).charge_statistics(sigma)
         statistics = regional.feature_statistics(train, contract, min_k=config.privacy.min_k, noise_multiplier=sigma,
                                                  noise=regional.noise_source(config, config.training.seed))
         contributor, save = _contributor(config, store, job_id, region, attempt)
@@ -194,60 +189,6 @@ def feature_statistics(
         return Contribution(contribution)
 
     return in_region(region, store, "feature statistics", run)
-
-
-FEDERATED = "federated training"
-LOCAL_ONLY = "local-only baseline"
-STATISTICS = "feature statistics"
-
-
-def _lifetime_ledger(config: FedcrmConfig, store: RegionStore):
-    """The region's lifetime ledger for the job's population, locked for a read-modify-write."""
-    return updating_ledger(store, config.population, budget_epsilon=config.privacy.lifetime_epsilon,
-                           delta=config.privacy.delta, accountant=config.privacy.accountant)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _spend(config: FedcrmConfig, store: RegionStore, job_id: str, region: str, purpose: str, plan: PrivacyPlan,
-           steps: int) -> None:
-    """Record DP-SGD steps in the lifetime ledger *before* they are taken (never below what was consumed)."""
-    event = PrivacyEvent(noise_multiplier=plan.noise_multiplier, sample_rate=plan.sample_rate, steps=steps)
-    with _lifetime_ledger(config, store) as ledger:
-        ledger.spend(job_id, config.use_case, purpose, event, _now(), region=region)
-
-
-def planned_spends(n_train: int, config: FedcrmConfig, region: str) -> list[PlannedSpend]:
-    """Everything this job will spend in the region: federated DP-SGD, the local-only baseline (if on)
-    and the DP feature statistics."""
-    plans = [(FEDERATED, regional.privacy_plan(n_train, config, region=region))]
-    if config.baselines.local_only:
-        try:
-            plans.append((LOCAL_ONLY, regional.privacy_plan(n_train, regional.baseline_spec(config), region=region)))
-        except PrivacyError:
-            pass  # no baseline plan, no reservation: the baseline step then reports why it cannot run
-    spends = [
-        PlannedSpend(purpose=purpose, event=PrivacyEvent(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate,
-                                                         steps=p.planned_steps))
-        for purpose, p in plans if p is not None
-    ]
-    sigma = regional.statistics_noise_multiplier(config)
-    if sigma is not None:
-        spends.append(PlannedSpend(purpose=STATISTICS, event=PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=1)))
-    return spends
-
-
-@dataclass(frozen=True)
-class RegionPlan:
-    plan: PrivacyPlan | None
-    """None when the job is not private."""
-    rounds_charged: list[int] = field(default_factory=list)
-    """Rounds this job already trained here (a resumed job: never trained again)."""
-    refused: str = ""
-    """Why the region's lifetime budget cannot hold the job (nothing was reserved): the coordinator then
-    fails the whole job, so that it holds its reservations in all its regions or in none."""
 
 
 @task(name="plan-privacy", task_run_name="plan-privacy-{region}", **REGION_TASK)
@@ -260,47 +201,9 @@ def plan_privacy(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[
     store = region_store(config, region)
 
     def run() -> RegionPlan:
-        if store.exists(_keys(config, job_id).ledger):
-            return _resumed_plan(config, store, job_id)
-        n_train = len(store.read_frame(_keys(config, job_id).train))
-        plan = regional.privacy_plan(n_train, config, region=region)
-        if plan is None:
-            return RegionPlan(plan=None)
-        _reconcile_crashed_jobs(config, store)
-        try:
-            with _lifetime_ledger(config, store) as ledger:
-                ledger.reserve(job_id, config.use_case, planned_spends(n_train, config, region), _now(), region=region)
-        except BudgetExceededError as exc:  # an answer, not a failure: the job must not go on without this region
-            exc.region = None
-            return RegionPlan(plan=None, refused=str(exc))
-        store.write_json(_keys(config, job_id).ledger, JobLedger(plan=plan).model_dump())
-        return RegionPlan(plan=plan)
+        return RegionBudget(config, store, job_id, region).plan()
 
     return in_region(region, store, "privacy planning", run)
-
-
-def _reconcile_crashed_jobs(config: FedcrmConfig, store: RegionStore) -> list[str]:
-    """Close the reservations of jobs silent for ``privacy.reservation_ttl_hours`` (a coordinator killed
-    with its regional runs, so nobody released them) and delete those jobs' working copies; returns them.
-    Until then such a job can still be resumed."""
-    with _lifetime_ledger(config, store) as ledger:  # crashed jobs first, so their remainder is released
-        stale = ledger.close_stale(_now(), timedelta(hours=config.privacy.reservation_ttl_hours))
-        use_cases = {e.job_id: e.use_case for e in ledger.entries if e.job_id in stale}
-    for job in stale:
-        store.remove(RegionCatalog(use_cases[job]).job(job).workspace)
-    return stale
-
-
-def _resumed_plan(config: FedcrmConfig, store: RegionStore, job_id: str) -> RegionPlan:
-    job = JobLedger.model_validate(store.read_json(_keys(config, job_id).ledger))
-    lifetime = read_ledger(store, config.population)
-    if lifetime is None or not lifetime.is_open(job_id):
-        raise PrivacyError(
-            f"job {job_id}'s reservation here is closed (its regional run ended it, e.g. after "
-            "launcher.region_idle_timeout_s without the coordinator), so the job cannot resume in this region",
-            hint="start a new job; what the closed job spent stays spent",
-        )
-    return RegionPlan(plan=job.plan, rounds_charged=list(job.rounds))
 
 
 @task(name="local-training", task_run_name="local-training-{region}-r{round_number}", **REGION_TASK)
@@ -317,14 +220,7 @@ def local_training(
     store = region_store(config, region)
 
     def run() -> Contribution:
-        ledger, epsilon = None, None
-        if config.privacy.mode == "dp":  # charged before the round is trained: first in the job's own ledger (so a
-            # crash in between never lets the round run twice), then in the lifetime ledger
-            ledger = JobLedger.model_validate(store.read_json(_keys(config, job_id).ledger))
-            ledger.check_round(round_number)
-            epsilon = ledger.charge(ledger.plan.steps_per_round, round_number)
-            store.write_json(_keys(config, job_id).ledger, ledger.model_dump())
-            _spend(config, store, job_id, region, FEDERATED, ledger.plan, ledger.plan.steps_per_round)
+        plan, epsilon = RegionBudget(config, store, job_id, region).charge_round(round_number) or (None, None)
         train = store.read_frame(_keys(config, job_id).train)
         if not store.exists(_keys(config, job_id).drift_snapshot):  # once per job: what later drift checks compare with
             snapshot = drift.histogram(pipeline, train, z_edges=config.drift.z_edges)
@@ -335,16 +231,16 @@ def local_training(
             global_vector,
             config,
             seed=config.training.seed * 100_003 + round_number,
-            plan=ledger.plan if ledger else None,
+            plan=plan,
             prox_mu=prox_mu,
         )
         vector = clip_update(global_vector, update.vector, config.strategy.max_update_norm)
         if config.training.local_head:  # the region keeps its own output layer (a DP output, kept local)
             size = head_size(pipeline.n_features, config.training.hidden_sizes)
             store.write_json(_keys(config, job_id).local_head, vector[-size:].tolist())
-        if ledger is not None and update.steps > ledger.plan.steps_per_round:
+        if plan is not None and update.steps > plan.steps_per_round:
             raise PrivacyError(f"local training took {update.steps} DP-SGD steps, more than the "
-                               f"{ledger.plan.steps_per_round} charged for the round", hint="report this as a bug")
+                               f"{plan.steps_per_round} charged for the round", hint="report this as a bug")
         weight = regional.public_row_count(update.n_examples, config)  # the released count, like the plan's q
         _within_weight_bound(config, weight)
         packed = pack_update(vector - global_vector, weight, update.mean_loss)
@@ -390,13 +286,7 @@ def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionR
 
     def run() -> dict[str, Any] | None:
         store.remove(_keys(config, job_id).workspace)
-        if config.privacy.mode != "dp" or read_ledger(store, config.population) is None:
-            return None  # no ledger yet: nothing was reserved (and none is created by cleaning up)
-        with _lifetime_ledger(config, store) as ledger:
-            ledger.close(job_id, _now())
-            status = ledger.status()
-            return {**status.model_dump(), "reserved": status.reserved, "remaining": status.remaining,
-                    "dashboard": status.dashboard_line(), "job_epsilon": ledger.epsilon(ledger.spent_events(job_id=job_id))}
+        return RegionBudget(config, store, job_id, region).close()
 
     return in_region(region, store, "workspace clean-up", run)
 
@@ -407,8 +297,7 @@ def record_model_version(region: str, config: FedcrmConfig, job_id: str, model_v
     store = region_store(config, region)
 
     def run() -> None:
-        with _lifetime_ledger(config, store) as ledger:
-            ledger.record_model(job_id, model_version, _now())
+        RegionBudget(config, store, job_id, region).record_model(model_version)
 
     return in_region(region, store, "model lineage", run)
 
@@ -430,31 +319,21 @@ def local_only_baseline(
     total ε for the region composes both.
     """
     store = region_store(config, region)
-    result_key, ledger_key = _keys(config, job_id).local_only_result, _keys(config, job_id).local_only_ledger
+    result_key = _keys(config, job_id).local_only_result
 
     def run() -> LocalOnlyResult:
         if store.exists(result_key):  # a resumed job: trained and charged once, reported again
             return TypeAdapter(LocalOnlyResult).validate_python(store.read_json(result_key))
-        if store.exists(ledger_key):
-            raise PrivacyError("this job's local-only baseline was charged here before its coordinator restarted, "
-                               "but never finished: it is not trained (or charged) twice", hint="compare with a new job")
         train = store.read_frame(_keys(config, job_id).train)
-        alone = regional.baseline_spec(config)
-        plan, federated, ledger = None, None, None
-        if config.privacy.mode == "dp":  # as for a round: the job's own ledger first (the "never twice" guard
-            # above), then the lifetime ledger, both before the steps are taken
-            federated = JobLedger.model_validate(store.read_json(_keys(config, job_id).ledger))
-            plan = regional.privacy_plan(len(train), alone, region=region)
-            ledger = JobLedger(plan=plan)
-            ledger.charge(plan.planned_steps)
-            store.write_json(ledger_key, ledger.model_dump())
-            _spend(config, store, job_id, region, LOCAL_ONLY, plan, plan.planned_steps)
-        update = regional.local_round(train, pipeline, initial_vector, alone, seed=config.training.seed * 7919 + 1, plan=plan)
+        charged = RegionBudget(config, store, job_id, region).charge_local_only(len(train))
+        update = regional.local_round(train, pipeline, initial_vector, regional.baseline_spec(config),
+                                      seed=config.training.seed * 7919 + 1, plan=charged.plan if charged else None)
         metrics = regional.local_evaluation(store.read_frame(_keys(config, job_id).holdout), pipeline, update.vector, config)
         result = LocalOnlyResult(metrics=metrics, epsilon_spent=None, epsilon_job_total=None)
-        if ledger is not None:
-            total = compose_epsilon([*federated.events, *ledger.events], plan.delta, plan.accountant)
-            result = LocalOnlyResult(metrics=metrics, epsilon_spent=ledger.epsilon_spent(), epsilon_job_total=total)
+        if charged is not None:
+            plan = charged.plan
+            total = compose_epsilon([*charged.federated.events, *charged.ledger.events], plan.delta, plan.accountant)
+            result = LocalOnlyResult(metrics=metrics, epsilon_spent=charged.ledger.epsilon_spent(), epsilon_job_total=total)
         store.write_json(result_key, TypeAdapter(LocalOnlyResult).dump_python(result, mode="json"))
         return result
 

@@ -19,6 +19,7 @@ from fedcrm.roster import Roster
 from fedcrm.validation import build_suite_dict
 from flows.dispatch import reserve_all_or_nothing
 from tasks import regional
+from tasks.budget import planned_spends
 
 REGIONS = ("apac", "eu", "us")
 CONTRACT = {
@@ -69,7 +70,7 @@ def _fits_one_job(tmp_path) -> float:
     n_train = len(regional.region_store(config, "eu").read_frame(RegionCatalog(config.use_case).job("probe").train))
     from fedcrm.privacy.accountant import compose_epsilon
 
-    events = [s.event for s in regional.planned_spends(n_train, config, "eu")]
+    events = [s.event for s in planned_spends(n_train, config, "eu")]
     one, two = (compose_epsilon(events * k, config.privacy.delta, config.privacy.accountant) for k in (1, 2))
     for region in REGIONS:
         regional.region_store(config, region).remove("work")

@@ -156,21 +156,23 @@ def test_a_baseline_interrupted_after_its_spend_is_never_trained_or_charged_twic
     from connectors import LocalRegionStore
     from connectors.ledger import read_ledger
 
-    config, pipeline, start = region_job
-    spend = regional._spend
+    from tasks.budget import LOCAL_ONLY, RegionBudget
 
-    def spend_then_crash(*args, **kwargs):
-        spend(*args, **kwargs)
-        if args[4] == regional.LOCAL_ONLY:
+    config, pipeline, start = region_job
+    spend = RegionBudget._spend_lifetime
+
+    def spend_then_crash(budget, purpose, event):
+        spend(budget, purpose, event)
+        if purpose == LOCAL_ONLY:
             raise RuntimeError("the region's process died here")
 
-    monkeypatch.setattr(regional, "_spend", spend_then_crash)
+    monkeypatch.setattr(RegionBudget, "_spend_lifetime", spend_then_crash)
     crashed = regional.local_only_baseline.fn("eu", config, "job1", pipeline, start)
     assert not crashed.ok and "RuntimeError" in crashed.reason
-    monkeypatch.setattr(regional, "_spend", spend)
+    monkeypatch.setattr(RegionBudget, "_spend_lifetime", spend)
 
     again = regional.local_only_baseline.fn("eu", config, "job1", pipeline, start)
     assert not again.ok and "not trained (or charged) twice" in again.reason
     ledger = read_ledger(LocalRegionStore(config.region_store("eu")), config.population)
-    spends = [s for e in ledger.entries if e.kind == "spend" for s in e.spends if s.purpose == regional.LOCAL_ONLY]
+    spends = [s for e in ledger.entries if e.kind == "spend" for s in e.spends if s.purpose == LOCAL_ONLY]
     assert len(spends) == 1
