@@ -23,6 +23,8 @@ from fedcrm.errors import ConnectorError
 from fedcrm.features import FeaturePipeline
 from fedcrm.summary import JobSummary
 
+PYFUNC_MODEL_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
+"""The model's code, logged with each version (MLflow models from code: no pickled object)."""
 PIP_REQUIREMENTS = ["torch==2.13.0", "pandas==3.1.1", "numpy==2.4.6", "pydantic==2.14.3", "scikit-learn==1.9.1"]
 
 
@@ -107,7 +109,8 @@ def version_tags(summary: JobSummary) -> dict[str, str]:
     return tags
 
 
-def _plot(summary: JobSummary, path: Path) -> None:
+def _figure(summary: JobSummary):
+    """AUC per round (global and per region) beside each region's cumulative ε."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,8 +131,7 @@ def _plot(summary: JobSummary, path: Path) -> None:
     right.set(title="cumulative ε per region", xlabel="round", ylabel="ε")
     right.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 class MlflowTracker:
@@ -143,9 +145,11 @@ class MlflowTracker:
     def description(self) -> str:
         return f"MLflow at {redact(self.tracking_uri)}"
 
-    def log_job(self, job_dir: Path, *, experiment: str, model_name: str) -> TrackingResult:
+    def log_job(self, job_dir: Path, *, experiment: str, model_name: str, summary: JobSummary | None = None) -> TrackingResult:
+        """Log the job saved in ``job_dir``; the coordinator passes its summary itself (``fedcrm track``,
+        retrying a failed registration later, reads the saved one)."""
         try:
-            return self._log_job(job_dir, experiment=experiment, model_name=model_name)
+            return self._log_job(job_dir, experiment=experiment, model_name=model_name, summary=summary)
         except ConnectorError:
             raise
         except Exception as exc:  # noqa: BLE001 - any MLflow/IO failure: the job's files are intact
@@ -155,15 +159,16 @@ class MlflowTracker:
                 hint=f"the trained model is safe in {job_dir}; when MLflow is reachable run `fedcrm track {job_dir.name}`",
             ) from None
 
-    def _log_job(self, job_dir: Path, *, experiment: str, model_name: str) -> TrackingResult:
+    def _log_job(self, job_dir: Path, *, experiment: str, model_name: str, summary: JobSummary | None) -> TrackingResult:
         import mlflow
         from mlflow.entities import Param
         from mlflow.models import infer_signature
         from mlflow.tracking import MlflowClient
 
-        from fedcrm.scoring import Scorer, pyfunc_model, synthetic_example
+        from fedcrm.scoring import Scorer, synthetic_example
 
-        summary = JobSummary.model_validate(json.loads((job_dir / "summary.json").read_text(encoding="utf-8")))
+        if summary is None:
+            summary = JobSummary.model_validate(json.loads((job_dir / "summary.json").read_text(encoding="utf-8")))
         pipeline = FeaturePipeline.model_validate(json.loads((job_dir / "feature_pipeline.json").read_text(encoding="utf-8")))
         model = json.loads((job_dir / "model.json").read_text(encoding="utf-8"))
         client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
@@ -204,14 +209,15 @@ class MlflowTracker:
                     baseline_metrics[f"baseline.{name}.auc"] = found["auc"]
             if baseline_metrics:
                 mlflow.log_metrics(baseline_metrics)
-            with tempfile.TemporaryDirectory() as tmp:
-                plot = Path(tmp) / "auc_and_epsilon_per_round.png"
-                _plot(summary, plot)
-                mlflow.log_artifact(str(plot))
-                mlflow.log_artifact(str(job_dir / "summary.json"))
+            import matplotlib.pyplot as plt
+
+            figure = _figure(summary)
+            mlflow.log_figure(figure, "auc_and_epsilon_per_round.png")
+            plt.close(figure)
+            mlflow.log_dict(summary.model_dump(mode="json"), "summary.json")
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=pyfunc_model(),
+                python_model=PYFUNC_MODEL_CODE,
                 artifacts={"pipeline": str(job_dir / "feature_pipeline.json"), "model": str(job_dir / "model.json")},
                 signature=infer_signature(example, scores),
                 input_example=example,
@@ -320,10 +326,7 @@ class ModelRegistry:
     def log_run_artifact(self, version: str, name: str, document: Any) -> None:
         def write() -> None:
             run_id = self.client.get_model_version(self.model_name, version).run_id
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / name
-                path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
-                self.client.log_artifact(run_id, str(path))
+            self.client.log_text(run_id, json.dumps(document, indent=2, default=str), name)
 
         self._wrapped(f"log {name} for version {version}", write)
 
@@ -331,10 +334,7 @@ class ModelRegistry:
         """A text document (e.g. HTML) as artifact ``name`` of the version's run, replacing an earlier one."""
         def write() -> None:
             run_id = self.client.get_model_version(self.model_name, version).run_id
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / name
-                path.write_text(text, encoding="utf-8")
-                self.client.log_artifact(run_id, str(path))
+            self.client.log_text(run_id, text, name)
 
         self._wrapped(f"log {name} for version {version}", write)
 

@@ -108,8 +108,10 @@ def _privacy_rules(summary: JobSummary, config: FedcrmConfig, included: list[str
     rules = []
     for region in included:
         entry = summary.regions[region]
+        # the target the region calibrated its noise for (its plan), not whatever the configuration says now
+        target = entry.privacy_plan.target_epsilon if entry.privacy_plan is not None else config.privacy.target_epsilon
         rules.append(_at_most("epsilon_within_target", region, entry.epsilon_spent,
-                              config.privacy.target_epsilon + EPSILON_SLACK, "the federated model's ε in this job"))
+                              target + EPSILON_SLACK, "the federated model's ε in this job (its privacy plan's target)"))
         if entry.privacy_budget:
             budget = entry.privacy_budget
             rules.append(_at_most("lifetime_budget", region, float(budget["spent"]), float(budget["budget"]) + EPSILON_SLACK,

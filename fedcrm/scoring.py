@@ -1,4 +1,4 @@
-"""The deployable model (feature pipeline + MLP, as an MLflow pyfunc) and what a region may score.
+"""The deployable model (feature pipeline + MLP; MLflow's pyfunc is connectors/pyfunc_model.py) and what a region may score.
 
 A scorer takes contract columns (raw values) and returns a score per record. It carries only
 the fitted pipeline (contract vocabulary, pooled moments) and the model parameters. Batch
@@ -6,8 +6,6 @@ scoring scores only well-formed records whose consent allows activation, and rep
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pandas as pd
@@ -47,28 +45,6 @@ def synthetic_example(pipeline: FeaturePipeline, rows: int = 2) -> pd.DataFrame:
         levels = [*feature.vocabulary, OTHER]
         data[feature.name] = [levels[i % len(levels)] for i in range(rows)]
     return pd.DataFrame(data)
-
-
-def _pyfunc_class():
-    import mlflow.pyfunc
-
-    class FedcrmPyfunc(mlflow.pyfunc.PythonModel):
-        def load_context(self, context):
-            with open(context.artifacts["pipeline"], encoding="utf-8") as handle:
-                pipeline = FeaturePipeline.model_validate(json.load(handle))
-            with open(context.artifacts["model"], encoding="utf-8") as handle:
-                model = json.load(handle)
-            self.scorer = Scorer(pipeline, model["hidden_sizes"], np.asarray(model["parameters"]))
-
-        def predict(self, context, model_input, params=None):
-            return pd.DataFrame({"score": self.scorer.score(pd.DataFrame(model_input))})
-
-    return FedcrmPyfunc
-
-
-def pyfunc_model():
-    """A fresh ``mlflow.pyfunc.PythonModel`` instance for ``log_model``."""
-    return _pyfunc_class()()
 
 
 class ScoringBatch(BaseModel):

@@ -177,7 +177,8 @@ def track_job(config: FedcrmConfig, summary: JobSummary) -> dict[str, object]:
         return {"status": "disabled"}
     tracker = MlflowTracker(config.tracking_uri, artifact_root=config.state_dir / "mlartifacts")
     try:
-        result = tracker.log_job(job_dir(config, summary.job_id), experiment=config.experiment_name, model_name=config.model_name)
+        result = tracker.log_job(job_dir(config, summary.job_id), experiment=config.experiment_name,
+                                 model_name=config.model_name, summary=summary)
     except FedcrmError as exc:
         return {"status": "failed", "error": str(exc), "retry": f"fedcrm track {summary.job_id}"}
     return {"status": "registered", **result.model_dump()}

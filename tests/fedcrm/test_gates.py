@@ -86,3 +86,16 @@ def test_the_report_passes_exactly_when_every_rule_passes_and_rules_agree_with_t
             tolerance = 1e-12
             assert rule.passed == (rule.value >= rule.threshold - tolerance if rule.comparison == ">="
                                    else rule.value <= rule.threshold + tolerance)
+
+
+def test_the_epsilon_rule_compares_with_each_region_s_plan_not_the_current_configuration(config):
+    from fedcrm.privacy.plan import PrivacyPlan
+
+    plan = PrivacyPlan(target_epsilon=1.0, delta=1e-5, accountant="prv", max_grad_norm=1.0, noise_multiplier=2.0,
+                       sample_rate=0.01, steps_per_round=10, planned_steps=100, planned_epsilon=1.0)
+    summary = job({"eu": 0.8, "us": 0.8}, epsilon=2.0)
+    summary.regions["eu"].privacy_plan = plan  # eu planned for ε = 1 (the configuration now says 3): 2.0 exceeds it
+    report = evaluate_gates(summary, config.gates, config, None)
+    assert failed(report) == {("epsilon_within_target", "eu")}
+    rule = next(r for r in report.rules if r.rule == "epsilon_within_target" and r.scope == "eu")
+    assert rule.threshold == pytest.approx(1.0, abs=0.01)
