@@ -53,3 +53,30 @@ def test_an_installed_wheel_finds_its_resources_outside_the_checkout(wheel: Path
     for key in ("package", "contract", "data"):
         assert found[key].startswith(str(site)), (key, found[key])
     assert found["rows"] == 7043 and found["suite"]
+
+
+def _imported_top_level_names() -> set[str]:
+    import ast
+
+    names: set[str] = set()
+    for layer in ("fedcrm", "cli", "flows", "tasks", "connectors"):
+        for path in (PROJECT_ROOT / layer).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"fedcrm", "cli", "flows", "tasks", "connectors"}
+
+
+def test_every_imported_third_party_package_is_a_declared_dependency():
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    declared = {re.split(r"[\[<>=!~ ]", spec, maxsplit=1)[0].lower().replace("_", "-")
+                for spec in tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    providers = packages_distributions()
+    undeclared = {name: providers.get(name) for name in _imported_top_level_names()
+                  if not {d.lower().replace("_", "-") for d in providers.get(name, [])} & declared}
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
