@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,9 +16,13 @@ from fedcrm.config import PROJECT_ROOT
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+    out, source = tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("source") / "fedcrm"
+    # built from a copy: setuptools writes build/ and *.egg-info into the tree it builds
+    shutil.copytree(PROJECT_ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".fedcrm", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis",
+        "mlruns", "mlflow.db"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(PROJECT_ROOT)], check=True, capture_output=True, text=True, cwd=out)
+                    str(source)], check=True, capture_output=True, text=True, cwd=out)
     return next(out.glob("fedcrm-*.whl"))
 
 
