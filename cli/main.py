@@ -356,12 +356,12 @@ def run(
                   values={"training.rounds": rounds, "privacy.target_epsilon": epsilon})
     from fedcrm.validation import load_suite_dict
 
+    spec = cfg.load_contract()
+    load_suite_dict(spec, cfg.expectations_dir)  # fail fast on a bad contract or stale suite, before Prefect starts
     if resume is None and _is_a_fresh_demo(cfg):
         console.print(f"No regional stores yet under {cfg.state_dir}: splitting the bundled {cfg.use_case} data into "
                       f"{', '.join(cfg.federation.regions)} first (as `fedcrm data split` does)")
         _split_into_stores(cfg, None, tuple(cfg.federation.regions), strategy=None, seed=42, alpha=1.0, by=None)
-    spec = cfg.load_contract()
-    load_suite_dict(spec, cfg.expectations_dir)  # fail fast on a bad contract or stale suite, before Prefect starts
     if cfg.secure_aggregation.enabled:  # and on what secure aggregation needs: public bounds and the coordinator's key
         from connectors import LocalRegionStore
         from connectors.keys import check_registered, load_identity, read_keyring

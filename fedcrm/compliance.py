@@ -11,12 +11,13 @@ Pure core: no Prefect, no MLflow, no torch.
 
 from __future__ import annotations
 
-import html
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import jinja2
 from pydantic import BaseModel, Field
 
 from fedcrm.errors import FedcrmError, MessageRejectedError
@@ -362,156 +363,30 @@ def _kind(data: bytes, request: bytes | None) -> str:
 
 # --- rendering -----------------------------------------------------------------------------------
 
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#1d2433;margin:2rem auto;max-width:1180px;
-padding:0 1.5rem;line-height:1.45;font-size:14px}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:2px solid #d8dee9;
-padding-bottom:.25rem}
-.sub{color:#5b6475;margin-top:0}table{border-collapse:collapse;width:100%;margin:.6rem 0}
-th,td{border:1px solid #d8dee9;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f2f4f8;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.pass{color:#116b2f;font-weight:600}.fail{color:#a11616;font-weight:600}.pending{color:#8a5a00;font-weight:600}
-.note{background:#f6f8fb;border-left:4px solid #7a8bb0;padding:.6rem .8rem;margin:1rem 0}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dt{font-weight:600}dd{margin:0}
-code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em;word-break:break-all}
-footer{margin-top:2.5rem;color:#5b6475;font-size:.85rem}
-"""
+
+def _na(value: Any) -> Any:
+    """None is shown as ``n/a``; anything else as itself (escaped by the template)."""
+    return "n/a" if value is None else value
 
 
-def _e(value: Any) -> str:
-    return html.escape("n/a" if value is None else str(value), quote=True)
+def _fmt_general(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
-def _table(headers: list[str], rows: list[list[tuple[str, bool]]], *, css_class: str = "") -> str:
-    """``rows`` of (already escaped HTML, numeric?) cells."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f'<td{" class=num" if num else ""}>{cell}</td>' for cell, num in row) + "</tr>"
-                   for row in rows)
-    cls = f' class="{css_class}"' if css_class else ""
-    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _t(value: Any) -> tuple[str, bool]:
-    return _e(value), False
-
-
-def _n(text: str) -> tuple[str, bool]:
-    return _e(text), True
-
-
-def _verdict(passed: bool | None, text: str | None = None) -> str:
-    if passed is None:
-        return f'<span class="pending">{_e(text or "pending")}</span>'
-    return f'<span class="{"pass" if passed else "fail"}">{_e(text or ("PASS" if passed else "FAIL"))}</span>'
+@functools.cache
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("fedcrm", "templates"), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                     keep_trailing_newline=True)
+    environment.filters.update(na=_na, fmt_epsilon=fmt_epsilon, fmt_metric=fmt_metric, fmt_bytes=fmt_bytes,
+                               fmt_general=_fmt_general)
+    return environment
 
 
 def render_html(report: ComplianceReport) -> str:
-    """A self-contained HTML page of the report (inline CSS, no script, no external resource)."""
-    r = report
-    parts: list[str] = []
-    add = parts.append
-    add(f"<h1>Compliance report: {_e(r.model_name)} version {_e(r.model_version)}</h1>")
-    add(f'<p class="sub">Use case {_e(r.use_case)} · job <code>{_e(r.job_id)}</code> · generated {_e(r.generated_at)}</p>')
-    add(f'<div class="note">{_e(r.statement)}</div>')
-    add("<h2>Model version and lineage</h2><dl>")
-    for label, value in (("Registered model", r.model_name), ("Version", r.model_version), ("Training job", r.job_id),
-                         ("Job status", r.job_status), ("Job started", r.started_at), ("Job finished", r.finished_at),
-                         ("Data contract (sha256)", r.contract_sha256), ("Code version", r.code_version),
-                         ("Aggregation strategy", r.strategy),
-                         ("Secure aggregation", None if r.secure_aggregation is None
-                          else ("on: the coordinator saw sums only" if r.secure_aggregation else "OFF"))):
-        add(f"<dt>{_e(label)}</dt><dd>{_e(value)}</dd>")
-    add("</dl>")
+    """A self-contained HTML page of the report (inline CSS, no script, no external resource).
 
-    add("<h2>Privacy budget per region</h2>")
-    if r.differential_privacy:
-        add(f"<p>Record-level differential privacy (DP-SGD) in every region: target ε {_e(fmt_epsilon(r.target_epsilon))} "
-            f"per region for this job, δ = {_e(r.delta)}, {_e((r.accountant or '').upper())} accountant, batch sampling "
-            f"and noise source {_e(r.noise)}. Lifetime values come from each region's own append-only ledger, after this job; ε is composed "
-            f"by the accountant, never added.</p>")
-        if r.epsilon_warning:
-            add(f'<p class="fail">The ε of this model does NOT hold: {_e(r.epsilon_warning)}</p>')
-    else:
-        add('<p class="fail">privacy.mode was off: this model is NOT differentially private (research use only).</p>')
-    add(_table(
-        ["Region", "Status", "Population", "Lifetime budget ε", "Spent ε", "Reserved ε", "Remaining ε",
-         "This job ε (all spends)", "Model ε (federated)", "Target ε", "Noise σ", "Sample rate", "Planned steps"],
-        [[_t(p.region), _t(p.status + (f": {p.excluded_reason}" if p.excluded_reason else "")), _t(p.population),
-          _n(fmt_epsilon(p.budget)), _n(fmt_epsilon(p.spent)), _n(fmt_epsilon(p.reserved)), _n(fmt_epsilon(p.remaining)),
-          _n(fmt_epsilon(p.job_epsilon)), _n(fmt_epsilon(p.model_epsilon)), _n(fmt_epsilon(p.target_epsilon)),
-          _n("n/a" if p.noise_multiplier is None else f"{p.noise_multiplier:.4g}"),
-          _n("n/a" if p.sample_rate is None else f"{p.sample_rate:.4g}"), _n("n/a" if p.planned_steps is None else str(p.planned_steps))]
-         for p in r.privacy]))
-
-    add("<h2>Participation per round</h2>")
-    add(_table(["Round", "Participating regions", "Dropped (reason)", "Aggregation", "Evaluated"],
-               [[_n(str(x.round)), _t(", ".join(x.participants) or "none"),
-                 _t("; ".join(f"{k}: {v}" for k, v in x.dropped.items()) or "none"), _t(x.aggregation),
-                 _t("yes" if x.evaluated else "no")] for x in r.rounds]))
-
-    add("<h2>Residency evidence</h2>")
-    add("<p>Every regional step of the job ran inside one regional flow run per region; the coordinator asked the "
-        "Prefect API where that run executed and refused a region whose run did not come from its own work pool.</p>")
-    add(_table(["Region", "Work pool (per Prefect API)", "Launcher", "Flow run", "Worker", "Deployment", "Host", "Checked"],
-               [[_t(x.region), _t(x.work_pool if x.work_pool else
-                                  ("none: embedded, in-process" if x.launcher == "embedded" else None)),
-                 _t(x.launcher), (f"<code>{_e(x.flow_run_id)}</code>", False), _t(x.worker), _t(x.deployment), _t(x.host),
-                 (_verdict(x.verified, "verified" if x.verified else "not verified"), False)] for x in r.residency]))
-
-    add("<h2>What left each region</h2>")
-    if r.egress is None:
-        add('<p class="pending">The exchange could not be read when the report was made: message counts are unavailable.</p>')
-    else:
-        add("<p>Every message a region posted to the exchange during the job (all attempts), by kind: its hello, and its "
-            "reply to each step the coordinator asked for. Sizes are those of the signed envelopes. What each kind may "
-            "contain is listed in the release inventory (docs/privacy.md).</p>")
-        rows = []
-        for region in r.egress:
-            for k in region.kinds:
-                rows.append([_t(region.region), _t(k.kind), _n(str(k.messages)), _n(fmt_bytes(k.bytes))])
-            rows.append([(f"<strong>{_e(region.region)}</strong>", False), (f"<strong>{_e('total')}</strong>", False),
-                         (f"<strong>{region.messages}</strong>", True),
-                         (f"<strong>{_e(fmt_bytes(region.bytes))}</strong>", True)])
-        add(_table(["Region", "Kind", "Messages", "Bytes"], rows))
-
-    add("<h2>Model quality per region</h2>")
-    add("<p>The model, evaluated by each region on its own holdout (aggregates over at least min_k rows). The last rows "
-        "give the mean ± standard deviation across regions (population standard deviation).</p>")
-    names = [METRIC_LABELS[m] for m in METRICS]
-    rows = [[_t(q.region), _n(str(q.n)), _n(str(q.positives)), *(_n(fmt_metric(q.metrics.get(m))) for m in METRICS),
-             _n(fmt_metric(q.local_only_auc))] for q in r.quality]
-    if r.spread:
-        rows.append([(f"<strong>{_e('mean ± std')}</strong>", False), _n(""), _n(""),
-                     *(_n(f"{fmt_metric(s.mean)} ± {fmt_metric(s.std)}") for s in r.spread), _n("")])
-    if r.global_metrics:
-        rows.append([_t("global (pooled holdouts)"), _n(""), _n(""),
-                     *(_n(fmt_metric(r.global_metrics.get(m))) for m in METRICS), _n("")])
-    add(_table(["Region", "Holdout n", "Positives", *names, "Local-only AUC"], rows))
-
-    add("<h2>Gates</h2>")
-    g = r.gates
-    add(f"<p>Result: {_verdict(g.status == 'passed' if g.status in ('passed', 'failed') else None, g.status)}"
-        f"{(' · ' + _e(g.verdict)) if g.verdict else ''}"
-        f"{(' · champion compared: version ' + _e(g.champion_version)) if g.champion_version else ''}</p>")
-    if g.rules:
-        add(_table(["Rule", "Scope", "Value", "Comparison", "Threshold", "Result", "Detail"],
-                   [[_t(x.rule), _t(x.scope), _n(fmt_metric(x.value)), _t(x.comparison), _n(fmt_metric(x.threshold)),
-                     (_verdict(x.passed), False), _t(x.detail)] for x in g.rules]))
-
-    add("<h2>Approval</h2>")
-    a = r.approval
-    if a.status == "pending":
-        add(f"<p>{_verdict(None, 'pending')}: no human decision is recorded on this version yet.</p>")
-    else:
-        add("<dl>")
-        add(f"<dt>Decision</dt><dd>{_verdict(a.status == 'approved', a.status)}</dd>")
-        for label, value in (("Approver", a.approver), ("Comment", a.comment), ("Decided at", a.at),
-                             ("Previous champion", a.previous_champion)):
-            add(f"<dt>{_e(label)}</dt><dd>{_e(value)}</dd>")
-        add("</dl>")
-    add(f"<footer>fedcrm compliance report, schema {r.schema_version}. Machine-readable copy: {_e(JSON_NAME)} in the same "
-        f"MLflow run.</footer>")
-    title = _e(f"Compliance report: {r.model_name} v{r.model_version}")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-            f"<title>{title}</title><style>{_CSS}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+    Rendered from ``templates/compliance.html.j2`` with autoescape on: every value is HTML-escaped.
+    """
+    return _environment().get_template("compliance.html.j2").render(
+        r=report, metrics=list(METRICS), metric_labels=[METRIC_LABELS[m] for m in METRICS], json_name=JSON_NAME)

@@ -118,33 +118,37 @@ def suite_path(expectations_dir: Path, contract: DataContract) -> Path:
 
 
 def build_suite_dict(contract: DataContract) -> dict[str, Any]:
-    """The expectation suite for a contract, as the JSON dict GX 1.x reads and writes."""
+    """The expectation suite for a contract, as the JSON dict GX 1.x reads and writes.
+
+    Built from GX's typed expectation classes, so a wrong argument is refused here, when the suite is
+    generated, rather than when a region first runs it."""
+    import great_expectations.expectations as gxe
+
     mostly = round(1.0 - contract.max_malformed_fraction, 6)
-    ex: list[dict[str, Any]] = []
-
-    def add(kind: str, severity: str, **kwargs: Any) -> None:
-        ex.append({"type": kind, "kwargs": kwargs, "meta": {}, "severity": severity})
-
-    add("expect_table_row_count_to_be_between", "critical", min_value=contract.min_rows)
-    add("expect_column_values_to_be_in_set", "critical", column=MALFORMED, value_set=[False], mostly=mostly)
-    add("expect_column_values_to_not_be_null", "critical", column=contract.id_column)
-    add("expect_column_values_to_be_unique", "critical", column=contract.id_column)
-    add("expect_column_values_to_not_be_null", "critical", column=TARGET, mostly=mostly)
-    add("expect_column_distinct_values_to_contain_set", "critical", column=TARGET, value_set=[0.0, 1.0])
+    ex: list[Any] = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=contract.min_rows, severity="critical"),
+        gxe.ExpectColumnValuesToBeInSet(column=MALFORMED, value_set=[False], mostly=mostly, severity="critical"),
+        gxe.ExpectColumnValuesToNotBeNull(column=contract.id_column, severity="critical"),
+        gxe.ExpectColumnValuesToBeUnique(column=contract.id_column, severity="critical"),
+        gxe.ExpectColumnValuesToNotBeNull(column=TARGET, mostly=mostly, severity="critical"),
+        gxe.ExpectColumnDistinctValuesToContainSet(column=TARGET, value_set=[0.0, 1.0], severity="critical"),
+    ]
     for name, spec in contract.numeric.items():
-        severity = "critical" if spec.on_missing == "quarantine" else "warning"
-        add("expect_column_values_to_not_be_null", severity, column=name, mostly=mostly if severity == "critical" else 1.0)
+        critical = spec.on_missing == "quarantine"
+        ex.append(gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=mostly if critical else 1.0,
+                                                    severity="critical" if critical else "warning"))
         if spec.min is not None or spec.max is not None:
-            add("expect_column_values_to_be_between", "critical", column=name, min_value=spec.min, max_value=spec.max, mostly=mostly)
+            ex.append(gxe.ExpectColumnValuesToBeBetween(column=name, min_value=spec.min, max_value=spec.max, mostly=mostly,
+                                                        severity="critical"))
     for name, spec in contract.categorical.items():
         if spec.on_missing == "quarantine":
-            add("expect_column_values_to_not_be_null", "critical", column=name, mostly=mostly)
+            ex.append(gxe.ExpectColumnValuesToNotBeNull(column=name, mostly=mostly, severity="critical"))
         else:
-            add("expect_column_values_to_not_be_null", "warning", column=name)
-        add("expect_column_values_to_be_in_set", "warning", column=name, value_set=list(spec.vocabulary))
+            ex.append(gxe.ExpectColumnValuesToNotBeNull(column=name, severity="warning"))
+        ex.append(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=list(spec.vocabulary), severity="warning"))
     return {
         "name": f"fedcrm-{contract.use_case}",
-        "expectations": ex,
+        "expectations": [e.configuration.to_json_dict() for e in ex],
         "meta": {"contract_sha256": contract_fingerprint(contract), "generated_by": "fedcrm expectations generate"},
         "notes": "Generated from the data contract. Add expectations freely; regenerate when the contract changes.",
     }

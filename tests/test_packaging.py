@@ -32,7 +32,7 @@ def test_the_wheel_ships_the_bundled_contracts_suites_and_data(wheel: Path):
         assert f"fedcrm/bundled/contracts/{use_case}.yaml" in names
         assert f"fedcrm/bundled/expectations/{use_case}.json" in names
     assert {"fedcrm/bundled/data/bank_marketing.csv.gz", "fedcrm/bundled/data/telco_customer_churn.csv.gz",
-            "fedcrm/bundled/data/ATTRIBUTION.md"} <= names
+            "fedcrm/bundled/data/ATTRIBUTION.md", "fedcrm/templates/compliance.html.j2"} <= names
     assert not any(n.startswith(("tests/", "benchmarks/", "docs/")) for n in names)
 
 

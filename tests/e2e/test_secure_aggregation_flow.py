@@ -17,6 +17,7 @@ from fedcrm.roster import Roster
 from flows.aggregation import federated_sum, set_up_aggregation
 from tasks import regional
 from tasks.guard import in_region
+from tasks.session import RegionSession
 
 pytestmark = pytest.mark.e2e
 BOUNDS = np.full(4, 10.0)
@@ -44,7 +45,7 @@ def contribute(region, config, job_id, round_number, request, crash_before=(), l
     def run():
         if region in crash_before:
             raise FedcrmError(f"{region} crashed before masking")
-        contributor, save = regional._contributor(config, store, job_id, region, attempt=1)
+        contributor, save = RegionSession(config, region, job_id, attempt=1, store=store).contributor()
         masked = contributor.contribute(request, round_number, VALUES[region], BOUNDS)
         save()
         if region in lose_key_after:  # it then cannot answer the unmask request

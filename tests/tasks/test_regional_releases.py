@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from pydantic import TypeAdapter
 
+from fedcrm.catalog import FINGERPRINT_KEY
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
 from fedcrm.privacy.release import released_count
@@ -55,7 +56,7 @@ def test_the_fingerprint_is_keyed_by_a_secret_that_stays_in_the_region(prepared,
     assert summary.fingerprint != unkeyed_sha256(raw)  # a guessed data set no longer confirms itself
 
     store = regional.region_store(config, "eu")
-    key = store.read_json(regional.FINGERPRINT_KEY)["key"]
+    key = store.read_json(FINGERPRINT_KEY)["key"]
     wire = json.dumps(TypeAdapter(regional.PreparedSummary).dump_python(summary, mode="json"))
     assert key not in wire
 

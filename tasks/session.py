@@ -1,0 +1,256 @@
+"""One region's side of one job: every regional step as a method over the region's own store.
+
+A `RegionSession` is what runs inside a region: it opens the region's store once, names every key
+through the catalog (`fedcrm/catalog.py`), charges every DP spend through `RegionBudget` (job
+ledger first, then lifetime ledger) and returns only what may leave the region. The Prefect tasks of
+`tasks/regional.py` are each a few lines around one of its methods (with `in_region`, so that no
+failure detail leaves the region).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter
+
+from connectors.base import RegionStore
+from connectors.keys import check_registered, load_identity, read_keyring
+from connectors.sources import open_source
+from connectors.stores import open_store
+from fedcrm import drift, regional
+from fedcrm.aggregation import Contributor, PlainContributor, pack_update, update_bounds
+from fedcrm.catalog import FINGERPRINT_KEY, RegionCatalog
+from fedcrm.channel import session_id
+from fedcrm.config import FedcrmConfig
+from fedcrm.errors import DriftError, PrivacyError, SecureAggregationError
+from fedcrm.evaluation import RegionMetrics
+from fedcrm.features import FeaturePipeline
+from fedcrm.messages import Payload
+from fedcrm.model import head_size, with_head
+from fedcrm.privacy.accountant import compose_epsilon
+from fedcrm.privacy.release import released_count
+from fedcrm.secagg import MaskingContributor, SecAggClient
+from fedcrm.strategies import clip_update
+from fedcrm.validation import ValidationReport
+from tasks.budget import RegionBudget, RegionPlan
+
+
+@dataclass(frozen=True)
+class PreparedSummary:
+    """What a region reveals about its preparation: released counts only (None below
+    privacy.min_k, else rounded down to a multiple of it); the exact ones stay in its store."""
+
+    report: ValidationReport
+    n_train: int | None
+    n_holdout: int | None
+    fingerprint: str
+    """HMAC-SHA256 of the records under the region's own secret key (see ``RegionSession.fingerprint_key``)."""
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """What a region sends for a federated sum: its masked vector (secure aggregation) or, to a
+    trusted plain aggregator, the vector itself."""
+
+    contribution: Payload
+    epsilon_spent: float | None = None
+    """Cumulative ε of this region in this job after the step (None when not private)."""
+
+
+@dataclass(frozen=True)
+class LocalOnlyResult:
+    metrics: RegionMetrics
+    epsilon_spent: float | None
+    epsilon_job_total: float | None
+
+
+def region_store(config: FedcrmConfig, region: str) -> RegionStore:
+    return open_store(config.region_store_location(region))
+
+
+class RegionSession:
+    """One job (one attempt) in one region."""
+
+    def __init__(self, config: FedcrmConfig, region: str, job_id: str, attempt: int = 1,
+                 store: RegionStore | None = None):
+        self.config, self.region, self.job_id, self.attempt = config, region, job_id, attempt
+        self.store = store if store is not None else region_store(config, region)
+        self.keys = RegionCatalog(config.use_case).job(job_id)
+        self.budget = RegionBudget(config, self.store, job_id, region)
+
+    # --- the steps ---------------------------------------------------------------------------
+
+    def prepare(self, suite: dict, keep: bool) -> PreparedSummary:
+        """Read, parse, validate (GX), quarantine and split the region's records (see the task's docstring)."""
+        config, store, keys = self.config, self.store, self.keys
+        if keep and store.exists(keys.prepared) and store.exists(keys.train):
+            return TypeAdapter(PreparedSummary).validate_python(store.read_json(keys.prepared))
+        contract = config.load_contract()
+        source = open_source(config.region_source(self.region), separator=contract.source.separator,
+                             encoding=contract.source.encoding)
+        raw = source.read_records()
+        prepared = regional.prepare_region(raw, contract, config, region=self.region, suite=suite,
+                                           source=source.description)
+        if keep and prepared.quarantined is not None and len(prepared.quarantined):
+            store.write_frame(keys.quarantine, prepared.quarantined)
+        if keep and prepared.usable:
+            store.write_frame(keys.train, prepared.train)
+            store.write_frame(keys.holdout, prepared.holdout)
+        n_train = 0 if prepared.train is None else len(prepared.train)
+        n_holdout = 0 if prepared.holdout is None else len(prepared.holdout)
+        store.write_json(keys.validation_report, {"report": prepared.report.model_dump(mode="json"),
+                                                  "n_train": n_train, "n_holdout": n_holdout})
+        k = config.privacy.min_k
+        summary = PreparedSummary(report=prepared.report.released(k), n_train=released_count(n_train, k),
+                                  n_holdout=released_count(n_holdout, k),
+                                  fingerprint=regional.fingerprint(raw, self.fingerprint_key()))
+        if keep and prepared.usable:
+            store.write_json(keys.prepared, TypeAdapter(PreparedSummary).dump_python(summary, mode="json"))
+        return summary
+
+    def plan_privacy(self) -> RegionPlan:
+        return self.budget.plan()
+
+    def secure_aggregation(self, request: bytes) -> bytes:
+        contributor, save = self.contributor()
+        reply = contributor.respond(request)
+        save()
+        return reply
+
+    def feature_statistics(self, round_number: int, request: bytes | None) -> Contribution:
+        config = self.config
+        contract, train = config.load_contract(), self.store.read_frame(self.keys.train)
+        self.within_weight_bound(regional.public_row_count(len(train), config))
+        sigma = regional.statistics_noise_multiplier(config)
+        if sigma is not None:  # charged before the release is computed
+            self.budget.charge_statistics(sigma)
+        statistics = regional.feature_statistics(train, contract, min_k=config.privacy.min_k, noise_multiplier=sigma,
+                                                 noise=regional.noise_source(config, config.training.seed))
+        return Contribution(self._contribute(request, round_number, statistics,
+                                             regional.statistics_codec_bounds(config, contract)))
+
+    def train_round(self, pipeline: FeaturePipeline, global_vector: np.ndarray, round_number: int, prox_mu: float,
+                    request: bytes | None) -> Contribution:
+        """One round of local training, charged before it runs; the clipped update is packed as
+        [n·Δθ, n·loss, n] with n the released row count (never the exact one) and contributed."""
+        config, store, keys = self.config, self.store, self.keys
+        plan, epsilon = self.budget.charge_round(round_number) or (None, None)
+        train = store.read_frame(keys.train)
+        if not store.exists(keys.drift_snapshot):  # once per job: what later drift checks compare with
+            snapshot = drift.histogram(pipeline, train, z_edges=config.drift.z_edges)
+            store.write_json(keys.drift_snapshot, snapshot.model_dump(mode="json"))
+        update = regional.local_round(train, pipeline, global_vector, config,
+                                      seed=config.training.seed * 100_003 + round_number, plan=plan, prox_mu=prox_mu)
+        vector = clip_update(global_vector, update.vector, config.strategy.max_update_norm)
+        if config.training.local_head:  # the region keeps its own output layer (a DP output, kept local)
+            size = head_size(pipeline.n_features, config.training.hidden_sizes)
+            store.write_json(keys.local_head, vector[-size:].tolist())
+        if plan is not None and update.steps > plan.steps_per_round:
+            raise PrivacyError(f"local training took {update.steps} DP-SGD steps, more than the "
+                               f"{plan.steps_per_round} charged for the round", hint="report this as a bug")
+        weight = regional.public_row_count(update.n_examples, config)  # the released count, like the plan's q
+        self.within_weight_bound(weight)
+        packed = pack_update(vector - global_vector, weight, update.mean_loss)
+        bounds = update_bounds(global_vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm)
+        return Contribution(self._contribute(request, round_number, packed, bounds), epsilon_spent=epsilon)
+
+    def evaluate(self, pipeline: FeaturePipeline, global_vector: np.ndarray,
+                 hidden_sizes: list[int] | None) -> RegionMetrics:
+        """Score a global model on the holdout: this job's (with the region's own head if personalised),
+        or another version's, e.g. the champion's, with its own ``hidden_sizes``."""
+        config, vector, spec = self.config, global_vector, self.config
+        if hidden_sizes is not None:  # another model version: its own architecture, never this job's head
+            spec = config.model_copy(update={"training": config.training.model_copy(update={"hidden_sizes": hidden_sizes})})
+        elif config.training.local_head and self.store.exists(self.keys.local_head):
+            vector = with_head(global_vector, np.asarray(self.store.read_json(self.keys.local_head)))
+        return regional.local_evaluation(self.store.read_frame(self.keys.holdout), pipeline, vector, spec)
+
+    def local_only_baseline(self, pipeline: FeaturePipeline, initial_vector: np.ndarray) -> LocalOnlyResult:
+        """The same model trained on this region alone under the same ε, charged once per job."""
+        config, store, keys = self.config, self.store, self.keys
+        if store.exists(keys.local_only_result):  # a resumed job: trained and charged once, reported again
+            return TypeAdapter(LocalOnlyResult).validate_python(store.read_json(keys.local_only_result))
+        train = store.read_frame(keys.train)
+        charged = self.budget.charge_local_only(len(train))
+        update = regional.local_round(train, pipeline, initial_vector, regional.baseline_spec(config),
+                                      seed=config.training.seed * 7919 + 1, plan=charged.plan if charged else None)
+        metrics = regional.local_evaluation(store.read_frame(keys.holdout), pipeline, update.vector, config)
+        result = LocalOnlyResult(metrics=metrics, epsilon_spent=None, epsilon_job_total=None)
+        if charged is not None:
+            plan = charged.plan
+            total = compose_epsilon([*charged.federated.events, *charged.ledger.events], plan.delta, plan.accountant)
+            result = LocalOnlyResult(metrics=metrics, epsilon_spent=charged.ledger.epsilon_spent(), epsilon_job_total=total)
+        store.write_json(keys.local_only_result, TypeAdapter(LocalOnlyResult).dump_python(result, mode="json"))
+        return result
+
+    def release(self) -> dict[str, Any] | None:
+        self.store.remove(self.keys.workspace)
+        return self.budget.close()
+
+    def record_model_version(self, model_version: str) -> None:
+        self.budget.record_model(model_version)
+
+    def drift_check(self, pipeline: FeaturePipeline, baseline_job: str) -> drift.DriftReport:
+        """PSI per feature of the current records against training job ``baseline_job``'s snapshot."""
+        config = self.config
+        if not baseline_job.replace("-", "").replace("_", "").isalnum():
+            raise DriftError(f"{baseline_job!r} is not a job id", hint="the model version's job_id tag names its training job")
+        snapshot_key = RegionCatalog(config.use_case).job(baseline_job).drift_snapshot
+        if not self.store.exists(snapshot_key):
+            raise DriftError(f"no training snapshot of job {baseline_job} in this region (it did not train that job, "
+                             "or trained it before drift snapshots existed)",
+                             hint="drift is measured against the champion's own training data: retrain, then check again")
+        baseline = drift.FeatureHistograms.model_validate(self.store.read_json(snapshot_key))
+        contract = config.load_contract()
+        source = open_source(config.region_source(self.region), separator=contract.source.separator,
+                             encoding=contract.source.encoding)
+        records = drift.current_records(source.read_records(), contract, source=source.description)
+        current = drift.histogram(pipeline, records, z_edges=baseline.z_edges)  # the snapshot's own cut points
+        return drift.drift_report(baseline, current, threshold=config.drift.psi_threshold,
+                                  min_k=config.privacy.min_k, smoothing=config.drift.smoothing)
+
+    # --- what the steps share ----------------------------------------------------------------
+
+    def fingerprint_key(self) -> bytes:
+        """The region's fingerprint secret, created (under the store's lock) on first use and kept, so
+        the same records give the same fingerprint in every job (resume compares them)."""
+        with self.store.locked(FINGERPRINT_KEY):
+            if self.store.exists(FINGERPRINT_KEY):
+                return bytes.fromhex(self.store.read_json(FINGERPRINT_KEY)["key"])
+            key = secrets.token_bytes(regional.FINGERPRINT_KEY_BYTES)
+            self.store.write_json(FINGERPRINT_KEY, {"key": key.hex(), "purpose": "HMAC key of data_fingerprint; never sent"})
+            return key
+
+    def contributor(self) -> tuple[Contributor, Callable[[], None]]:
+        """This region's side of the federated sum, and how to persist it between steps (fresh keys
+        for each attempt of the job)."""
+        config, store = self.config, self.store
+        if not config.secure_aggregation.enabled:
+            return PlainContributor(), lambda: None
+        identity = load_identity(store, self.region)
+        keyring = read_keyring(config.keyring_path)
+        check_registered(keyring, identity)
+        key = self.keys.secure_aggregation(self.attempt)
+        client = (
+            SecAggClient.from_state(store.read_json(key), identity, keyring)
+            if store.exists(key)
+            else SecAggClient(identity, keyring, session_id(self.job_id, self.attempt), config.secure_aggregation.graph_params())
+        )
+        return MaskingContributor(client), lambda: store.write_json(key, client.to_state())
+
+    def within_weight_bound(self, n: int) -> None:
+        if n > self.config.secure_aggregation.max_weight:
+            raise SecureAggregationError(
+                f"{n} training rows exceed secure_aggregation.max_weight ({self.config.secure_aggregation.max_weight:g})",
+                hint="raise secure_aggregation.max_weight (a public bound every region agrees on)",
+            )
+
+    def _contribute(self, request: bytes | None, round_number: int, values: np.ndarray, bounds: Any) -> Payload:
+        contributor, save = self.contributor()
+        contribution = contributor.contribute(request, round_number, values, bounds)
+        save()
+        return contribution
