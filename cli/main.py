@@ -41,6 +41,7 @@ from fedcrm.errors import FedcrmError
 
 if TYPE_CHECKING:
     from fedcrm.config import FedcrmConfig
+    from fedcrm.summary import GateOutcome, TrackingOutcome
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Federated lead scoring and churn across CRM regions.")
 data_app = typer.Typer(no_args_is_help=True, help="Regional data stores (embedded stand-ins for regional CRMs).")
@@ -409,7 +410,7 @@ def track(
 ) -> None:
     """Register a finished job's saved model in MLflow (e.g. after the tracking server was down)."""
     from connectors.tracking import MlflowTracker
-    from fedcrm.summary import JobSummary
+    from fedcrm.summary import JobSummary, TrackingOutcome
 
     cfg = parse_config(config, use_case, None, state_dir, overrides)
     folder = cfg.state_dir / "coordinator" / "jobs" / job_id
@@ -419,7 +420,7 @@ def track(
     result = MlflowTracker(cfg.tracking_uri, artifact_root=cfg.state_dir / "mlartifacts").log_job(
         folder, experiment=cfg.experiment_name, model_name=cfg.model_name
     )
-    summary.tracking = {"status": "registered", **result.model_dump()}
+    summary.tracking = TrackingOutcome(status="registered", **result.model_dump())
     (folder / "summary.json").write_text(json.dumps(summary.model_dump(mode="json"), indent=2), encoding="utf-8")
     _print_tracking(job_id, summary.tracking)
 
@@ -609,6 +610,8 @@ def _fmt(value: float | None) -> str:
 
 
 def _print_summary(summary: Any) -> None:
+    from fedcrm.summary import CentralReference, SkippedBaseline
+
     table = Table(title=f"fedcrm {summary.use_case} · job {summary.job_id} · {summary.status}")
     columns = ("region", "status", "train", "holdout", "quar.", "AUC", "local-only", "central*", "PR-AUC", "Brier", "ECE", "ε spent")
     for column in columns:
@@ -630,19 +633,19 @@ def _print_summary(summary: Any) -> None:
                       _fmt(m and m.pr_auc), _fmt(m and m.brier), _fmt(m and m.ece), eps)
     g = summary.metrics
     if g is not None:
-        local = summary.baselines.get("local_only") or {}
-        central = summary.baselines.get("central_reference") or {}
-        table.add_row("[bold]global[/]", "", "", str(g.n), "", _fmt(g.auc), _fmt(local.get("auc")), _fmt(central.get("auc")),
+        local, central = summary.baselines.local_only, summary.baselines.central_reference
+        table.add_row("[bold]global[/]", "", "", str(g.n), "", _fmt(g.auc), _fmt(getattr(local, "auc", None)),
+                      _fmt(getattr(central, "auc", None)),
                       _fmt(g.pr_auc), _fmt(g.brier), _fmt(g.ece), "")
         notes.append(f"global = example-weighted over regional holdouts; largest regional AUC gap {g.auc_gap:.4f}")
     console.print(table)
     for note in notes:
         console.print(f"  • {note}", highlight=False)
-    central = summary.baselines.get("central_reference") or {}
-    if "label" in central:
-        console.print(f"  * {central['label']}", highlight=False)
-    elif "skipped" in central:
-        console.print(f"  * central reference skipped: {central['skipped']}", highlight=False)
+    central = summary.baselines.central_reference
+    if isinstance(central, CentralReference):
+        console.print(f"  * {central.label}", highlight=False)
+    elif isinstance(central, SkippedBaseline):
+        console.print(f"  * central reference skipped: {central.skipped}", highlight=False)
     totals = {r: e.epsilon_job_total for r, e in summary.regions.items() if e.epsilon_job_total is not None}
     if totals:
         console.print("  • ε spent by this job in total (federated, local-only baseline and feature statistics, composed): "
@@ -658,30 +661,26 @@ def _print_summary(summary: Any) -> None:
     _print_gates(summary.gates)
 
 
-def _print_gates(gates: dict[str, Any]) -> None:
-    status = gates.get("status")
-    if status == "passed":
-        where = " → alias [bold]challenger[/], awaiting approval" if gates.get("challenger") else ""
-        console.print(f"Gates: [green]passed[/] ({len(gates['rules'])} rules){where}", highlight=False)
-    elif status == "failed":
-        from fedcrm.gates import GateRule
-
+def _print_gates(gates: GateOutcome) -> None:
+    if gates.status == "passed":
+        where = " → alias [bold]challenger[/], awaiting approval" if gates.challenger else ""
+        console.print(f"Gates: [green]passed[/] ({len(gates.rules)} rules){where}", highlight=False)
+    elif gates.status == "failed":
         console.print("Gates: [red]failed[/]: this version goes no further", highlight=False)
-        for rule in gates["rules"]:
-            if not rule["passed"]:
-                console.print(f"  ✗ {GateRule.model_validate(rule).line()}", highlight=False)
+        for rule in gates.rules:
+            if not rule.passed:
+                console.print(f"  ✗ {rule.line()}", highlight=False)
 
 
-def _print_tracking(job_id: str, tracking: dict[str, Any]) -> None:
-    status = tracking.get("status")
-    if status == "registered":
+def _print_tracking(job_id: str, tracking: TrackingOutcome) -> None:
+    if tracking.registered:
         console.print(
-            f"MLflow: registered [bold]{tracking['model_name']}[/] version [bold]{tracking['model_version']}[/] "
-            f"(run {tracking['run_id']}). Open the UI: [bold]{tracking['ui_command']}[/]",
+            f"MLflow: registered [bold]{tracking.model_name}[/] version [bold]{tracking.model_version}[/] "
+            f"(run {tracking.run_id}). Open the UI: [bold]{tracking.ui_command}[/]",
             highlight=False,
         )
-    elif status == "failed":
-        errors.print(f"[yellow]MLflow registration failed; the model is saved.[/] {tracking['error']}", highlight=False)
+    elif tracking.status == "failed":
+        errors.print(f"[yellow]MLflow registration failed; the model is saved.[/] {tracking.error}", highlight=False)
         errors.print(f"[yellow]→ retry with: fedcrm track {job_id}[/]", highlight=False)
 
 

@@ -99,7 +99,7 @@ def _rebuild(cfg: FedcrmConfig, registry, version: str, tags: dict[str, str]):
     from connectors.exchange import open_exchange
     from fedcrm.compliance import ComplianceError, build_report, tally_egress
     from fedcrm.errors import FedcrmError
-    from fedcrm.summary import JobSummary
+    from fedcrm.summary import GateOutcome, GateReport, JobSummary
 
     stored = registry.read_run_text(version, "summary.json")
     if stored is None:
@@ -109,7 +109,7 @@ def _rebuild(cfg: FedcrmConfig, registry, version: str, tags: dict[str, str]):
     gates = registry.read_run_text(version, "gates.json")
     if gates is not None:
         found = json.loads(gates)
-        summary.gates = {"status": "passed" if found.get("passed") else "failed", **found}
+        summary.gates = GateOutcome.of(GateReport.model_validate(found))
     try:
         egress = tally_egress(open_exchange(cfg, summary.job_id).mailbox_messages(list(summary.regions))) or None
     except FedcrmError:

@@ -204,9 +204,9 @@ class MlflowTracker:
                 if entry.epsilon_job_total is not None:
                     baseline_metrics[f"epsilon_job_total.{region}"] = entry.epsilon_job_total
             for name in ("local_only", "central_reference"):
-                found = summary.baselines.get(name) or {}
-                if "auc" in found:
-                    baseline_metrics[f"baseline.{name}.auc"] = found["auc"]
+                found = getattr(summary.baselines, name)
+                if getattr(found, "auc", None) is not None:
+                    baseline_metrics[f"baseline.{name}.auc"] = found.auc
             if baseline_metrics:
                 mlflow.log_metrics(baseline_metrics)
             import matplotlib.pyplot as plt

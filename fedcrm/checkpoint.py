@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -19,7 +18,7 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
 from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Vector
-from fedcrm.summary import RegionSummary, RoundSummary
+from fedcrm.summary import RegionSummary, ResumeRecord, RoundSummary
 
 RESUME_SENSITIVE = ("use_case", "federation", "training", "strategy", "privacy", "features", "holdout", "baselines",
                     "secure_aggregation")
@@ -50,7 +49,7 @@ class JobCheckpoint(BaseModel):
     initial_vector: Vector
     strategy_state: dict[str, Vector] = Field(default_factory=dict)
     warned_small_aggregate: bool = False
-    resumes: list[dict[str, Any]] = Field(default_factory=list)
+    resumes: list[ResumeRecord] = Field(default_factory=list)
 
     def check_resumable(self, config: FedcrmConfig) -> None:
         if self.config_fingerprint != resume_fingerprint(config):

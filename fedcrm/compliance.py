@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.gates import GateRule
 from fedcrm.secagg.envelope import Envelope
-from fedcrm.summary import JobSummary
+from fedcrm.summary import GateOutcome, JobSummary
 
 REPORT_SCHEMA_VERSION = 1
 JSON_NAME, HTML_NAME = "compliance.json", "compliance.html"
@@ -261,19 +261,9 @@ def _quality(summary: JobSummary) -> tuple[list[RegionQuality], list[MetricSprea
     return rows, spread
 
 
-def _gates(gates: Mapping[str, Any]) -> GateSection:
-    status = str(gates.get("status") or "not evaluated")
-    rules = [GateRule.model_validate(r) for r in gates.get("rules") or []]
-    verdict = ""
-    if rules:
-        failed = [r for r in rules if not r.passed]
-        verdict = (f"all {len(rules)} gate rules passed" if not failed
-                   else "failed: " + "; ".join(r.line() for r in failed))
-    elif status == "disabled":
-        verdict = "gates.enabled is false: this version was never gated"
-    champion = gates.get("champion_version")
-    return GateSection(status=status, verdict=verdict, champion_version=None if champion is None else str(champion),
-                       rules=rules)
+def _gates(gates: GateOutcome) -> GateSection:
+    return GateSection(status=gates.status, verdict=gates.verdict(), champion_version=gates.champion_version,
+                       rules=list(gates.rules))
 
 
 def now() -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from fedcrm.errors import FedcrmError
 from fedcrm.privacy.release import describe_count, released_count
@@ -23,6 +23,8 @@ METRICS = ("auc", "pr_auc", "log_loss", "brier", "ece")
 
 
 class RegionMetrics(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     n: int
     """Holdout rows, rounded down to a multiple of privacy.min_k (a released count)."""
     positives: int
@@ -35,6 +37,8 @@ class RegionMetrics(BaseModel):
 
 
 class GlobalMetrics(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     n: int
     auc: float
     pr_auc: float

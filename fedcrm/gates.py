@@ -8,32 +8,16 @@ numbers from different data.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
 from fedcrm.config import FedcrmConfig, GateSpec
-from fedcrm.summary import JobSummary
+from fedcrm.summary import GateReport, GateRule, JobSummary
+
+__all__ = ["ChampionMeasure", "GateReport", "GateRule", "evaluate_gates"]
 
 EPSILON_SLACK = 1e-6
 FLOAT_TOLERANCE = 1e-12
 """Two AUCs of the same holdout are fractions of the same pairs: equal ones may differ in the last bit."""
-
-
-class GateRule(BaseModel):
-    rule: str
-    scope: str = Field(description="'global' or a region.")
-    value: float | None
-    threshold: float | None
-    comparison: Literal[">=", "<="]
-    passed: bool
-    detail: str = ""
-
-    def line(self) -> str:
-        shown = "n/a" if self.value is None else f"{self.value:.4f}"
-        limit = "n/a" if self.threshold is None else f"{self.threshold:.4f}"
-        return (f"{'PASS' if self.passed else 'FAIL'} {self.rule} [{self.scope}]: {shown} {self.comparison} {limit}"
-                + (f" ({self.detail})" if self.detail else ""))
 
 
 class ChampionMeasure(BaseModel):
@@ -43,22 +27,6 @@ class ChampionMeasure(BaseModel):
     global_auc: float | None = None
     region_auc: dict[str, float] = Field(default_factory=dict)
     unavailable: dict[str, str] = Field(default_factory=dict, description="Region → why the champion could not be scored.")
-
-
-class GateReport(BaseModel):
-    model_version: str | None = None
-    champion_version: str | None = None
-    passed: bool
-    rules: list[GateRule]
-
-    @property
-    def failed(self) -> list[GateRule]:
-        return [r for r in self.rules if not r.passed]
-
-    def verdict(self) -> str:
-        if self.passed:
-            return f"all {len(self.rules)} gate rules passed"
-        return "failed: " + "; ".join(r.line() for r in self.failed)
 
 
 def _at_least(rule: str, scope: str, value: float | None, threshold: float, detail: str = "") -> GateRule:
@@ -96,7 +64,7 @@ def evaluate_gates(summary: JobSummary, policy: GateSpec, config: FedcrmConfig,
     rules.extend(_privacy_rules(summary, config, included))
     if champion is not None:
         rules.extend(_champion_rules(summary, policy, champion, region_auc, included))
-    return GateReport(model_version=str(summary.tracking.get("model_version") or "") or None,
+    return GateReport(model_version=summary.tracking.model_version or None,
                       champion_version=champion.version if champion else None,
                       passed=all(r.passed for r in rules), rules=rules)
 

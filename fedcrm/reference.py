@@ -1,8 +1,8 @@
 """Reference pages generated from the code, so that they cannot drift from it.
 
 ``configuration_reference`` walks ``FedcrmConfig``'s pydantic schema (types, defaults, field
-descriptions and section docstrings); the CLI page comes from typer (``cli/reference.py``).
-``make docs`` writes both into ``docs/reference/``; ``tests/test_reference_pages.py`` fails when a
+descriptions and section docstrings), ``summary_reference`` the ``JobSummary`` model; the CLI page
+comes from typer (``cli/reference.py``). ``make docs`` writes them into ``docs/reference/``; ``tests/test_reference_pages.py`` fails when a
 checked-in page differs from what the code generates.
 """
 
@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from fedcrm.config import PROJECT_ROOT, FedcrmConfig, RegionSpec
+from fedcrm.summary import SUMMARY_SCHEMA_VERSION, JobSummary
 
 
 GENERATED_NOTE = "<!-- Generated from the code by `make docs`; do not edit by hand (a test compares it). -->"
@@ -140,9 +141,47 @@ def configuration_reference() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation refers to: itself, or inside a list, map, union or Annotated."""
+    if get_origin(annotation) is not None:
+        return [m for a in get_args(annotation) for m in _models_in(a)]
+    return [annotation] if isinstance(annotation, type) and issubclass(annotation, BaseModel) else []
+
+
+def summary_reference() -> str:
+    """Every field of the job summary (``fedcrm run --json-summary PATH``), model by model."""
+    lines = [
+        "# Job summary reference",
+        "",
+        GENERATED_NOTE,
+        "",
+        f"What `fedcrm run --json-summary PATH` writes (schema version {SUMMARY_SCHEMA_VERSION}), the coordinator keeps",
+        "as `summary.json` beside each job's model, and MLflow keeps in the version's run. It holds only what may",
+        "leave a region (docs/privacy.md): released counts, aggregate metrics, the privacy plans and ε.",
+        "",
+    ]
+    queue: list[type[BaseModel]] = [JobSummary]
+    seen: set[type[BaseModel]] = set()
+    while queue:
+        model = queue.pop(0)
+        if model in seen:
+            continue
+        seen.add(model)
+        lines += [f"## `{model.__name__}`", ""]
+        if model.__doc__ and model.__doc__ is not BaseModel.__doc__:
+            lines += [_cell(model.__doc__), ""]
+        lines += ["| field | type | what it holds |", "|---|---|---|"]
+        for name, field in model.model_fields.items():
+            lines.append(f"| `{name}` | {_type_name(field.annotation)} | {_cell(field.description or '')} |")
+            queue += _models_in(field.annotation)
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def write_reference_pages(folder: Path) -> list[Path]:
     """Write the generated pages under ``folder``; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "configuration.md"
-    path.write_text(configuration_reference(), encoding="utf-8")
-    return [path]
+    pages = {"configuration.md": configuration_reference(), "summary.md": summary_reference()}
+    for name, text in pages.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return [folder / name for name in pages]

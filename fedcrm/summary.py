@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics
 from fedcrm.privacy.plan import PrivacyPlan
@@ -46,18 +46,126 @@ class PrivacyNote(BaseModel):
         return self.differential_privacy and not self.epsilon_warning
 
 
+class GateRule(BaseModel):
+    rule: str
+    scope: str = Field(description="'global' or a region.")
+    value: float | None
+    threshold: float | None
+    comparison: Literal[">=", "<="]
+    passed: bool
+    detail: str = ""
+
+    def line(self) -> str:
+        shown = "n/a" if self.value is None else f"{self.value:.4f}"
+        limit = "n/a" if self.threshold is None else f"{self.threshold:.4f}"
+        return (f"{'PASS' if self.passed else 'FAIL'} {self.rule} [{self.scope}]: {shown} {self.comparison} {limit}"
+                + (f" ({self.detail})" if self.detail else ""))
+
+
+class GateReport(BaseModel):
+    model_version: str | None = None
+    champion_version: str | None = None
+    passed: bool
+    rules: list[GateRule]
+
+    @property
+    def failed(self) -> list[GateRule]:
+        return [r for r in self.rules if not r.passed]
+
+    def verdict(self) -> str:
+        if self.passed:
+            return f"all {len(self.rules)} gate rules passed"
+        return "failed: " + "; ".join(r.line() for r in self.failed)
+
+
+class GateOutcome(BaseModel):
+    """The job's gate result as its summary keeps it: the report, or why there is none."""
+
+    status: Literal["not evaluated", "disabled", "passed", "failed"] = "not evaluated"
+    model_version: str | None = None
+    champion_version: str | None = None
+    passed: bool | None = None
+    rules: list[GateRule] = Field(default_factory=list)
+    challenger: bool | None = Field(None, description="Whether the version got the 'challenger' alias.")
+    recorded: str | None = Field(None, description="Why the report could not be recorded in MLflow, when it could not.")
+
+    @classmethod
+    def of(cls, report: GateReport) -> GateOutcome:
+        return cls(status="passed" if report.passed else "failed", **report.model_dump())
+
+    def verdict(self) -> str:
+        if self.rules:
+            failed = [r for r in self.rules if not r.passed]
+            return f"all {len(self.rules)} gate rules passed" if not failed else "failed: " + "; ".join(r.line() for r in failed)
+        return "gates.enabled is false: this version was never gated" if self.status == "disabled" else ""
+
+
+class TrackingOutcome(BaseModel):
+    """Where MLflow registered the job's model, or why it did not."""
+
+    status: Literal["not tracked", "disabled", "registered", "failed"] = "not tracked"
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    run_id: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    ui_command: str | None = None
+    error: str | None = None
+    retry: str | None = Field(None, description="The command that registers the saved model later.")
+    compliance_report: str | None = Field(None, description="The version's compliance report artifacts, or why not.")
+
+    @property
+    def registered(self) -> bool:
+        return self.status == "registered"
+
+
+class ModelShape(BaseModel):
+    n_features: int
+    n_parameters: int
+    hidden_sizes: list[int]
+
+
+class CentralReference(GlobalMetrics):
+    """Demo only: a pooled, non-private model on the same rows, and the label that says so."""
+
+    label: str
+
+
+class SkippedBaseline(BaseModel):
+    skipped: str
+
+
+class Baselines(BaseModel):
+    """What federation buys: each region alone under the same ε, and (demo only) a pooled ceiling."""
+
+    local_only: GlobalMetrics | None = None
+    local_only_failed: dict[str, str] = Field(default_factory=dict)
+    central_reference: CentralReference | SkippedBaseline | None = None
+
+
+class ResumeRecord(BaseModel):
+    """One restart of the job's coordinator."""
+
+    attempt: int
+    started_at: str
+    after_round: int
+    lost_rounds: list[int] = Field(default_factory=list)
+
+
 class RegionSummary(BaseModel):
+    """One region's part in the job: only released counts, aggregates and its privacy plan and spend."""
+
     status: Literal["included", "excluded"]
     excluded_at: str | None = Field(None, description="Step at which the region was excluded.")
-    reason: str = ""
+    reason: str = Field("", description="Why the region was excluded, with the fix.")
     n_train: int | None = Field(0, description="Released counts: None below privacy.min_k, else rounded down to a multiple of it.")
-    n_holdout: int | None = 0
-    n_quarantined: int | None = 0
-    validation: ValidationReport | None = None
-    metrics: RegionMetrics | None = None
+    n_holdout: int | None = Field(0, description="Released count, as n_train.")
+    n_quarantined: int | None = Field(0, description="Records set aside by the contract's rules (released count).")
+    validation: ValidationReport | None = Field(None, description="The released validation report (GX checks).")
+    metrics: RegionMetrics | None = Field(None, description="The final global model on this region's holdout.")
     data_fingerprint: str = Field(
         "", description="HMAC-SHA256 of the region's extracted records under a secret kept in the region's store.")
-    privacy_plan: PrivacyPlan | None = None
+    privacy_plan: PrivacyPlan | None = Field(None, description="The DP-SGD plan calibrated in the region for the job.")
     epsilon_spent: float | None = Field(None, description="ε of the federated model's training in this region (composed).")
     epsilon_job_total: float | None = Field(
         None, description="ε of everything this job trained on the region's records (federated + local-only baseline)."
@@ -76,8 +184,8 @@ class RegionSummary(BaseModel):
 
 class RoundSummary(BaseModel):
     round: int
-    participants: list[str]
-    mean_loss: float
+    participants: list[str] = Field(description="Regions whose update was summed this round.")
+    mean_loss: float = Field(description="Training loss, weighted over the participants (a secure-aggregated sum).")
     metrics: GlobalMetrics | None = Field(None, description="None in rounds skipped by training.evaluate_every.")
     region_metrics: dict[str, RegionMetrics] = Field(default_factory=dict)
     epsilon_spent: dict[str, float] = Field(default_factory=dict, description="Cumulative ε per region after this round.")
@@ -96,28 +204,38 @@ class RoundSummary(BaseModel):
 
 
 class JobSummary(BaseModel):
-    schema_version: int = SUMMARY_SCHEMA_VERSION
-    job_id: str
-    use_case: str
+    """One federated training job: who took part, each round, the model's quality, what it spent in ε."""
+
+    schema_version: int = Field(SUMMARY_SCHEMA_VERSION, description="Version of this document's layout.")
+    job_id: str = Field(description="The job's id (`fedcrm run --resume JOB_ID`, `fedcrm track JOB_ID`).")
+    use_case: str = Field(description="The contract's use case.")
     status: Literal["completed", "failed"]
-    error: str = ""
-    contract_sha256: str
-    started_at: str
-    finished_at: str
-    regions: dict[str, RegionSummary]
-    rounds: list[RoundSummary] = Field(default_factory=list)
-    metrics: GlobalMetrics | None = None
-    model: dict[str, object] = Field(default_factory=dict)
-    privacy: PrivacyNote = Field(default_factory=PrivacyNote)
-    config: dict[str, object] = Field(default_factory=dict)
-    tracking: dict[str, object] = Field(default_factory=dict, description="MLflow run and model version, or why it failed.")
-    baselines: dict[str, object] = Field(
-        default_factory=dict, description="Global metrics of the local-only and central reference baselines."
-    )
-    gates: dict[str, object] = Field(
-        default_factory=dict, description="The gate report (every rule: value, threshold, pass/fail) or why there is none.")
-    resumes: list[dict[str, object]] = Field(
+    error: str = Field("", description="Why the job failed, with the fix (empty when it completed).")
+    contract_sha256: str = Field(description="Fingerprint of the data contract the regions validated against.")
+    started_at: str = Field(description="ISO 8601, UTC.")
+    finished_at: str = Field(description="ISO 8601, UTC.")
+    regions: dict[str, RegionSummary] = Field(description="Each configured region: included or excluded (with why).")
+    rounds: list[RoundSummary] = Field(default_factory=list, description="Each aggregated round, in order.")
+    metrics: GlobalMetrics | None = Field(None, description="The final model on the pooled regional holdouts.")
+    model: ModelShape | None = Field(None, description="The global model's shape (None when no model was agreed).")
+    privacy: PrivacyNote = Field(default_factory=PrivacyNote, description="How the records were protected.")
+    config: dict[str, object] = Field(default_factory=dict, description="The job's whole configuration.")
+    tracking: TrackingOutcome = Field(default_factory=TrackingOutcome,
+                                      description="MLflow run and model version, or why it failed.")
+    baselines: Baselines = Field(default_factory=Baselines,
+                                 description="Global metrics of the local-only and central reference baselines.")
+    gates: GateOutcome = Field(default_factory=GateOutcome,
+                               description="The gate report (every rule: value, threshold, pass/fail) or why there is none.")
+    resumes: list[ResumeRecord] = Field(
         default_factory=list,
         description="Each restart of the job's coordinator: its attempt, the round it resumed after, and the rounds "
                     "lost (trained and charged before the restart, never aggregated, not repeated).",
     )
+
+    @field_validator("model", "tracking", "baselines", "gates", mode="before")
+    @classmethod
+    def _empty_dict_is_absent(cls, value: Any, info: Any) -> Any:
+        """Summaries written before these fields were typed used ``{}`` for 'none yet'."""
+        if value == {}:
+            return None if info.field_name == "model" else {}
+        return value

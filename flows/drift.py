@@ -91,7 +91,7 @@ def _retrain(config: FedcrmConfig) -> dict[str, str]:
             if not hasattr(summary, "job_id"):
                 return {"status": "failed", "reason": f"the training flow ended {state.type.value}: {state.message}"}
             return {"status": summary.status, "job_id": summary.job_id,
-                    "model_version": str(summary.tracking.get("model_version", ""))}
+                    "model_version": str(summary.tracking.model_version or "")}
         from prefect.deployments import run_deployment
 
         run = run_deployment(config.drift.training_deployment, timeout=0, as_subflow=True,

@@ -54,7 +54,7 @@ from fedcrm.privacy.randomness import randomness_warning
 from fedcrm.roster import Roster
 from fedcrm.strategies import make_strategy
 from fedcrm.strategies.base import restore_strategy_state, strategy_state
-from fedcrm.summary import JobSummary, RoundSummary
+from fedcrm.summary import Baselines, CentralReference, GateOutcome, JobSummary, RoundSummary, SkippedBaseline
 from fedcrm.validation import contract_fingerprint, load_suite_dict
 from flows.aggregation import federated_sum, set_up_aggregation
 from flows.dispatch import RegionLinks, record_preparation, reserve_all_or_nothing, run_step
@@ -72,9 +72,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _run_baselines(config: FedcrmConfig, job_id: str, links: RegionLinks, roster: Roster, pipeline, initial) -> dict[str, object]:
+def _run_baselines(config: FedcrmConfig, job_id: str, links: RegionLinks, roster: Roster, pipeline, initial) -> Baselines:
     """What federation buys: each region alone (same ε), and a pooled ceiling on public demo data."""
-    out: dict[str, object] = {}
+    out = Baselines()
     if config.baselines.local_only:
         replies = links.ask(regional.local_only_baseline, roster.active, pipeline=pipeline, initial_vector=initial)
         alone, failed = {}, {}
@@ -85,18 +85,16 @@ def _run_baselines(config: FedcrmConfig, job_id: str, links: RegionLinks, roster
                 alone[region] = reply.value.metrics
             else:
                 failed[region] = reply.reason
-        if alone:
-            out["local_only"] = combine_metrics(alone).model_dump()
-        if failed:
-            out["local_only_failed"] = failed
+        out.local_only = combine_metrics(alone) if alone else None
+        out.local_only_failed = failed
     if config.baselines.central_reference:
         reference = coordinator.central_reference(config, job_id, roster.active, pipeline, initial)
         if reference["status"] == "computed":
             for region, m in reference["per_region"].items():
                 roster.regions[region].central_reference = m
-            out["central_reference"] = {"label": reference["label"], **reference["global"].model_dump()}
+            out.central_reference = CentralReference(label=reference["label"], **reference["global"].model_dump())
         else:
-            out["central_reference"] = {"skipped": reference["reason"]}
+            out.central_reference = SkippedBaseline(skipped=reference["reason"])
     return out
 
 
@@ -110,39 +108,39 @@ def _measure_champion(config: FedcrmConfig, links: RegionLinks, roster: Roster) 
     return coordinator.measure_champion(champion.version, replies)
 
 
-def _gate(config: FedcrmConfig, result: JobSummary, champion: ChampionMeasure | str | None, logger) -> dict[str, object]:
+def _gate(config: FedcrmConfig, result: JobSummary, champion: ChampionMeasure | str | None, logger) -> GateOutcome:
     """Evaluate the gates for the registered version and record them on it; a version whose gates
     could not be recorded never becomes a challenger."""
     if not config.gates.enabled:
-        return {"status": "disabled"}
+        return GateOutcome(status="disabled")
     if isinstance(champion, str):  # there is a champion, but it could not be loaded: no comparison is possible
         champion = ChampionMeasure(version="unknown", unavailable={r: champion for r in result.regions})
     report = coordinator.gate_model(config, result, champion)
-    outcome: dict[str, object] = {"status": "passed" if report.passed else "failed", **report.model_dump(mode="json")}
+    outcome = GateOutcome.of(report)
     (logger.info if report.passed else logger.warning)("gates %s", report.verdict())
-    if result.tracking.get("status") == "registered":
+    if result.tracking.registered:
         try:
             coordinator.record_gates(config, report)
-            outcome["challenger"] = report.passed
+            outcome.challenger = report.passed
             audit_event(config, "gate.result", report.model_version,
-                        {"job_id": result.job_id, "status": outcome["status"], "verdict": report.verdict()})
+                        {"job_id": result.job_id, "status": outcome.status, "verdict": report.verdict()})
         except FedcrmError as exc:
             logger.warning("the gate report could not be recorded in MLflow: %s", exc)
-            outcome["recorded"] = f"failed: {exc}"
+            outcome.recorded = f"failed: {exc}"
     return outcome
 
 
 def _record_compliance(config: FedcrmConfig, result: JobSummary, logger) -> None:
     """The registered version's compliance report (compliance.json and .html in its MLflow run); a
     version without one is still registered and gated, so a failure is only a warning."""
-    if result.tracking.get("status") != "registered":
+    if not result.tracking.registered:
         return
     try:
         coordinator.record_compliance(config, result)
-        result.tracking["compliance_report"] = "compliance.html, compliance.json"
+        result.tracking.compliance_report = "compliance.html, compliance.json"
     except Exception as exc:  # noqa: BLE001 - the report is an add-on to a registered version
         logger.warning("the compliance report could not be recorded in MLflow: %s", exc)
-        result.tracking["compliance_report"] = f"failed: {type(exc).__name__}: {exc}"
+        result.tracking.compliance_report = f"failed: {type(exc).__name__}: {exc}"
 
 
 @flow(name="fedcrm-train", persist_result=False, log_prints=False)
@@ -365,13 +363,13 @@ def _publish(job: _Job, champion: ChampionMeasure | str | None):
     result = job.summary("completed")
     coordinator.save_job(config, result, state.pipeline, state.vector)
     result.tracking = coordinator.track_job(config, result)
-    registered = result.tracking.get("status") == "registered"
-    if registered:  # the job's final audit head is tagged on it at the end
-        job.running.anchor_version = str(result.tracking["model_version"])
-    if result.tracking.get("status") == "failed":
-        logger.warning("MLflow registration failed (the model is saved): %s", result.tracking["error"])
-    elif registered and config.privacy.mode == "dp":
-        version = f"{result.tracking['model_name']}/{result.tracking['model_version']}"
+    tracking = result.tracking
+    if tracking.registered:  # the job's final audit head is tagged on it at the end
+        job.running.anchor_version = str(tracking.model_version)
+    if tracking.status == "failed":
+        logger.warning("MLflow registration failed (the model is saved): %s", tracking.error)
+    elif tracking.registered and config.privacy.mode == "dp":
+        version = f"{tracking.model_name}/{tracking.model_version}"
         for region, reply in job.links.ask(regional.record_model_version, job.roster.active,
                                            model_version=version).items():
             if not reply.ok:
@@ -380,7 +378,7 @@ def _publish(job: _Job, champion: ChampionMeasure | str | None):
     _record_compliance(config, result, logger)
     coordinator.save_job(config, result, state.pipeline, state.vector)
     try:  # so that the job is never resumed again; the model is saved either way
-        job.exchange.mark_completed({"finished_at": result.finished_at, "model_version": result.tracking.get("model_version")})
+        job.exchange.mark_completed({"finished_at": result.finished_at, "model_version": result.tracking.model_version})
     except FedcrmError as exc:
         logger.warning("could not mark job %s completed in the exchange: %s", state.job_id, exc)
     return Completed(message=f"global AUC {state.metrics.auc:.4f}", data=result)

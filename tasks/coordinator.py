@@ -48,7 +48,7 @@ from fedcrm.secagg import COORDINATOR, SecAggServer, SecureAggregator
 from fedcrm.secagg.envelope import Envelope, Inbox
 from fedcrm.secagg.identity import Identity, Keyring
 from fedcrm.strategies import ClientUpdate, Strategy
-from fedcrm.summary import JobSummary
+from fedcrm.summary import JobSummary, TrackingOutcome
 
 COORDINATOR_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -171,17 +171,17 @@ def save_job(config: FedcrmConfig, summary: JobSummary, pipeline: FeaturePipelin
 
 
 @task(name="track-job", **COORDINATOR_TASK)
-def track_job(config: FedcrmConfig, summary: JobSummary) -> dict[str, object]:
+def track_job(config: FedcrmConfig, summary: JobSummary) -> TrackingOutcome:
     """Register the saved job in MLflow; a failure is reported, never fatal (the model is saved)."""
     if not config.tracking.enabled:
-        return {"status": "disabled"}
+        return TrackingOutcome(status="disabled")
     tracker = MlflowTracker(config.tracking_uri, artifact_root=config.state_dir / "mlartifacts")
     try:
         result = tracker.log_job(job_dir(config, summary.job_id), experiment=config.experiment_name,
                                  model_name=config.model_name, summary=summary)
     except FedcrmError as exc:
-        return {"status": "failed", "error": str(exc), "retry": f"fedcrm track {summary.job_id}"}
-    return {"status": "registered", **result.model_dump()}
+        return TrackingOutcome(status="failed", error=str(exc), retry=f"fedcrm track {summary.job_id}")
+    return TrackingOutcome(status="registered", **result.model_dump())
 
 
 @task(name="load-champion", **COORDINATOR_TASK)
@@ -241,7 +241,7 @@ def record_compliance(config: FedcrmConfig, summary: JobSummary) -> ComplianceRe
     the sizes and headers of what each region posted to the exchange, and the version's tags; logged as
     compliance.json and compliance.html in its run."""
     registry = ModelRegistry(config.tracking_uri, config.model_name)
-    version = str(summary.tracking["model_version"])
+    version = str(summary.tracking.model_version)
     tags = registry.tags(version)
     try:
         egress = tally_egress(open_exchange(config, summary.job_id).mailbox_messages(list(summary.regions))) or None

@@ -8,12 +8,13 @@ import pytest
 
 from cli.reference import cli_reference
 from fedcrm.config import PROJECT_ROOT, FedcrmConfig
-from fedcrm.reference import configuration_reference
+from fedcrm.reference import configuration_reference, summary_reference
 
 REFERENCE = PROJECT_ROOT / "docs" / "reference"
 
 
-@pytest.mark.parametrize(("page", "generate"), [("configuration.md", configuration_reference), ("cli.md", cli_reference)])
+@pytest.mark.parametrize(("page", "generate"), [("configuration.md", configuration_reference), ("cli.md", cli_reference),
+                                                ("summary.md", summary_reference)])
 def test_checked_in_reference_page_is_what_the_code_generates(page: str, generate) -> None:
     checked_in = (REFERENCE / page).read_text(encoding="utf-8")
     assert checked_in == generate(), f"docs/reference/{page} is out of date: run `make docs` and commit it"

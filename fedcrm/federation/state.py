@@ -18,7 +18,7 @@ from fedcrm.evaluation import GlobalMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.privacy.randomness import randomness_warning
 from fedcrm.roster import Roster
-from fedcrm.summary import JobSummary, PrivacyNote, RoundSummary
+from fedcrm.summary import Baselines, JobSummary, ModelShape, PrivacyNote, ResumeRecord, RoundSummary
 
 SMALL_AGGREGATE = 3
 """Below this many contributors, each contributor can infer the others' (DP-noised) contribution."""
@@ -43,8 +43,8 @@ class JobState:
     """The current global model."""
     initial: np.ndarray | None = None
     """The round-0 model: the local-only baseline and the central reference start from it."""
-    baselines: dict[str, object] = field(default_factory=dict)
-    resumes: list[dict[str, object]] = field(default_factory=list)
+    baselines: Baselines = field(default_factory=Baselines)
+    resumes: list[ResumeRecord] = field(default_factory=list)
     warned_small_aggregate: bool = False
     resumed_round: int | None = None
     """The checkpoint's round when this attempt resumed a job, else None."""
@@ -72,7 +72,7 @@ class JobState:
         assert self.resumed_round is not None, "resume_point is only asked of a resumed job"
         first = max([self.resumed_round, *rounds_charged]) + 1
         lost = list(range(self.resumed_round + 1, first))
-        self.resumes.append({"attempt": attempt, "started_at": now, "after_round": self.resumed_round, "lost_rounds": lost})
+        self.resumes.append(ResumeRecord(attempt=attempt, started_at=now, after_round=self.resumed_round, lost_rounds=lost))
         return ResumePoint(first, lost)
 
     def agree_features(self, pipeline: FeaturePipeline, initial: np.ndarray) -> None:
@@ -107,11 +107,11 @@ class JobState:
             job_id=self.job_id, use_case=config.use_case, status=status, error=error, contract_sha256=contract_sha256,
             started_at=self.started_at, finished_at=finished_at, regions=regions, rounds=self.rounds,
             metrics=self.metrics,
-            model={} if self.pipeline is None else {
-                "n_features": self.pipeline.n_features,
-                "n_parameters": int(self.vector.shape[0]) if self.vector is not None else 0,
-                "hidden_sizes": config.training.hidden_sizes,
-            },
+            model=None if self.pipeline is None else ModelShape(
+                n_features=self.pipeline.n_features,
+                n_parameters=int(self.vector.shape[0]) if self.vector is not None else 0,
+                hidden_sizes=config.training.hidden_sizes,
+            ),
             privacy=privacy, config=config.model_dump(mode="json"), baselines=self.baselines, resumes=self.resumes,
         )
 

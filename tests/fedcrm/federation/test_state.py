@@ -72,7 +72,7 @@ def test_a_resumed_job_never_retrains_a_round_a_region_was_charged_for():
     state.restore(state.to_checkpoint(load_config(), 2, attempt=1, strategy_state={}))
     point = state.resume_point(attempt=2, rounds_charged=[1, 2, 3, 4], now="t")
     assert point.first_round == 5 and point.lost_rounds == [3, 4]
-    assert state.resumes == [{"attempt": 2, "started_at": "t", "after_round": 2, "lost_rounds": [3, 4]}]
+    assert [r.model_dump() for r in state.resumes] == [{"attempt": 2, "started_at": "t", "after_round": 2, "lost_rounds": [3, 4]}]
 
 
 def test_a_small_aggregate_is_noted_once_per_job():
@@ -90,4 +90,4 @@ def test_the_summary_takes_each_region_s_latest_metrics_and_cumulative_epsilon()
                             privacy=privacy_note(config, "fedavg"))
     assert summary.regions["eu"].epsilon_spent == 1.25 and summary.regions["eu"].metrics.auc == pytest.approx(0.72)
     assert summary.regions["us"].epsilon_spent is None
-    assert summary.model["n_features"] == 3 and summary.model["n_parameters"] == 4
+    assert summary.model.n_features == 3 and summary.model.n_parameters == 4
