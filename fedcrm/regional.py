@@ -24,7 +24,6 @@ from fedcrm.aggregation import statistics_bounds
 from fedcrm.features import (
     FeaturePipeline, StatisticsScale, add_gaussian_noise, region_statistics, statistics_sensitivity,
 )
-from fedcrm.model import build_model, predict_proba, set_vector
 from fedcrm.privacy.noise import NoiseSource, SecureGaussian
 from fedcrm.privacy.randomness import Randomness, job_randomness
 from fedcrm.privacy.plan import PrivacyPlan, make_plan
@@ -209,16 +208,19 @@ def local_round(
     train: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, config: FedcrmConfig, *,
     seed: int, plan: PrivacyPlan | None = None, prox_mu: float = 0.0,
 ) -> LocalUpdate:
-    labels = train[TARGET].to_numpy(dtype=np.float32)
-    trainer = make_trainer(config, plan, labels, prox_mu=prox_mu, seed=seed)
-    return trainer.train(global_vector, pipeline.transform(train), labels, seed=seed)
+    """The region's training for a round, by the job's learner (``fedcrm/learners``)."""
+    from fedcrm.learners import make_learner
+
+    return make_learner(config).train(train, pipeline, global_vector, plan=plan, seed=seed, prox_mu=prox_mu)
 
 
 def local_evaluation(
     holdout: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, config: FedcrmConfig
 ) -> RegionMetrics:
-    model = set_vector(build_model(pipeline.n_features, config.training.hidden_sizes), global_vector)
-    probs = predict_proba(model, pipeline.transform(holdout))
+    """A model's aggregate metrics on the region's holdout (released: counts rounded to k)."""
+    from fedcrm.learners import make_learner
+
+    probs = make_learner(config).predict(pipeline, global_vector, holdout)
     return evaluate_predictions(holdout[TARGET].to_numpy(), probs, min_k=config.privacy.min_k)
 
 

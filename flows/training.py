@@ -323,7 +323,7 @@ def _run_round(job: _Job, number: int) -> None:
             hint="see the dropped regions' reasons (update norm, NaN/Inf, secure-aggregation dropouts)",
         )
     job.warn_if_small(summed.contributors)
-    state.vector, loss, quantization = coordinator.aggregate_round(job.strategy, job.aggregator, state.vector, summed)
+    state.vector, loss, quantization = coordinator.aggregate_round(config, job.strategy, job.aggregator, state.vector, summed)
     rounds_total = config.training.rounds
     region_metrics, round_metrics = {}, None
     if number % config.training.evaluate_every == 0 or number == rounds_total:

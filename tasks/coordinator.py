@@ -25,7 +25,6 @@ from fedcrm.aggregation import (
     AggregateResult,
     Aggregator,
     PlainAggregator,
-    unpack_update_sum,
 )
 from fedcrm.catalog import RegionCatalog
 from fedcrm.checkpoint import JobCheckpoint
@@ -43,11 +42,11 @@ from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
 from fedcrm.features import FeaturePipeline, StatisticsScale, summed_noise_std
 from fedcrm.gates import ChampionMeasure, GateReport, evaluate_gates
-from fedcrm.model import build_model, get_vector
+from fedcrm.learners import make_learner
 from fedcrm.secagg import COORDINATOR, SecAggServer, SecureAggregator
 from fedcrm.secagg.envelope import Envelope, Inbox
 from fedcrm.secagg.identity import Identity, Keyring
-from fedcrm.strategies import ClientUpdate, Strategy
+from fedcrm.strategies import Strategy
 from fedcrm.summary import JobSummary, TrackingOutcome
 
 COORDINATOR_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
@@ -128,26 +127,16 @@ def fit_feature_pipeline(config: FedcrmConfig, statistics: AggregateResult) -> F
 
 @task(name="initial-model", **COORDINATOR_TASK)
 def initial_model(config: FedcrmConfig, n_features: int) -> np.ndarray:
-    return get_vector(build_model(n_features, config.training.hidden_sizes, seed=config.training.seed))
+    return make_learner(config).initial(n_features)
 
 
 @task(name="aggregate-round", **COORDINATOR_TASK)
 def aggregate_round(
-    strategy: Strategy, aggregator: Aggregator, global_vector: np.ndarray, result: AggregateResult
+    config: FedcrmConfig, strategy: Strategy, aggregator: Aggregator, global_vector: np.ndarray, result: AggregateResult,
 ) -> tuple[np.ndarray, float, float]:
-    """The next global model from the round's sum; returns (vector, mean loss, quantization bound).
-
-    The bound is the largest possible error of the mean update, per coordinate, due to secure
-    aggregation's fixed-point encoding (0 for a plain sum).
-    """
-    totals = unpack_update_sum(result.total)
-    dim = global_vector.size
-    error = float(np.max(result.error_bound[:dim], initial=0.0) + np.max(np.abs(totals.mean_delta), initial=0.0)
-                  * result.error_bound[-1]) / totals.total_weight
-    if strategy.needs_individual_updates:
-        updates = {r: ClientUpdate(delta=v[:dim] / v[-1], weight=float(v[-1])) for r, v in aggregator.individual().items()}
-        return strategy.combine(global_vector, updates), totals.mean_loss, error
-    return strategy.apply(global_vector, totals.mean_delta), totals.mean_loss, error
+    """The next global model from the round's sum, by the job's learner; returns (vector, mean loss,
+    quantization bound of the mean update)."""
+    return make_learner(config).next_model(strategy, aggregator, global_vector, result)
 
 
 @task(name="combine-metrics", **COORDINATOR_TASK)

@@ -22,7 +22,8 @@ finite = st.floats(-100, 100, allow_nan=False, allow_infinity=False)
 
 def aggregate(strategy, global_vector, vectors, weights=None, *, max_norm: float = 1e9, losses=None):
     """Regions send models ``vectors`` with example counts ``weights``; returns (next model, mean loss, dropped)."""
-    from tasks.coordinator import aggregate_round
+    from fedcrm.config import load_config
+    from fedcrm.learners import make_learner
 
     global_vector = np.asarray(global_vector, dtype=float)
     weights = weights if weights is not None else [1] * len(vectors)
@@ -35,7 +36,7 @@ def aggregate(strategy, global_vector, vectors, weights=None, *, max_norm: float
     aggregator.open_round(1, list(packed), update_bounds(global_vector.size, 1e12, max_norm), update_norm_screen(max_norm))
     aggregator.receive(packed)
     result = aggregator.finish({})
-    vector, loss, error = aggregate_round.fn(strategy, aggregator, global_vector, result)
+    vector, loss, error = make_learner(load_config()).next_model(strategy, aggregator, global_vector, result)
     assert error == 0.0  # a plain sum has no quantization error
     return vector, loss, result.dropped
 

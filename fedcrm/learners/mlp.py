@@ -1,0 +1,62 @@
+"""The first learner: an MLP (logistic regression without hidden layers) trained by SGD, or by
+DP-SGD when the region has a privacy plan (``fedcrm/regional.py::make_trainer`` chooses, once).
+
+The global model is one flat parameter vector; a round's contribution is the clipped parameter
+delta, and the coordinator's strategy (FedAvg, FedAdam, FedProx, robust) turns the mean delta into
+the next vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fedcrm.aggregation import Aggregator, AggregateResult, unpack_update_sum
+from fedcrm.config import FedcrmConfig
+from fedcrm.features import FeaturePipeline
+from fedcrm.privacy.plan import PrivacyPlan
+from fedcrm.records import TARGET
+from fedcrm.strategies import ClientUpdate, Strategy
+from fedcrm.training import LocalUpdate
+
+
+@dataclass(frozen=True)
+class MlpLearner:
+    config: FedcrmConfig
+    name: str = "mlp"
+
+    def initial(self, n_features: int) -> np.ndarray:
+        from fedcrm.model import build_model, get_vector
+
+        return get_vector(build_model(n_features, self.config.training.hidden_sizes, seed=self.config.training.seed))
+
+    def train(self, train: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, *,
+              plan: PrivacyPlan | None, seed: int, prox_mu: float = 0.0) -> LocalUpdate:
+        from fedcrm.regional import make_trainer
+
+        labels = train[TARGET].to_numpy(dtype=np.float32)
+        trainer = make_trainer(self.config, plan, labels, prox_mu=prox_mu, seed=seed)
+        return trainer.train(global_vector, pipeline.transform(train), labels, seed=seed)
+
+    def next_model(self, strategy: Strategy, aggregator: Aggregator, global_vector: np.ndarray,
+                   result: AggregateResult) -> tuple[np.ndarray, float, float]:
+        """The next global vector from the round's sum; returns (vector, mean loss, quantization bound).
+
+        The bound is the largest possible error of the mean update, per coordinate, due to secure
+        aggregation's fixed-point encoding (0 for a plain sum)."""
+        totals = unpack_update_sum(result.total)
+        dim = global_vector.size
+        error = float(np.max(result.error_bound[:dim], initial=0.0) + np.max(np.abs(totals.mean_delta), initial=0.0)
+                      * result.error_bound[-1]) / totals.total_weight
+        if strategy.needs_individual_updates:
+            updates = {r: ClientUpdate(delta=v[:dim] / v[-1], weight=float(v[-1])) for r, v in aggregator.individual().items()}
+            return strategy.combine(global_vector, updates), totals.mean_loss, error
+        return strategy.apply(global_vector, totals.mean_delta), totals.mean_loss, error
+
+    def predict(self, pipeline: FeaturePipeline, vector: np.ndarray, records: pd.DataFrame) -> np.ndarray:
+        from fedcrm.model import build_model, predict_proba, set_vector
+
+        model = set_vector(build_model(pipeline.n_features, self.config.training.hidden_sizes), vector)
+        return predict_proba(model, pipeline.transform(records))
