@@ -48,6 +48,7 @@ def report(
         render_html,
         with_approval,
     )
+    from fedcrm.task_types import make_task_type
 
     cfg = parse_config(config, use_case, None, state_dir, overrides)
     registry = ModelRegistry(cfg.tracking_uri, cfg.model_name)
@@ -65,14 +66,15 @@ def report(
     html_path.write_text(render_html(document), encoding="utf-8")
     json_path.write_text(json.dumps(document.model_dump(mode="json"), indent=2), encoding="utf-8")
 
+    task = make_task_type(cfg)
     table = Table(title=f"compliance report · {cfg.model_name} version {version} ({origin})")
-    for column in ("region", "budget ε", "spent ε", "remaining ε", "this job ε", "AUC"):
+    for column in ("region", "budget ε", "spent ε", "remaining ε", "this job ε", task.metric_labels[task.primary_metric]):
         table.add_column(column, justify="left" if column == "region" else "right")
     quality = {q.region: q for q in document.quality}
     for row in document.privacy:
-        auc = quality[row.region].metrics.get("auc") if row.region in quality else None
+        value = quality[row.region].metrics.get(task.primary_metric) if row.region in quality else None
         table.add_row(row.region, fmt_epsilon(row.budget), fmt_epsilon(row.spent), fmt_epsilon(row.remaining),
-                      fmt_epsilon(row.job_epsilon), fmt_metric(auc))
+                      fmt_epsilon(row.job_epsilon), fmt_metric(value))
     console.print(table)
     approval = document.approval
     console.print(f"gates: {document.gates.status}; approval: {approval.status}"

@@ -23,8 +23,11 @@ from fedcrm.config import (
     StoreScores,
 )
 from fedcrm.errors import ConfigError, ConnectorError
+from fedcrm.task_types.binary import SCORE
 
-ID, SCORE = "record_id", "score"
+ID = "record_id"
+"""Beside it, the sinks write the binary task type's column (``SCORE``, the probability): a multi-class
+task type's columns need a sink schema of their own (docs/architecture.md, the task-type seam)."""
 
 
 class ScoreSink(Protocol):

@@ -22,6 +22,7 @@ from fedcrm import __version__
 from fedcrm.errors import ConnectorError
 from fedcrm.features import FeaturePipeline
 from fedcrm.summary import JobSummary
+from fedcrm.task_types import make_task_type
 
 PYFUNC_MODEL_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
 """The model's code, logged with each version (MLflow models from code: no pickled object)."""
@@ -83,7 +84,7 @@ def version_tags(summary: JobSummary) -> dict[str, str]:
         "participating_regions": ",".join(included),
         "contract_sha256": summary.contract_sha256,
         "code_version": code_version(),
-        "global_auc": f"{summary.metrics.auc:.4f}" if summary.metrics else "",
+        "global_auc": f"{getattr(summary.metrics, make_task_type().primary_metric):.4f}" if summary.metrics else "",
     }
     if privacy.epsilon_warning:
         tags["epsilon_warning"] = privacy.epsilon_warning
@@ -110,21 +111,24 @@ def version_tags(summary: JobSummary) -> dict[str, str]:
 
 
 def _figure(summary: JobSummary):
-    """AUC per round (global and per region) beside each region's cumulative ε."""
+    """The task type's primary metric (AUC) per round, global and per region, beside each region's cumulative ε."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    task = make_task_type()
+    primary, label = task.primary_metric, task.metric_labels[task.primary_metric]
     rounds = [r.round for r in summary.rounds]
     evaluated = [r for r in summary.rounds if r.metrics is not None]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot([r.round for r in evaluated], [r.metrics.auc for r in evaluated], marker="o", label="global")
+    left.plot([r.round for r in evaluated], [getattr(r.metrics, primary) for r in evaluated], marker="o", label="global")
     for region in summary.regions:
         left.plot([r.round for r in evaluated],
-                  [r.region_metrics[region].auc if region in r.region_metrics else float("nan") for r in evaluated],
+                  [getattr(r.region_metrics[region], primary) if region in r.region_metrics else float("nan")
+                   for r in evaluated],
                   alpha=0.6, label=region)
-    left.set(title="AUC per round", xlabel="round", ylabel="AUC")
+    left.set(title=f"{label} per round", xlabel="round", ylabel=label)
     left.legend()
     for region in summary.regions:
         right.plot(rounds, [r.epsilon_spent.get(region, float("nan")) for r in summary.rounds], marker=".", label=region)
@@ -186,27 +190,29 @@ class MlflowTracker:
             client.log_batch(run.info.run_id, params=[
                 Param(k, v[:6000]) for k, v in flatten("", summary.config, {}).items()
             ])
+            task = make_task_type()  # a summary records no task type yet: every job so far is binary
+            primary = task.primary_metric  # logged under its historical ``auc`` names
             for rnd in summary.rounds:
                 values = {}
                 if rnd.metrics is not None:
-                    values = {f"global.{k}": getattr(rnd.metrics, k) for k in ("auc", "pr_auc", "log_loss", "brier", "ece", "auc_gap")}
+                    values = {f"global.{k}": getattr(rnd.metrics, k) for k in task.global_metrics}
                 for region, m in rnd.region_metrics.items():
-                    values.update({f"region.{region}.{k}": getattr(m, k) for k in ("auc", "pr_auc", "log_loss", "brier", "ece")})
+                    values.update({f"region.{region}.{k}": getattr(m, k) for k in task.metrics})
                 values.update({f"epsilon.{region}": e for region, e in rnd.epsilon_spent.items()})
                 values["train.mean_loss"] = rnd.mean_loss
                 mlflow.log_metrics(values, step=rnd.round)
             baseline_metrics = {}
             for region, entry in summary.regions.items():
                 if entry.local_only is not None:
-                    baseline_metrics[f"region.{region}.local_only_auc"] = entry.local_only.auc
+                    baseline_metrics[f"region.{region}.local_only_auc"] = getattr(entry.local_only, primary)
                 if entry.central_reference is not None:
-                    baseline_metrics[f"region.{region}.central_reference_auc"] = entry.central_reference.auc
+                    baseline_metrics[f"region.{region}.central_reference_auc"] = getattr(entry.central_reference, primary)
                 if entry.epsilon_job_total is not None:
                     baseline_metrics[f"epsilon_job_total.{region}"] = entry.epsilon_job_total
             for name in ("local_only", "central_reference"):
                 found = getattr(summary.baselines, name)
-                if getattr(found, "auc", None) is not None:
-                    baseline_metrics[f"baseline.{name}.auc"] = found.auc
+                if getattr(found, primary, None) is not None:
+                    baseline_metrics[f"baseline.{name}.auc"] = getattr(found, primary)
             if baseline_metrics:
                 mlflow.log_metrics(baseline_metrics)
             import matplotlib.pyplot as plt

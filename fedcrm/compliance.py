@@ -24,11 +24,10 @@ from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.gates import GateRule
 from fedcrm.secagg.envelope import Envelope
 from fedcrm.summary import GateOutcome, JobSummary
+from fedcrm.task_types import TaskType, make_task_type
 
 REPORT_SCHEMA_VERSION = 1
 JSON_NAME, HTML_NAME = "compliance.json", "compliance.html"
-METRICS = ("auc", "pr_auc", "log_loss", "brier", "ece")
-METRIC_LABELS = {"auc": "AUC", "pr_auc": "PR-AUC", "log_loss": "Log loss", "brier": "Brier", "ece": "ECE"}
 HELLO_KIND = "hello (residency evidence)"
 UNREADABLE_KIND = "unsigned or unreadable message"
 STATEMENT = (
@@ -121,7 +120,7 @@ class RegionQuality(BaseModel):
     n: int
     positives: int
     metrics: dict[str, float]
-    local_only_auc: float | None = None
+    local_only_auc: float | None = Field(None, description="The local-only baseline's primary metric (the task type's).")
 
 
 class MetricSpread(BaseModel):
@@ -248,16 +247,16 @@ def _egress(egress: Mapping[str, Mapping[str, tuple[int, int]]] | None, regions:
     return rows
 
 
-def _quality(summary: JobSummary) -> tuple[list[RegionQuality], list[MetricSpread]]:
+def _quality(summary: JobSummary, task: TaskType) -> tuple[list[RegionQuality], list[MetricSpread]]:
     rows = []
     for region, entry in summary.regions.items():
         if entry.metrics is None:
             continue
         m = entry.metrics
         rows.append(RegionQuality(region=region, n=m.n, positives=m.positives,
-                                  metrics={k: float(getattr(m, k)) for k in METRICS},
-                                  local_only_auc=entry.local_only.auc if entry.local_only else None))
-    spread = [metric_spread({r.region: r.metrics[k] for r in rows}, k) for k in METRICS] if rows else []
+                                  metrics={k: float(getattr(m, k)) for k in task.metrics},
+                                  local_only_auc=getattr(entry.local_only, task.primary_metric) if entry.local_only else None))
+    spread = [metric_spread({r.region: r.metrics[k] for r in rows}, k) for k in task.metrics] if rows else []
     return rows, spread
 
 
@@ -281,7 +280,8 @@ def build_report(summary: JobSummary, *, model_name: str, version: str,
     ones are read), or None while no decision was taken.
     """
     privacy = summary.privacy
-    quality, spread = _quality(summary)
+    task = make_task_type()  # a summary records no task type yet: every job so far is binary
+    quality, spread = _quality(summary, task)
     return ComplianceReport(
         model_name=model_name, model_version=str(version), job_id=summary.job_id, use_case=summary.use_case,
         job_status=summary.status, contract_sha256=summary.contract_sha256, code_version=code_version,
@@ -296,7 +296,7 @@ def build_report(summary: JobSummary, *, model_name: str, version: str,
         residency=_residency(summary),
         egress=_egress(egress, list(summary.regions)),
         quality=quality, spread=spread,
-        global_metrics=None if summary.metrics is None else {k: float(getattr(summary.metrics, k)) for k in (*METRICS, "auc_gap")},
+        global_metrics=None if summary.metrics is None else {k: float(getattr(summary.metrics, k)) for k in task.global_metrics},
         gates=_gates(summary.gates),
         approval=approval_from_tags(approval),
     )
@@ -377,6 +377,9 @@ def render_html(report: ComplianceReport) -> str:
     """A self-contained HTML page of the report (inline CSS, no script, no external resource).
 
     Rendered from ``templates/compliance.html.j2`` with autoescape on: every value is HTML-escaped.
+    The metrics' columns and labels are the task type's.
     """
+    task = make_task_type()
     return _environment().get_template("compliance.html.j2").render(
-        r=report, metrics=list(METRICS), metric_labels=[METRIC_LABELS[m] for m in METRICS], json_name=JSON_NAME)
+        r=report, metrics=list(task.metrics), metric_labels=[task.metric_labels[m] for m in task.metrics],
+        primary_label=task.metric_labels[task.primary_metric], json_name=JSON_NAME)

@@ -6,7 +6,8 @@ class's scores, so a metric resting on one positive describes that customer. The
 released as aggregates over ≥ k records of each class (not DP, not charged: see docs/privacy.md),
 with n and positives rounded down to a multiple of k like every other count that leaves.
 ``combine_metrics`` runs at the coordinator: example-weighted global metrics plus the largest gap
-between regions.
+between regions. These are the binary task type's metrics: the job reaches them through it
+(``fedcrm/task_types/binary.py``), never by name.
 """
 
 from __future__ import annotations

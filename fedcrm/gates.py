@@ -11,17 +11,20 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from fedcrm.config import FedcrmConfig, GateSpec
+from fedcrm.protection import make_protection
 from fedcrm.summary import GateReport, GateRule, JobSummary
+from fedcrm.task_types import make_task_type
 
 __all__ = ["ChampionMeasure", "GateReport", "GateRule", "evaluate_gates"]
 
 EPSILON_SLACK = 1e-6
 FLOAT_TOLERANCE = 1e-12
-"""Two AUCs of the same holdout are fractions of the same pairs: equal ones may differ in the last bit."""
+"""Two values of a metric on the same holdout (AUCs: fractions of the same pairs) may differ in the last bit."""
 
 
 class ChampionMeasure(BaseModel):
-    """The champion, evaluated in this job's regions on this job's holdouts."""
+    """The champion, evaluated in this job's regions on this job's holdouts: its primary metric (the task
+    type's; the fields keep their historical ``auc`` names)."""
 
     version: str
     global_auc: float | None = None
@@ -41,13 +44,21 @@ def _at_most(rule: str, scope: str, value: float | None, threshold: float, detai
 
 def evaluate_gates(summary: JobSummary, policy: GateSpec, config: FedcrmConfig,
                    champion: ChampionMeasure | None) -> GateReport:
-    """Every rule of the policy for the job's model; the report passes only if all of them pass."""
+    """Every rule of the policy for the job's model; the report passes only if all of them pass.
+
+    The quality rules compare the task type's primary metric (AUC for binary classification; the
+    rule and policy names keep saying ``auc``)."""
+    task = make_task_type(config)
+    primary = task.primary_metric
+    label = task.metric_labels[primary]
     included = [r for r, e in summary.regions.items() if e.status == "included"]
-    region_auc = {r: summary.regions[r].metrics.auc for r in included if summary.regions[r].metrics is not None}
+    region_auc = {r: getattr(summary.regions[r].metrics, primary) for r in included
+                  if summary.regions[r].metrics is not None}
     rules = [
         _at_least("participating_regions", "global", float(len(included)),
                   float(policy.min_regions or config.federation.min_regions)),
-        _at_least("auc_floor", "global", summary.metrics.auc if summary.metrics else None, policy.min_global_auc),
+        _at_least("auc_floor", "global", getattr(summary.metrics, primary) if summary.metrics else None,
+                  policy.min_global_auc),
     ]
     for region in included:
         rules.append(_at_least("auc_floor", region, region_auc.get(region), policy.min_region_auc))
@@ -59,20 +70,22 @@ def evaluate_gates(summary: JobSummary, policy: GateSpec, config: FedcrmConfig,
         for region in included:
             alone = summary.regions[region].local_only
             if alone is not None:
+                reference = getattr(alone, primary)
                 rules.append(_at_least("beats_local_only", region, region_auc.get(region),
-                                       alone.auc - policy.local_only_tolerance, f"local-only AUC {alone.auc:.4f}"))
+                                       reference - policy.local_only_tolerance, f"local-only {label} {reference:.4f}"))
     rules.extend(_privacy_rules(summary, config, included))
     if champion is not None:
-        rules.extend(_champion_rules(summary, policy, champion, region_auc, included))
+        global_value = getattr(summary.metrics, primary) if summary.metrics else None
+        rules.extend(_champion_rules(global_value, policy, champion, region_auc, included))
     return GateReport(model_version=summary.tracking.model_version or None,
                       champion_version=champion.version if champion else None,
                       passed=all(r.passed for r in rules), rules=rules)
 
 
 def _privacy_rules(summary: JobSummary, config: FedcrmConfig, included: list[str]) -> list[GateRule]:
-    if config.privacy.mode != "dp":
+    if (refusal := make_protection(config.privacy).never_deployable) is not None:
         return [GateRule(rule="differential_privacy", scope="global", value=None, threshold=None, comparison=">=",
-                         passed=False, detail="privacy.mode is 'off': never deployable")]
+                         passed=False, detail=refusal)]
     rules = []
     for region in included:
         entry = summary.regions[region]
@@ -87,10 +100,10 @@ def _privacy_rules(summary: JobSummary, config: FedcrmConfig, included: list[str
     return rules
 
 
-def _champion_rules(summary: JobSummary, policy: GateSpec, champion: ChampionMeasure, region_auc: dict[str, float],
-                    included: list[str]) -> list[GateRule]:
+def _champion_rules(global_value: float | None, policy: GateSpec, champion: ChampionMeasure,
+                    region_auc: dict[str, float], included: list[str]) -> list[GateRule]:
     detail = f"champion v{champion.version} on the same holdouts"
-    rules = [_at_least("no_regression", "global", summary.metrics.auc if summary.metrics else None,
+    rules = [_at_least("no_regression", "global", global_value,
                        (champion.global_auc if champion.global_auc is not None else float("inf"))
                        - policy.max_global_regression,
                        detail if champion.global_auc is not None else "the champion could not be scored")]

@@ -19,17 +19,20 @@ import pandas as pd
 from fedcrm.config import FedcrmConfig
 from fedcrm.contract import DataContract
 from fedcrm.errors import ContractError, FeatureError, PrivacyError
-from fedcrm.evaluation import RegionMetrics, evaluate_predictions
+from fedcrm.evaluation import RegionMetrics
 from fedcrm.aggregation import statistics_bounds
 from fedcrm.features import (
     FeaturePipeline, StatisticsScale, add_gaussian_noise, region_statistics, statistics_sensitivity,
 )
 from fedcrm.privacy.noise import NoiseSource, SecureGaussian
 from fedcrm.privacy.randomness import Randomness, job_randomness
-from fedcrm.privacy.plan import PrivacyPlan, make_plan
+from fedcrm.privacy import release
+from fedcrm.privacy.plan import PrivacyPlan
 from fedcrm.privacy.release import describe_count, released_count
+from fedcrm.protection import make_protection
 from fedcrm.records import TARGET, parse_records
-from fedcrm.split import holdout_mask, label_counts
+from fedcrm.split import holdout_mask
+from fedcrm.task_types import make_task_type
 from fedcrm.training import DPSGDTrainer, LocalTrainer, LocalUpdate, SGDTrainer, positive_weight
 from fedcrm.validation import ValidationReport, failed_report, validate_records
 
@@ -91,15 +94,12 @@ def prepare_region(
         clean, contract, fraction=config.holdout.fraction, seed=config.holdout.seed, since=config.holdout.since
     )
     train, holdout = clean.loc[~in_holdout].reset_index(drop=True), clean.loc[in_holdout].reset_index(drop=True)
+    task = make_task_type(config)
     for name, part in (("training", train), ("holdout", holdout)):
-        negatives, positives = label_counts(part)
-        if min(negatives, positives) < k:  # the message leaves the region: released counts only
+        # the message leaves the region: the task type words it with released counts only
+        if problem := task.label_problem(part[TARGET].to_numpy(), split=name, min_k=k):
             report.success = False
-            report.failures.append(
-                f"the {name} split has {describe_count(len(part), k)} record(s) "
-                f"({describe_count(positives, k)} positive, {describe_count(negatives, k)} negative); it needs at "
-                f"least {k} records of each class: the region is too small or too one-sided"
-            )
+            report.failures.append(problem)
     if not report.success:
         return PreparedRegion(report, quarantined=quarantined)
     return PreparedRegion(report, train=train, holdout=holdout, quarantined=quarantined)
@@ -120,37 +120,13 @@ def feature_statistics(
 
 
 def public_row_count(n: int, config: FedcrmConfig) -> int:
-    """The training-row count that may leave the region (rounded down to a multiple of privacy.min_k).
-
-    The plan (q = batch / n, steps, σ) and the secure-aggregation weight are functions of it, not
-    of the exact n, so they reveal no more than the released count."""
-    public = released_count(n, config.privacy.min_k)
-    if public is None:
-        raise PrivacyError(f"fewer than privacy.min_k = {config.privacy.min_k} training rows",
-                           hint="the region is too small to take part")
-    return public
+    """The training-row count that may leave the region (``fedcrm.privacy.release.public_row_count``)."""
+    return release.public_row_count(n, config.privacy.min_k)
 
 
 def privacy_plan(n_train: int, config: FedcrmConfig, *, region: str) -> PrivacyPlan | None:
-    """This region's DP-SGD plan for the job (None when privacy.mode is 'off').
-
-    Made from the released count n_public ≤ n_train, so the released σ, q = batch / n_public and
-    steps reveal only n_public. The trainer samples with exactly this q, so the accounting is exact
-    for the sampling actually done (each record is in a batch with probability q)."""
-    if config.privacy.mode == "off":
-        return None
-    return make_plan(
-        public_row_count(n_train, config),
-        batch_size=config.training.batch_size,
-        local_epochs=config.training.local_epochs,
-        rounds=config.training.rounds,
-        target_epsilon=config.privacy.target_epsilon,
-        delta=config.privacy.delta,
-        accountant=config.privacy.accountant,
-        max_grad_norm=config.privacy.max_grad_norm,
-        max_noise_multiplier=config.privacy.max_noise_multiplier,
-        region=region,
-    )
+    """This region's DP-SGD plan for the job, as the job's record protection makes it (None without DP)."""
+    return make_protection(config.privacy).plan(n_train, config.training, region=region)
 
 
 def randomness(config: FedcrmConfig, seed: int) -> Randomness:
@@ -165,8 +141,8 @@ def noise_source(config: FedcrmConfig, seed: int) -> NoiseSource:
 
 
 def statistics_noise_multiplier(config: FedcrmConfig) -> float | None:
-    """σ of the Gaussian mechanism on the feature statistics (None when privacy is off)."""
-    return config.privacy.statistics_noise_multiplier if config.privacy.mode == "dp" else None
+    """σ of the Gaussian mechanism on the feature statistics (None without DP)."""
+    return make_protection(config.privacy).statistics_noise_multiplier
 
 
 def statistics_codec_bounds(config: FedcrmConfig, contract: DataContract) -> np.ndarray:
@@ -220,8 +196,8 @@ def local_evaluation(
     """A model's aggregate metrics on the region's holdout (released: counts rounded to k)."""
     from fedcrm.learners import make_learner
 
-    probs = make_learner(config).predict(pipeline, global_vector, holdout)
-    return evaluate_predictions(holdout[TARGET].to_numpy(), probs, min_k=config.privacy.min_k)
+    outputs = make_learner(config).predict(pipeline, global_vector, holdout)
+    return make_task_type(config).evaluate(holdout[TARGET].to_numpy(), outputs, min_k=config.privacy.min_k)
 
 
 def baseline_spec(config: FedcrmConfig) -> FedcrmConfig:

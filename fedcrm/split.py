@@ -28,7 +28,6 @@ import pandas as pd
 from fedcrm.config import region_name_problem
 from fedcrm.contract import DataContract
 from fedcrm.errors import ConfigError, ContractError
-from fedcrm.records import TARGET
 
 SplitStrategy = Literal["column", "dirichlet", "covariate"]
 DEFAULT_REGIONS = ("eu", "us", "apac")
@@ -167,9 +166,3 @@ def holdout_mask(
         dtype="float64",
     )
     return pd.Series(unit < fraction, index=frame.index)
-
-
-def label_counts(frame: pd.DataFrame) -> tuple[int, int]:
-    """(negatives, positives) of a parsed frame."""
-    positives = int((frame[TARGET] == 1.0).sum())
-    return int((frame[TARGET] == 0.0).sum()), positives

@@ -47,13 +47,13 @@ from fedcrm.aggregation import update_bounds, update_norm_screen
 from fedcrm.channel import session_id
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import ConfigError, FedcrmError, FederationError
-from fedcrm.evaluation import combine_metrics
 from fedcrm.federation import JobState, privacy_note
 from fedcrm.gates import ChampionMeasure
-from fedcrm.privacy.randomness import randomness_warning
+from fedcrm.protection import make_protection
 from fedcrm.roster import Roster
 from fedcrm.strategies import make_strategy
 from fedcrm.strategies.base import restore_strategy_state, strategy_state
+from fedcrm.task_types import make_task_type
 from fedcrm.summary import Baselines, CentralReference, GateOutcome, JobSummary, RoundSummary, SkippedBaseline
 from fedcrm.validation import contract_fingerprint, load_suite_dict
 from flows.aggregation import federated_sum, set_up_aggregation
@@ -85,7 +85,7 @@ def _run_baselines(config: FedcrmConfig, job_id: str, links: RegionLinks, roster
                 alone[region] = reply.value.metrics
             else:
                 failed[region] = reply.reason
-        out.local_only = combine_metrics(alone) if alone else None
+        out.local_only = make_task_type(config).combine(alone) if alone else None
         out.local_only_failed = failed
     if config.baselines.central_reference:
         reference = coordinator.central_reference(config, job_id, roster.active, pipeline, initial)
@@ -105,7 +105,7 @@ def _measure_champion(config: FedcrmConfig, links: RegionLinks, roster: Roster) 
         return problem or None
     replies = links.ask(regional.local_evaluation, roster.active, pipeline=champion.pipeline,
                         global_vector=np.asarray(champion.parameters), round_number=0, hidden_sizes=champion.hidden_sizes)
-    return coordinator.measure_champion(champion.version, replies)
+    return coordinator.measure_champion(config, champion.version, replies)
 
 
 def _gate(config: FedcrmConfig, result: JobSummary, champion: ChampionMeasure | str | None, logger) -> GateOutcome:
@@ -270,9 +270,7 @@ def _plan_privacy(job: _Job) -> dict[str, Any]:
                                    min_regions=job.config.federation.min_regions)
     for region, plan in plans.items():
         job.roster.regions[region].privacy_plan = plan.plan
-    if job.config.privacy.mode == "off":
-        job.logger.warning("privacy.mode is 'off': model updates are NOT differentially private. Research use only.")
-    elif (warning := randomness_warning(job.config.privacy.randomness)) is not None:
+    if (warning := make_protection(job.config.privacy).warning) is not None:
         job.logger.warning(warning)
     return plans
 
@@ -330,7 +328,7 @@ def _run_round(job: _Job, number: int) -> None:
         region_metrics = run_step(job.roster, links, f"round {number} evaluation", regional.local_evaluation,
                                   min_regions=minimum, pipeline=state.pipeline, global_vector=state.vector,
                                   round_number=number)
-        round_metrics = coordinator.global_metrics(region_metrics)
+        round_metrics = coordinator.global_metrics(config, region_metrics)
     spent = {r: u.epsilon_spent for r, u in released.items() if u.epsilon_spent is not None}
     state.rounds.append(RoundSummary(
         round=number, participants=summed.contributors, mean_loss=loss, metrics=round_metrics,
@@ -368,7 +366,7 @@ def _publish(job: _Job, champion: ChampionMeasure | str | None):
         job.running.anchor_version = str(tracking.model_version)
     if tracking.status == "failed":
         logger.warning("MLflow registration failed (the model is saved): %s", tracking.error)
-    elif tracking.registered and config.privacy.mode == "dp":
+    elif tracking.registered and make_protection(config.privacy).spends_budget:  # else no ledger to link
         version = f"{tracking.model_name}/{tracking.model_version}"
         for region, reply in job.links.ask(regional.record_model_version, job.roster.active,
                                            model_version=version).items():

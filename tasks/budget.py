@@ -17,12 +17,13 @@ from typing import Any
 from connectors.base import RegionStore
 from connectors.ledger import read_ledger, updating_ledger
 from fedcrm import regional
-from fedcrm.catalog import RegionCatalog
+from fedcrm.catalog import JobKeys, RegionCatalog
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import PrivacyError
 from fedcrm.privacy.accountant import PrivacyEvent
 from fedcrm.privacy.ledger import BudgetExceededError, PlannedSpend
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
+from fedcrm.protection import make_protection
 
 FEDERATED = "federated training"
 LOCAL_ONLY = "local-only baseline"
@@ -80,10 +81,6 @@ class RegionBudget:
         self.config, self.store, self.job_id, self.region = config, store, job_id, region
         self.keys = RegionCatalog(config.use_case).job(job_id)
 
-    @property
-    def private(self) -> bool:
-        return self.config.privacy.mode == "dp"
-
     def lifetime(self):
         """The region's lifetime ledger for the job's population, locked for a read-modify-write."""
         privacy = self.config.privacy
@@ -115,11 +112,8 @@ class RegionBudget:
         a resumed job agrees its features from the checkpoint and never releases them again)."""
         self._spend_lifetime(STATISTICS, PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=1))
 
-    def charge_round(self, round_number: int) -> tuple[PrivacyPlan, float] | None:
-        """Charge a federated round's steps before they are taken; returns the plan and the cumulative ε
-        (None when the job is not private)."""
-        if not self.private:
-            return None
+    def charge_round(self, round_number: int) -> tuple[PrivacyPlan, float]:
+        """Charge a federated round's steps before they are taken; returns the plan and the cumulative ε."""
         ledger = JobLedger.model_validate(self.store.read_json(self.keys.ledger))
         ledger.check_round(round_number)
         epsilon = ledger.charge(ledger.plan.steps_per_round, round_number)
@@ -127,14 +121,10 @@ class RegionBudget:
         self._spend_lifetime(FEDERATED, _event(ledger.plan, ledger.plan.steps_per_round))
         return ledger.plan, epsilon
 
-    def charge_local_only(self, n_train: int) -> BaselineCharge | None:
-        """Charge the local-only baseline's whole training before it runs (None when not private); a
-        baseline already charged in this job is never charged, or trained, again."""
-        if self.store.exists(self.keys.local_only_ledger):
-            raise PrivacyError("this job's local-only baseline was charged here before its coordinator restarted, "
-                               "but never finished: it is not trained (or charged) twice", hint="compare with a new job")
-        if not self.private:
-            return None
+    def charge_local_only(self, n_train: int) -> BaselineCharge:
+        """Charge the local-only baseline's whole training before it runs; a baseline already charged in
+        this job is never charged, or trained, again."""
+        _refuse_a_second_baseline(self.store, self.keys)
         federated = JobLedger.model_validate(self.store.read_json(self.keys.ledger))
         plan = regional.privacy_plan(n_train, regional.baseline_spec(self.config), region=self.region)
         ledger = JobLedger(plan=plan)
@@ -146,7 +136,7 @@ class RegionBudget:
     def close(self) -> dict[str, Any] | None:
         """Close the job's reservation (what it spent stays spent); returns the region's budget after the
         job and this job's own composed ε, or None when there is no ledger (nothing was reserved)."""
-        if not self.private or read_ledger(self.store, self.config.population) is None:
+        if read_ledger(self.store, self.config.population) is None:
             return None  # no ledger yet: nothing was reserved (and none is created by cleaning up)
         with self.lifetime() as ledger:
             ledger.close(self.job_id, _now())
@@ -185,6 +175,45 @@ class RegionBudget:
                 hint="start a new job; what the closed job spent stays spent",
             )
         return RegionPlan(plan=job.plan, rounds_charged=list(job.rounds))
+
+
+class UnchargedBudget:
+    """The budget of a job whose protection spends no ε (``privacy.mode: off``, research only): it plans
+    nothing, charges nothing and keeps no ledger; only the never-twice guard of the baseline stays."""
+
+    def __init__(self, config: FedcrmConfig, store: RegionStore, job_id: str, region: str):
+        self.store, self.keys = store, RegionCatalog(config.use_case).job(job_id)
+
+    def plan(self) -> RegionPlan:
+        return RegionPlan(plan=None)
+
+    def charge_statistics(self, sigma: float | None) -> None:
+        return None
+
+    def charge_round(self, round_number: int) -> None:
+        return None
+
+    def charge_local_only(self, n_train: int) -> None:
+        _refuse_a_second_baseline(self.store, self.keys)
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def record_model(self, model_version: str) -> None:
+        return None
+
+
+def region_budget(config: FedcrmConfig, store: RegionStore, job_id: str, region: str) -> RegionBudget | UnchargedBudget:
+    """The ledgers when the job's protection spends ε (DP), a budget that charges nothing otherwise."""
+    budget = RegionBudget if make_protection(config.privacy).spends_budget else UnchargedBudget
+    return budget(config, store, job_id, region)
+
+
+def _refuse_a_second_baseline(store: RegionStore, keys: JobKeys) -> None:
+    if store.exists(keys.local_only_ledger):
+        raise PrivacyError("this job's local-only baseline was charged here before its coordinator restarted, "
+                           "but never finished: it is not trained (or charged) twice", hint="compare with a new job")
 
 
 def _event(plan: PrivacyPlan, steps: int) -> PrivacyEvent:

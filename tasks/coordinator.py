@@ -39,7 +39,7 @@ from fedcrm.compliance import (
 )
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError, MessageRejectedError
-from fedcrm.evaluation import GlobalMetrics, RegionMetrics, combine_metrics
+from fedcrm.evaluation import GlobalMetrics, RegionMetrics
 from fedcrm.features import FeaturePipeline, StatisticsScale, summed_noise_std
 from fedcrm.gates import ChampionMeasure, GateReport, evaluate_gates
 from fedcrm.learners import make_learner
@@ -48,6 +48,7 @@ from fedcrm.secagg.envelope import Envelope, Inbox
 from fedcrm.secagg.identity import Identity, Keyring
 from fedcrm.strategies import Strategy
 from fedcrm.summary import JobSummary, TrackingOutcome
+from fedcrm.task_types import make_task_type
 
 COORDINATOR_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -140,8 +141,9 @@ def aggregate_round(
 
 
 @task(name="combine-metrics", **COORDINATOR_TASK)
-def global_metrics(per_region: dict[str, RegionMetrics]) -> GlobalMetrics:
-    return combine_metrics(per_region)
+def global_metrics(config: FedcrmConfig, per_region: dict[str, RegionMetrics]) -> GlobalMetrics:
+    """The global metrics of the regions' ones, by the job's task type."""
+    return make_task_type(config).combine(per_region)
 
 
 def job_dir(config: FedcrmConfig, job_id: str) -> Path:
@@ -187,13 +189,16 @@ def load_champion(config: FedcrmConfig) -> tuple[DeployedModel | None, str]:
         return None, str(exc)
 
 
-def measure_champion(version: str, replies: dict[str, Any]) -> ChampionMeasure:
-    """From each region's evaluation of the champion on its holdout (RegionReply[RegionMetrics])."""
+def measure_champion(config: FedcrmConfig, version: str, replies: dict[str, Any]) -> ChampionMeasure:
+    """From each region's evaluation of the champion on its holdout (RegionReply[RegionMetrics]): the task
+    type's primary metric, which the gates compare."""
+    task = make_task_type(config)
+    primary = task.primary_metric
     scored = {r: reply.value for r, reply in replies.items() if reply.ok}
     return ChampionMeasure(
         version=version,
-        region_auc={r: m.auc for r, m in scored.items()},
-        global_auc=combine_metrics(scored).auc if scored and len(scored) == len(replies) else None,
+        region_auc={r: getattr(m, primary) for r, m in scored.items()},
+        global_auc=getattr(task.combine(scored), primary) if scored and len(scored) == len(replies) else None,
         unavailable={r: reply.reason for r, reply in replies.items() if not reply.ok},
     )
 
@@ -280,5 +285,5 @@ def central_reference(
         "status": "computed",
         "label": "centralized non-private reference on pooled public demo data: illegal in production",
         "per_region": per_region,
-        "global": combine_metrics(per_region),
+        "global": make_task_type(config).combine(per_region),
     }

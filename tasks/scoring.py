@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.audit import AuditLog, MlflowAnchors
-from connectors.scores import ID, SCORE, open_sink
+from connectors.scores import ID, open_sink
 from connectors.sources import open_source
 from connectors.tracking import DeployedModel, ModelRegistry
 from fedcrm.audit import AuditHead, WitnessedHead
@@ -25,6 +25,7 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
 from fedcrm.privacy.release import describe_count
 from fedcrm.scoring import Scorer, ScoringBatch, ScoringCounts, select_for_activation
+from fedcrm.task_types import make_task_type
 from tasks.guard import RegionReply, in_region
 from tasks.regional import region_store
 
@@ -77,9 +78,11 @@ def select_records(region: str, config: FedcrmConfig) -> RegionReply[ScoringBatc
 @task(name="score-records", task_run_name="score-records-{region}", **LOCAL)
 def score_records(region: str, config: FedcrmConfig, batch: ScoringBatch,
                   model: DeployedModel) -> RegionReply[pd.DataFrame]:
+    """The record id and the task type's written-back columns (binary: ``score``, the probability)."""
     def run() -> pd.DataFrame:
-        scores = Scorer(model.pipeline, model.hidden_sizes, model.parameters).score(batch.records)
-        return pd.DataFrame({ID: batch.records[config.load_contract().id_column].astype(str), SCORE: scores})
+        outputs = Scorer(model.pipeline, model.hidden_sizes, model.parameters).score(batch.records)
+        ids = batch.records[config.load_contract().id_column].astype(str)
+        return pd.DataFrame({ID: ids, **make_task_type(config).score_columns(outputs)})
 
     return in_region(region, region_store(config, region), "scoring", run)
 

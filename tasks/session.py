@@ -2,7 +2,7 @@
 
 A `RegionSession` is what runs inside a region: it opens the region's store once, names every key
 through the catalog (`fedcrm/catalog.py`), charges every DP spend through `RegionBudget` (job
-ledger first, then lifetime ledger) and returns only what may leave the region. The Prefect tasks of
+ledger first, then lifetime ledger; `UnchargedBudget` when the job's protection spends no ε) and returns only what may leave the region. The Prefect tasks of
 `tasks/regional.py` are each a few lines around one of its methods (with `in_region`, so that no
 failure detail leaves the region).
 """
@@ -36,7 +36,7 @@ from fedcrm.privacy.release import released_count
 from fedcrm.secagg import MaskingContributor, SecAggClient
 from fedcrm.strategies import clip_update
 from fedcrm.validation import ValidationReport
-from tasks.budget import RegionBudget, RegionPlan
+from tasks.budget import RegionPlan, region_budget
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class RegionSession:
         self.config, self.region, self.job_id, self.attempt = config, region, job_id, attempt
         self.store = store if store is not None else region_store(config, region)
         self.keys = RegionCatalog(config.use_case).job(job_id)
-        self.budget = RegionBudget(config, self.store, job_id, region)
+        self.budget = region_budget(config, self.store, job_id, region)
 
     # --- the steps ---------------------------------------------------------------------------
 
@@ -126,8 +126,7 @@ class RegionSession:
         contract, train = config.load_contract(), self.store.read_frame(self.keys.train)
         self.within_weight_bound(regional.public_row_count(len(train), config))
         sigma = regional.statistics_noise_multiplier(config)
-        if sigma is not None:  # charged before the release is computed
-            self.budget.charge_statistics(sigma)
+        self.budget.charge_statistics(sigma)  # before the release is computed
         statistics = regional.feature_statistics(train, contract, min_k=config.privacy.min_k, noise_multiplier=sigma,
                                                  noise=regional.noise_source(config, config.training.seed))
         return Contribution(self._contribute(request, round_number, statistics,

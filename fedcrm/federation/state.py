@@ -16,7 +16,7 @@ from fedcrm.checkpoint import JobCheckpoint, resume_fingerprint
 from fedcrm.config import FedcrmConfig
 from fedcrm.evaluation import GlobalMetrics
 from fedcrm.features import FeaturePipeline
-from fedcrm.privacy.randomness import randomness_warning
+from fedcrm.protection import make_protection
 from fedcrm.roster import Roster
 from fedcrm.summary import Baselines, JobSummary, ModelShape, PrivacyNote, ResumeRecord, RoundSummary
 
@@ -118,28 +118,4 @@ class JobState:
 
 def privacy_note(config: FedcrmConfig, strategy: str) -> PrivacyNote:
     """How the job protects its records, in the words the CLI, MLflow and the compliance report use."""
-    private = config.privacy.mode == "dp"
-    warning = randomness_warning(config.privacy.randomness) if private else None  # the ε below does not hold
-    return PrivacyNote(
-        differential_privacy=private,
-        unit="record",
-        target_epsilon=config.privacy.target_epsilon if private else None,
-        delta=config.privacy.delta if private else None,
-        accountant=config.privacy.accountant if private else None,
-        strategy=strategy,
-        secure_aggregation=config.secure_aggregation.enabled,
-        randomness=config.privacy.randomness if private else None,
-        epsilon_warning=warning,
-        min_k=config.privacy.min_k,
-        note=(
-            (f"WARNING: {warning} " if warning else "")
-            + f"record-level DP-SGD in every region: ε ≤ {config.privacy.target_epsilon:g} per region for this job "
-            f"(δ = {config.privacy.delta:g}, {config.privacy.accountant.upper()} accountant); feature statistics by the "
-            f"Gaussian mechanism (σ = {config.privacy.statistics_noise_multiplier:g}); every spend is composed in each "
-            f"region's lifetime ledger (population {config.population!r})"
-            + ("; the coordinator saw sums only (secure aggregation)" if config.secure_aggregation.enabled
-               else "; secure aggregation was OFF: the coordinator saw each region's contribution")
-            if private
-            else "privacy.mode is 'off': model updates are NOT differentially private (research use only)"
-        ),
-    )
+    return make_protection(config.privacy).note(config, strategy)

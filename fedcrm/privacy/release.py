@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from fedcrm.errors import PrivacyError
+
 
 def _check_k(k: int) -> None:
     if k < 1:
@@ -57,3 +59,14 @@ def released_rate(part: int | None, whole: int | None) -> float | None:
     if part is None or not whole:
         return None
     return 100.0 * part / whole
+
+
+def public_row_count(n: int, k: int) -> int:
+    """The training-row count that may leave the region (rounded down to a multiple of k).
+
+    The DP-SGD plan (q = batch / n, steps, σ) and the secure-aggregation weight are functions of it,
+    not of the exact n, so they reveal no more than the released count."""
+    public = released_count(n, k)
+    if public is None:
+        raise PrivacyError(f"fewer than privacy.min_k = {k} training rows", hint="the region is too small to take part")
+    return public

@@ -176,3 +176,19 @@ def test_a_baseline_interrupted_after_its_spend_is_never_trained_or_charged_twic
     ledger = read_ledger(LocalRegionStore(config.region_store("eu")), config.population)
     spends = [s for e in ledger.entries if e.kind == "spend" for s in e.spends if s.purpose == LOCAL_ONLY]
     assert len(spends) == 1
+
+
+def test_a_job_without_protection_keeps_no_ledger_and_charges_nothing(tiny_region) -> None:
+    from connectors.ledger import read_ledger
+    from tasks.budget import UnchargedBudget, region_budget
+    from tasks.session import region_store
+
+    config, _, _ = tiny_region(400, 90, "privacy.mode=off")
+    store = region_store(config, "eu")
+    budget = region_budget(config, store, "job-off", "eu")
+    assert isinstance(budget, UnchargedBudget)
+    assert budget.plan().plan is None and budget.charge_round(1) is None and budget.charge_local_only(300) is None
+    budget.charge_statistics(None)
+    assert budget.close() is None and read_ledger(store, config.population) is None
+    dp = region_budget(tiny_region(400, 90)[0], store, "job-dp", "eu")
+    assert not isinstance(dp, UnchargedBudget) and hasattr(dp, "lifetime")
