@@ -650,7 +650,7 @@ def _print_summary(summary: Any) -> None:
     if totals:
         console.print("  • ε spent by this job in total (federated, local-only baseline and feature statistics, composed): "
                       + ", ".join(f"{r} {v:.2f}" for r, v in totals.items()), highlight=False)
-    budgets = {r: e.privacy_budget["dashboard"] for r, e in summary.regions.items() if e.privacy_budget}
+    budgets = {r: e.privacy_budget.dashboard for r, e in summary.regions.items() if e.privacy_budget}
     if budgets:
         console.print("  • lifetime (`fedcrm budget show`): " + "; ".join(f"{r} {line}" for r, line in budgets.items()),
                       highlight=False)

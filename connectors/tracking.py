@@ -103,10 +103,11 @@ def version_tags(summary: JobSummary) -> dict[str, str]:
             tags[f"epsilon_job_total.{region}"] = f"{entry.epsilon_job_total:.4f}"
         if entry.privacy_budget:  # from the region's lifetime ledger, after this job
             budget = entry.privacy_budget
-            tags["privacy_population"] = str(budget["population"])
-            tags[f"epsilon_lifetime.{region}"] = f"{budget['spent']:.4f}"
-            tags[f"epsilon_budget.{region}"] = f"{budget['budget']:g}"
-            tags[f"epsilon_remaining.{region}"] = f"{budget['remaining']:.4f}"
+            tags["privacy_population"] = budget.population
+            tags[f"epsilon_lifetime.{region}"] = f"{budget.spent:.4f}"
+            tags[f"epsilon_budget.{region}"] = f"{budget.budget:g}"
+            if budget.remaining is not None:
+                tags[f"epsilon_remaining.{region}"] = f"{budget.remaining:.4f}"
     return tags
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.gates import GateRule
 from fedcrm.secagg.envelope import Envelope
-from fedcrm.summary import GateOutcome, JobSummary
+from fedcrm.summary import GateOutcome, JobSummary, RunResidency
 from fedcrm.task_types import TaskType, make_task_type
 
 REPORT_SCHEMA_VERSION = 1
@@ -203,22 +203,16 @@ def metric_spread(values: Mapping[str, float], metric: str) -> MetricSpread:
     return MetricSpread(metric=metric, mean=mean, std=std, regions=len(numbers))
 
 
-def _float(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _privacy(summary: JobSummary) -> list[RegionPrivacy]:
     rows = []
     for region, entry in summary.regions.items():
-        budget = entry.privacy_budget or {}
+        budget = entry.privacy_budget
         plan = entry.privacy_plan
         rows.append(RegionPrivacy(
             region=region, status=entry.status, excluded_reason=entry.reason if entry.status == "excluded" else "",
-            population=budget.get("population"), budget=_float(budget.get("budget")), spent=_float(budget.get("spent")),
-            reserved=_float(budget.get("reserved")), remaining=_float(budget.get("remaining")),
+            population=budget.population if budget else None, budget=budget.budget if budget else None,
+            spent=budget.spent if budget else None, reserved=budget.reserved if budget else None,
+            remaining=budget.remaining if budget else None,
             job_epsilon=entry.epsilon_job_total, model_epsilon=entry.epsilon_spent,
             target_epsilon=plan.target_epsilon if plan else None, noise_multiplier=plan.noise_multiplier if plan else None,
             sample_rate=plan.sample_rate if plan else None, planned_steps=plan.planned_steps if plan else None,
@@ -229,10 +223,10 @@ def _privacy(summary: JobSummary) -> list[RegionPrivacy]:
 def _residency(summary: JobSummary) -> list[Residency]:
     rows = []
     for region, entry in summary.regions.items():
-        found = entry.residency or {}
-        text = {k: (None if found.get(k) is None else str(found[k]))
-                for k in ("launcher", "work_pool", "flow_run_id", "worker", "deployment", "host")}
-        rows.append(Residency(region=region, verified=bool(found.get("verified")), **text))
+        found = entry.residency or RunResidency()
+        rows.append(Residency(region=region, verified=found.verified, launcher=found.launcher, work_pool=found.work_pool,
+                              flow_run_id=found.flow_run_id, worker=found.worker, deployment=found.deployment,
+                              host=found.host))
     return rows
 
 

@@ -95,8 +95,8 @@ def _privacy_rules(summary: JobSummary, config: FedcrmConfig, included: list[str
                               target + EPSILON_SLACK, "the federated model's ε in this job (its privacy plan's target)"))
         if entry.privacy_budget:
             budget = entry.privacy_budget
-            rules.append(_at_most("lifetime_budget", region, float(budget["spent"]), float(budget["budget"]) + EPSILON_SLACK,
-                                  f"population {budget['population']}"))
+            rules.append(_at_most("lifetime_budget", region, budget.spent, budget.budget + EPSILON_SLACK,
+                                  f"population {budget.population}"))
     return rules
 
 

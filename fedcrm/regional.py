@@ -28,7 +28,7 @@ from fedcrm.privacy.noise import NoiseSource, SecureGaussian
 from fedcrm.privacy.randomness import Randomness, job_randomness
 from fedcrm.privacy import release
 from fedcrm.privacy.plan import PrivacyPlan
-from fedcrm.privacy.release import describe_count, released_count
+from fedcrm.privacy.release import describe_count
 from fedcrm.protection import make_protection
 from fedcrm.records import TARGET, parse_records
 from fedcrm.split import holdout_mask

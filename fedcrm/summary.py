@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics
 from fedcrm.privacy.plan import PrivacyPlan
@@ -152,6 +152,36 @@ class ResumeRecord(BaseModel):
     lost_rounds: list[int] = Field(default_factory=list)
 
 
+class LifetimeBudget(BaseModel):
+    """A region's lifetime privacy ledger for the job's population, read after the job closed its
+    reservation (privacy-ledger values: a release of docs/privacy.md)."""
+
+    population: str = Field(description="The population (records' owners) whose budget this is.")
+    budget: float = Field(description="The population's lifetime ε budget in this region.")
+    spent: float = Field(description="ε composed over every spend ever recorded here (all jobs).")
+    committed: float | None = Field(None, description="ε of the spends plus the unspent rest of open reservations.")
+    reserved: float | None = Field(None, description="ε still held by open reservations (other jobs).")
+    remaining: float | None = Field(None, description="ε that new jobs may still reserve.")
+    open_jobs: list[str] = Field(default_factory=list, description="Jobs whose reservation is still open.")
+    dashboard: str = Field("", description="The one-line budget status the CLI prints.")
+    job_epsilon: float | None = Field(None, description="ε of everything this job spent here, composed.")
+
+
+class RunResidency(BaseModel):
+    """Where a region's run executed: its signed hello, checked against the Prefect API's record."""
+
+    model_config = ConfigDict(extra="allow")  # whatever else a region's hello said stays on record
+
+    region: str | None = Field(None, description="The region the run says it serves.")
+    flow_run_id: str | None = Field(None, description="Its Prefect flow run.")
+    worker: str | None = Field(None, description="The Prefect worker that started it (distributed mode).")
+    deployment: str | None = Field(None, description="Its Prefect deployment (distributed mode).")
+    host: str | None = Field(None, description="The machine's host name.")
+    work_pool: str | None = Field(None, description="As the Prefect API records the flow run.")
+    launcher: str | None = Field(None, description="'embedded' or 'distributed'.")
+    verified: bool = Field(False, description="The flow run and work pool were checked against the Prefect API.")
+
+
 class RegionSummary(BaseModel):
     """One region's part in the job: only released counts, aggregates and its privacy plan and spend."""
 
@@ -171,15 +201,11 @@ class RegionSummary(BaseModel):
         None, description="ε of everything this job trained on the region's records (federated + local-only baseline)."
     )
     local_only: RegionMetrics | None = Field(None, description="Baseline: the same model trained on this region alone.")
-    privacy_budget: dict[str, Any] | None = Field(
-        None, description="The region's lifetime ledger after the job: population, budget, spent, reserved, remaining.",
-    )
+    privacy_budget: LifetimeBudget | None = Field(None, description="The region's lifetime ledger after the job.")
     central_reference: RegionMetrics | None = Field(
         None, description="Demo only: a pooled non-private model, evaluated on this region's holdout."
     )
-    residency: dict[str, Any] | None = Field(
-        None, description="Where the region's run executed: flow run, work pool (as the Prefect API records it), worker, host.",
-    )
+    residency: RunResidency | None = Field(None, description="Where the region's run executed.")
 
 
 class RoundSummary(BaseModel):

@@ -29,6 +29,7 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.messages import StepRequest
 from fedcrm.roster import Roster
+from fedcrm.summary import RunResidency
 from flows.dispatch import RegionLinks
 from flows.region import FINISH, RETIRE, regional_participant
 from tasks.coordinator import coordinator_keys
@@ -90,7 +91,7 @@ def _launch(config: FedcrmConfig, job_id: str, attempt: int, region: str) -> Any
     return flow_run.id
 
 
-def _where_it_ran(config: FedcrmConfig, region: str, evidence: dict[str, Any], launched: Any) -> dict[str, Any]:
+def _where_it_ran(config: FedcrmConfig, region: str, evidence: dict[str, Any], launched: Any) -> RunResidency:
     """The evidence, checked against the Prefect API's record of the flow run; raises if it is not the region's."""
     from prefect.client.orchestration import get_client
 
@@ -108,7 +109,8 @@ def _where_it_ran(config: FedcrmConfig, region: str, evidence: dict[str, Any], l
             f"region {region}'s run executed on work pool {flow_run.work_pool_name!r}, not {expected_pool!r}",
             hint=f"its data may only be read inside the region: deploy fedcrm-region/{region} to pool {expected_pool}",
         )
-    return {**evidence, "work_pool": flow_run.work_pool_name, "launcher": config.launcher.mode, "verified": True}
+    return RunResidency.model_validate(
+        {**evidence, "work_pool": flow_run.work_pool_name, "launcher": config.launcher.mode, "verified": True})
 
 
 def _head_in(evidence: dict[str, Any]) -> AuditHead | None:

@@ -351,8 +351,8 @@ def _release_workspaces(job: _Job) -> None:
             job.logger.warning("region %s could not release its workspace: %s", region, reply.reason)
         elif reply.value is not None:  # the region's lifetime ledger is the source of truth for ε
             job.roster.regions[region].privacy_budget = reply.value
-            if reply.value["job_epsilon"] > 0:
-                job.roster.regions[region].epsilon_job_total = reply.value["job_epsilon"]
+            if reply.value.job_epsilon:
+                job.roster.regions[region].epsilon_job_total = reply.value.job_epsilon
 
 
 def _publish(job: _Job, champion: ChampionMeasure | str | None):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from connectors.base import RegionStore
 from connectors.ledger import read_ledger, updating_ledger
@@ -24,6 +23,7 @@ from fedcrm.privacy.accountant import PrivacyEvent
 from fedcrm.privacy.ledger import BudgetExceededError, PlannedSpend
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
 from fedcrm.protection import make_protection
+from fedcrm.summary import LifetimeBudget
 
 FEDERATED = "federated training"
 LOCAL_ONLY = "local-only baseline"
@@ -133,7 +133,7 @@ class RegionBudget:
         self._spend_lifetime(LOCAL_ONLY, _event(plan, plan.planned_steps))
         return BaselineCharge(plan=plan, ledger=ledger, federated=federated)
 
-    def close(self) -> dict[str, Any] | None:
+    def close(self) -> LifetimeBudget | None:
         """Close the job's reservation (what it spent stays spent); returns the region's budget after the
         job and this job's own composed ε, or None when there is no ledger (nothing was reserved)."""
         if read_ledger(self.store, self.config.population) is None:
@@ -141,9 +141,9 @@ class RegionBudget:
         with self.lifetime() as ledger:
             ledger.close(self.job_id, _now())
             status = ledger.status()
-            return {**status.model_dump(), "reserved": status.reserved, "remaining": status.remaining,
-                    "dashboard": status.dashboard_line(),
-                    "job_epsilon": ledger.epsilon(ledger.spent_events(job_id=self.job_id))}
+            return LifetimeBudget(**status.model_dump(), reserved=status.reserved, remaining=status.remaining,
+                                  dashboard=status.dashboard_line(),
+                                  job_epsilon=ledger.epsilon(ledger.spent_events(job_id=self.job_id)))
 
     def record_model(self, model_version: str) -> None:
         """Link this job's spends to the model version they produced."""

@@ -7,7 +7,6 @@ carries no row-level detail.
 
 from __future__ import annotations
 
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -17,6 +16,7 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Blob, Vector
+from fedcrm.summary import LifetimeBudget
 from tasks.budget import RegionPlan
 from tasks.guard import RegionReply, in_region
 from tasks.session import Contribution, LocalOnlyResult, PreparedSummary, RegionSession, region_store
@@ -100,7 +100,7 @@ def local_evaluation(
 
 
 @task(name="release-workspace", task_run_name="release-workspace-{region}", **REGION_TASK)
-def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[dict[str, Any] | None]:
+def release_workspace(region: str, config: FedcrmConfig, job_id: str) -> RegionReply[LifetimeBudget | None]:
     """Delete the job's prepared copies of the region's data (the quarantine is kept) and close its
     reservation: what it spent stays spent, the rest is released. Idempotent: the coordinator asks
     at the end of every job, and the regional run does it again when told to finish.

@@ -35,6 +35,7 @@ from fedcrm.privacy.accountant import compose_epsilon
 from fedcrm.privacy.release import released_count
 from fedcrm.secagg import MaskingContributor, SecAggClient
 from fedcrm.strategies import clip_update
+from fedcrm.summary import LifetimeBudget
 from fedcrm.validation import ValidationReport
 from tasks.budget import RegionPlan, region_budget
 
@@ -186,7 +187,7 @@ class RegionSession:
         store.write_json(keys.local_only_result, TypeAdapter(LocalOnlyResult).dump_python(result, mode="json"))
         return result
 
-    def release(self) -> dict[str, Any] | None:
+    def release(self) -> LifetimeBudget | None:
         self.store.remove(self.keys.workspace)
         return self.budget.close()
 

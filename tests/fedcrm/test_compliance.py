@@ -183,7 +183,7 @@ def test_the_page_is_self_contained():
 
 def test_hostile_strings_cannot_inject_markup():
     job = summary({HOSTILE: 0.8, "us": 0.7})
-    job.regions[HOSTILE].residency["host"] = HOSTILE
+    job.regions[HOSTILE].residency.host = HOSTILE
     evil = {**APPROVED, "approval.by": HOSTILE, "approval.comment": f"ok</dd></dl>{HOSTILE}"}
     r = build_report(job, model_name=f"m{HOSTILE}", version='3"><b>', egress={HOSTILE: {HOSTILE: (1, 5)}}, approval=evil)
     page = render_html(r)
