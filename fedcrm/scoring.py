@@ -19,21 +19,21 @@ from fedcrm.records import parse_records
 
 
 class Scorer:
-    """Scores records with a global model (used in-region and inside the MLflow pyfunc)."""
+    """Scores records with a global model (used in-region and inside the MLflow pyfunc), through the
+    model's learner (``fedcrm/learners::make_predictor``)."""
 
-    def __init__(self, pipeline: FeaturePipeline, hidden_sizes: list[int], vector: np.ndarray):
-        from fedcrm.model import build_model, set_vector
+    def __init__(self, pipeline: FeaturePipeline, hidden_sizes: list[int], vector: np.ndarray, learner: str = "mlp"):
+        from fedcrm.learners import make_predictor
 
         self.pipeline = pipeline
-        self.model = set_vector(build_model(pipeline.n_features, hidden_sizes), np.asarray(vector, dtype=np.float64))
+        self.predictor = make_predictor(pipeline, hidden_sizes, vector, learner)
 
     def score(self, records: pd.DataFrame) -> np.ndarray:
-        from fedcrm.model import predict_proba
-
+        """The learner's outputs for ``records`` (numeric columns as the contract's numbers)."""
         frame = records.copy()
         for feature in self.pipeline.numeric:
             frame[feature.name] = pd.to_numeric(frame[feature.name], errors="coerce")
-        return predict_proba(self.model, self.pipeline.transform(frame))
+        return self.predictor.predict(frame)
 
 
 def synthetic_example(pipeline: FeaturePipeline, rows: int = 2) -> pd.DataFrame:

@@ -56,7 +56,20 @@ class MlpLearner:
         return strategy.apply(global_vector, totals.mean_delta), totals.mean_loss, error
 
     def predict(self, pipeline: FeaturePipeline, vector: np.ndarray, records: pd.DataFrame) -> np.ndarray:
-        from fedcrm.model import build_model, predict_proba, set_vector
+        return MlpPredictor(pipeline, self.config.training.hidden_sizes, vector).predict(records)
 
-        model = set_vector(build_model(pipeline.n_features, self.config.training.hidden_sizes), vector)
-        return predict_proba(model, pipeline.transform(records))
+
+class MlpPredictor:
+    """A saved MLP scoring records: all it needs is the model's shape and parameters, no training
+    configuration (the batch scorer and the MLflow pyfunc hold only those)."""
+
+    def __init__(self, pipeline: FeaturePipeline, hidden_sizes: list[int], vector: np.ndarray):
+        from fedcrm.model import build_model, set_vector
+
+        self.pipeline = pipeline
+        self.model = set_vector(build_model(pipeline.n_features, hidden_sizes), np.asarray(vector, dtype=np.float64))
+
+    def predict(self, records: pd.DataFrame) -> np.ndarray:
+        from fedcrm.model import predict_proba
+
+        return predict_proba(self.model, self.pipeline.transform(records))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.metrics import roc_auc_score
 
 from fedcrm.aggregation import PlainAggregator, pack_update, update_bounds, update_norm_screen
@@ -57,3 +58,19 @@ def test_the_next_model_is_the_global_model_moved_by_the_weighted_mean_delta():
     vector, loss, error = learner.next_model(make_strategy(config.strategy), aggregator, global_vector, aggregator.finish({}))
     expected = (100 * deltas["eu"] + 300 * deltas["us"]) / 400  # FedAvg: the mean delta itself
     assert np.allclose(vector, expected) and loss == 0.5 and error == 0.0
+
+
+def test_a_saved_model_scores_through_its_learner_without_a_training_configuration() -> None:
+    from fedcrm.learners import make_predictor
+    from fedcrm.scoring import Scorer
+
+    config = load_config(overrides=["training.hidden_sizes=[4]"])
+    learner = make_learner(config)
+    pipeline = _pipeline()
+    vector = learner.initial(pipeline.n_features) + 0.1
+    records = _records()
+    expected = learner.predict(pipeline, vector, records)
+    assert np.allclose(make_predictor(pipeline, [4], vector).predict(records), expected)
+    assert np.allclose(Scorer(pipeline, [4], vector).score(records), expected)
+    with pytest.raises(ValueError, match="no learner named 'trees'"):
+        make_predictor(pipeline, [4], vector, learner="trees")
