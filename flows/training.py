@@ -9,13 +9,15 @@
     plan-privacy (region by region, sorted: calibrate DP-SGD noise for the whole job, reserve its budget;
                   a budget refusal releases every reservation and fails the job: all or nothing)
     secure-aggregation setup (each region: signed ephemeral keys, encrypted key shares)
-    feature-statistics (each region, masked) → federated sum → fit-feature-pipeline (coordinator)
-    initial-model → save-checkpoint (round 0)                     [resume: from the checkpoint instead]
+    the core's round loop (fedcrm/federation/job.py::FederatedJob, over flows/transport.py):
+    feature-statistics (each region, masked) → federated sum → the shared feature pipeline and the
+    learner's initial model → save-checkpoint (round 0)           [resume: from the checkpoint instead]
     for each round not yet trained:
         local-training (each region: DP-SGD, charge the ledger, clip, pack and mask the update)
           → federated sum (flows/aggregation.py: the coordinator learns only the sum)
-          → aggregate-round (coordinator: the strategy turns the mean update into the next model)
-        local-evaluation (each region, holdout aggregates) → combine-metrics → save-checkpoint
+          → the learner turns the sum into the next model (its strategy: FedAvg, FedAdam, ...)
+        local-evaluation when due (each region, holdout aggregates) → global metrics (the task type)
+          → save-checkpoint
     local-only-baseline (each region, same ε) and central-reference (bundled demo data only)
     load-champion → local-evaluation of the champion (each region, on the same holdouts)
     release-workspace (each region; the quarantine stays) → save-job (coordinator store)
@@ -31,9 +33,9 @@ Every regional step is a request to the regional runs over the exchange (flows/d
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
+from logging import Logger, LoggerAdapter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -42,29 +44,31 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed, Failed
 
 from connectors.exchange import Exchange, open_exchange
-from fedcrm import regional as regional_core
-from fedcrm.aggregation import update_bounds, update_norm_screen
 from fedcrm.channel import session_id
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import ConfigError, FedcrmError, FederationError
-from fedcrm.federation import JobState, privacy_note
+from fedcrm.errors import ConfigError, FedcrmError
+from fedcrm.contract import DataContract
+from fedcrm.federation import FederatedJob, JobState, privacy_note
 from fedcrm.gates import ChampionMeasure
+from fedcrm.learners import make_learner
 from fedcrm.protection import make_protection
 from fedcrm.roster import Roster
-from fedcrm.strategies import make_strategy
+from fedcrm.strategies import Strategy, make_strategy
 from fedcrm.strategies.base import restore_strategy_state, strategy_state
+from fedcrm.summary import Baselines, CentralReference, GateOutcome, JobSummary, SkippedBaseline
 from fedcrm.task_types import make_task_type
-from fedcrm.summary import Baselines, CentralReference, GateOutcome, JobSummary, RoundSummary, SkippedBaseline
 from fedcrm.validation import contract_fingerprint, load_suite_dict
-from flows.aggregation import federated_sum, set_up_aggregation
-from flows.dispatch import RegionLinks, record_preparation, reserve_all_or_nothing, run_step
+from flows.aggregation import set_up_aggregation
+from flows.dispatch import RegionLinks, record_preparation, reserve_all_or_nothing
 from flows.launch import (
     RunningRegions,
     finish_regions,
     retire_earlier_attempts,
     start_regions,
 )
+from flows.transport import ExchangeTransport
 from tasks import coordinator, regional
+from tasks.budget import RegionPlan
 from tasks.registry import audit_event
 
 
@@ -167,13 +171,15 @@ class _Job:
 
     config: FedcrmConfig
     state: JobState
-    logger: Any
+    logger: Logger | LoggerAdapter
     exchange: Exchange
-    strategy: Any
-    contract: Any
-    attempt: Any = None
+    strategy: Strategy
+    contract: DataContract
+    attempt: Exchange | None = None
+    """This attempt's exchange (its own mailboxes), once begun."""
     running: RunningRegions | None = None
-    aggregator: Any = None
+    federation: FederatedJob | None = None
+    """The core's round loop, once secure aggregation is set up."""
 
     @property
     def links(self) -> RegionLinks:
@@ -189,15 +195,6 @@ class _Job:
     def checkpoint(self, number: int) -> None:
         coordinator.save_checkpoint(self.config, self.exchange, self.state.to_checkpoint(
             self.config, number, self.attempt.attempt, strategy_state(self.strategy)))
-
-    def warn_if_small(self, contributors: list[str]) -> None:
-        """Say once per job when a sum has fewer than 3 contributors: each then reveals the other (docs/security.md)."""
-        if self.state.note_contributors(contributors):
-            self.logger.warning(
-                "only %d region(s) %s contribute to the aggregate: each can infer the other's (DP-noised) contribution "
-                "from the result, secure aggregation or not; set federation.min_regions ≥ 3 to refuse such jobs",
-                len(contributors), contributors,
-            )
 
     def summary(self, status: str, error: str = "") -> JobSummary:
         return self.state.summary(self.config, status=status, error=error, finished_at=_now(),
@@ -264,7 +261,7 @@ def _prepare_regions(job: _Job, suite: dict[str, Any]) -> None:
     roster.require_quorum(job.config.federation.min_regions, "validation")
 
 
-def _plan_privacy(job: _Job) -> dict[str, Any]:
+def _plan_privacy(job: _Job) -> dict[str, RegionPlan]:
     """Every region calibrates and reserves the job's whole spend, or none does (all or nothing)."""
     plans = reserve_all_or_nothing(job.roster, job.links, regional.plan_privacy, regional.release_workspace,
                                    min_regions=job.config.federation.min_regions)
@@ -275,20 +272,15 @@ def _plan_privacy(job: _Job) -> dict[str, Any]:
     return plans
 
 
-def _agree_features(job: _Job, plans: dict[str, Any]) -> int:
-    """Set up secure aggregation, and agree the feature pipeline from DP statistics (a resumed job has
-    it in its checkpoint); returns the first round to train."""
+def _agree_features(job: _Job, plans: dict[str, RegionPlan]) -> int:
+    """Set up secure aggregation and the core's round loop, and agree the feature pipeline from DP
+    statistics (a resumed job has it in its checkpoint); returns the first round to train."""
     config, state = job.config, job.state
-    job.aggregator = set_up_aggregation(config, session_id(state.job_id, job.attempt.attempt), job.roster, job.links)
+    aggregator = set_up_aggregation(config, session_id(state.job_id, job.attempt.attempt), job.roster, job.links)
+    job.federation = FederatedJob(config, state, ExchangeTransport(config, job.roster, job.links, aggregator),
+                                  job.strategy, aggregator, make_learner(config), make_task_type(config), job.logger)
     if not state.resumed:
-        statistics, _, _ = federated_sum(
-            config, job.roster, job.links, job.aggregator, round_number=0, step="feature statistics",
-            regional_task=regional.feature_statistics,
-            bounds=regional_core.statistics_codec_bounds(config, job.contract),
-        )
-        job.warn_if_small(statistics.contributors)
-        pipeline = coordinator.fit_feature_pipeline(config, statistics)
-        state.agree_features(pipeline, coordinator.initial_model(config, pipeline.n_features))
+        job.federation.agree_features(job.contract)
         job.checkpoint(0)
         first = 1
     else:
@@ -303,43 +295,14 @@ def _agree_features(job: _Job, plans: dict[str, Any]) -> int:
 
 
 def _run_round(job: _Job, number: int) -> None:
-    """Train in every region, sum the masked updates, step the global model, evaluate, checkpoint."""
-    config, state, links, minimum = job.config, job.state, job.links, job.config.federation.min_regions
-    began, transport_before = time.perf_counter(), links.transport_s
-    summed, released, aggregation_s = federated_sum(
-        config, job.roster, links, job.aggregator, round_number=number, step=f"round {number} training",
-        regional_task=regional.local_training,
-        bounds=update_bounds(state.vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm),
-        screen=update_norm_screen(config.strategy.max_update_norm),
-        pipeline=state.pipeline, global_vector=state.vector, prox_mu=job.strategy.prox_mu,
-    )
-    for region, reason in summed.dropped.items():
-        job.logger.warning("round %d: update of region %s dropped: %s", number, region, reason)
-    if len(summed.contributors) < minimum:
-        raise FederationError(
-            f"round {number}: only {len(summed.contributors)} acceptable update(s), federation.min_regions is {minimum}",
-            hint="see the dropped regions' reasons (update norm, NaN/Inf, secure-aggregation dropouts)",
-        )
-    job.warn_if_small(summed.contributors)
-    state.vector, loss, quantization = coordinator.aggregate_round(config, job.strategy, job.aggregator, state.vector, summed)
-    rounds_total = config.training.rounds
-    region_metrics, round_metrics = {}, None
-    if number % config.training.evaluate_every == 0 or number == rounds_total:
-        region_metrics = run_step(job.roster, links, f"round {number} evaluation", regional.local_evaluation,
-                                  min_regions=minimum, pipeline=state.pipeline, global_vector=state.vector,
-                                  round_number=number)
-        round_metrics = coordinator.global_metrics(config, region_metrics)
-    spent = {r: u.epsilon_spent for r, u in released.items() if u.epsilon_spent is not None}
-    state.rounds.append(RoundSummary(
-        round=number, participants=summed.contributors, mean_loss=loss, metrics=round_metrics,
-        region_metrics=region_metrics, epsilon_spent=spent, dropped=summed.dropped,
-        aggregation="secure" if config.secure_aggregation.enabled else "plain", quantization_error_bound=quantization,
-        duration_s=time.perf_counter() - began, aggregation_s=aggregation_s, transport_s=links.transport_s - transport_before,
-    ))
-    eps_text = ", ".join(f"{r} {e:.2f}" for r, e in spent.items()) or "not private"
-    auc_text = f"global AUC {state.metrics.auc:.4f} (gap {state.metrics.auc_gap:.4f})" if round_metrics else "not evaluated"
+    """One round of the core's loop (train, sum, step the model, evaluate), then its progress and checkpoint."""
+    record, metrics, rounds_total = job.federation.run_round(number), job.state.metrics, job.config.training.rounds
+    eps_text = ", ".join(f"{r} {e:.2f}" for r, e in record.epsilon_spent.items()) or "not private"
+    task = job.federation.task_type
+    quality = (f"global {task.metric_labels[task.primary_metric]} {getattr(metrics, task.primary_metric):.4f}"
+               f" (gap {metrics.auc_gap:.4f})" if record.metrics is not None else "not evaluated")
     job.progress("train", number, rounds_total, "round %d/%d: %s from %d region(s); cumulative ε: %s",
-                 number, rounds_total, auc_text, len(summed.contributors), eps_text)
+                 number, rounds_total, quality, len(record.participants), eps_text)
     job.checkpoint(number)
 
 

@@ -39,14 +39,11 @@ from fedcrm.compliance import (
 )
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError, MessageRejectedError
-from fedcrm.evaluation import GlobalMetrics, RegionMetrics
-from fedcrm.features import FeaturePipeline, StatisticsScale, summed_noise_std
+from fedcrm.features import FeaturePipeline
 from fedcrm.gates import ChampionMeasure, GateReport, evaluate_gates
-from fedcrm.learners import make_learner
 from fedcrm.secagg import COORDINATOR, SecAggServer, SecureAggregator
 from fedcrm.secagg.envelope import Envelope, Inbox
 from fedcrm.secagg.identity import Identity, Keyring
-from fedcrm.strategies import Strategy
 from fedcrm.summary import JobSummary, TrackingOutcome
 from fedcrm.task_types import make_task_type
 
@@ -115,35 +112,6 @@ def collect_contributions(aggregator: Aggregator, round_number: int, contributio
 @task(name="unmask-sum", task_run_name="unmask-sum-r{round_number}", **COORDINATOR_TASK)
 def unmask_sum(aggregator: Aggregator, round_number: int, replies: dict[str, Any]) -> AggregateResult:
     return aggregator.finish(replies)
-
-
-@task(name="fit-feature-pipeline", **COORDINATOR_TASK)
-def fit_feature_pipeline(config: FedcrmConfig, statistics: AggregateResult) -> FeaturePipeline:
-    """Fit the shared pipeline from the summed moment vectors alone (and the public scale of their noise)."""
-    contract = config.load_contract()
-    noise_std = summed_noise_std(StatisticsScale.from_contract(contract), regional.statistics_noise_multiplier(config),
-                                 len(statistics.contributors))
-    return FeaturePipeline.fit(contract, statistics.total, clip_z=config.features.clip_z, noise_std=noise_std)
-
-
-@task(name="initial-model", **COORDINATOR_TASK)
-def initial_model(config: FedcrmConfig, n_features: int) -> np.ndarray:
-    return make_learner(config).initial(n_features)
-
-
-@task(name="aggregate-round", **COORDINATOR_TASK)
-def aggregate_round(
-    config: FedcrmConfig, strategy: Strategy, aggregator: Aggregator, global_vector: np.ndarray, result: AggregateResult,
-) -> tuple[np.ndarray, float, float]:
-    """The next global model from the round's sum, by the job's learner; returns (vector, mean loss,
-    quantization bound of the mean update)."""
-    return make_learner(config).next_model(strategy, aggregator, global_vector, result)
-
-
-@task(name="combine-metrics", **COORDINATOR_TASK)
-def global_metrics(config: FedcrmConfig, per_region: dict[str, RegionMetrics]) -> GlobalMetrics:
-    """The global metrics of the regions' ones, by the job's task type."""
-    return make_task_type(config).combine(per_region)
 
 
 def job_dir(config: FedcrmConfig, job_id: str) -> Path:

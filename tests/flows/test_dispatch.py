@@ -103,3 +103,12 @@ def test_a_region_the_coordinator_cannot_encrypt_to_fails_its_step_with_the_fix(
     assert "no encryption key for 'us'" in replies["us"].reason and "keys init --region us" in replies["us"].reason
     assert exchange.fetch("to-us", 1) is None and links.answering(list(REGIONS)) == ["eu"]
     links.tell(list(REGIONS), "finish")  # no error either
+
+
+def test_every_step_the_core_s_round_loop_names_is_the_regional_task_of_that_name() -> None:
+    from fedcrm.federation import job
+    from flows.transport import STEPS
+
+    named = {job.FEATURE_STATISTICS, job.LOCAL_TRAINING, job.LOCAL_EVALUATION}
+    assert set(STEPS) == named
+    assert {step: task.name for step, task in STEPS.items()} == {step: step for step in named}

@@ -1,0 +1,146 @@
+"""The federated job's decisions between regional steps, as a core object: `FederatedJob`.
+
+What a round *decides* (which sum to ask for, under which public bounds; whether enough regions
+contributed; the next global model; when to evaluate; what the round's summary records) lives here,
+without Prefect and without knowing how regions are reached. That is the `RegionTransport` port:
+``flows/transport.py`` implements it over the exchange with Prefect tasks and secure aggregation;
+a test implements it in-process (``tests/fedcrm/federation/test_job.py``). The learner
+(``fedcrm/learners``) turns a round's sum into the next model, the task type
+(``fedcrm/task_types``) turns the regions' metrics into the global ones, and the job's protection
+(``fedcrm/protection.py``) says how noisy the feature statistics are.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from fedcrm.aggregation import AggregateResult, Screen, update_bounds, update_norm_screen
+from fedcrm.errors import FederationError
+from fedcrm.features import FeaturePipeline, StatisticsScale, summed_noise_std
+from fedcrm.protection import make_protection
+from fedcrm.regional import statistics_codec_bounds
+from fedcrm.summary import RoundSummary
+
+if TYPE_CHECKING:
+    from fedcrm.aggregation import Aggregator
+    from fedcrm.config import FedcrmConfig
+    from fedcrm.contract import DataContract
+    from fedcrm.federation.state import JobState
+    from fedcrm.learners import Learner
+    from fedcrm.strategies import Strategy
+    from fedcrm.task_types import TaskType
+
+FEATURE_STATISTICS, LOCAL_TRAINING, LOCAL_EVALUATION = "feature-statistics", "local-training", "local-evaluation"
+"""The regional steps the round loop asks for (the names of the steps a regional run answers)."""
+
+
+@dataclass(frozen=True)
+class SummedStep:
+    """A federated sum: the (securely) aggregated total, what each answering region released besides
+    its contribution (e.g. the ε it spent, even when its contribution was dropped), and the seconds
+    the coordinator's aggregation took once the contributions had arrived."""
+
+    total: AggregateResult
+    released: dict[str, Any] = field(default_factory=dict)
+    aggregation_s: float = 0.0
+
+
+class RegionTransport(Protocol):
+    """How the job reaches its active regions. A region that fails a step is excluded (with its reason)
+    and the quorum (``federation.min_regions``) is enforced by the transport, which owns the roster's
+    exclusions; a contribution screened out is dropped for its round only (``AggregateResult.dropped``)."""
+
+    @property
+    def transport_s(self) -> float:
+        """Cumulative seconds spent in transport beyond the regions' own compute."""
+
+    def sum_step(self, step: str, label: str, *, round_number: int, bounds: np.ndarray, screen: Screen | None = None,
+                 **arguments: Any) -> SummedStep:
+        """Run ``step`` in every active region and sum their contributions; ``label`` names the step in reasons."""
+
+    def run_step(self, step: str, label: str, **arguments: Any) -> dict[str, Any]:
+        """Run ``step`` in every active region; returns each answering region's value."""
+
+
+class JobLog(Protocol):
+    def warning(self, message: str, *args: object) -> None: ...
+
+
+SMALL_SUM_WARNING = (
+    "only %d region(s) %s contribute to the aggregate: each can infer the other's (DP-noised) contribution "
+    "from the result, secure aggregation or not; set federation.min_regions ≥ 3 to refuse such jobs"
+)
+
+
+@dataclass
+class FederatedJob:
+    """The round loop of one attempt of a job, over a transport to its regions."""
+
+    config: FedcrmConfig
+    state: JobState
+    transport: RegionTransport
+    strategy: Strategy
+    aggregator: Aggregator
+    learner: Learner
+    task_type: TaskType
+    log: JobLog
+
+    def agree_features(self, contract: DataContract) -> None:
+        """Sum the regions' (DP) feature statistics, fit the shared pipeline from the sum alone (and the
+        public scale of its noise), and start from the learner's initial model."""
+        config = self.config
+        summed = self.transport.sum_step(FEATURE_STATISTICS, "feature statistics", round_number=0,
+                                         bounds=statistics_codec_bounds(config, contract))
+        self.warn_if_small(summed.total.contributors)
+        noise_std = summed_noise_std(StatisticsScale.from_contract(contract),
+                                     make_protection(config.privacy).statistics_noise_multiplier,
+                                     len(summed.total.contributors))
+        pipeline = FeaturePipeline.fit(contract, summed.total.total, clip_z=config.features.clip_z, noise_std=noise_std)
+        self.state.agree_features(pipeline, self.learner.initial(pipeline.n_features))
+
+    def run_round(self, number: int) -> RoundSummary:
+        """Train in every region, sum the clipped (masked) updates, step the global model and evaluate it
+        when due; the round's summary is appended to the state and returned."""
+        config, state, minimum = self.config, self.state, self.config.federation.min_regions
+        began, transport_before = time.perf_counter(), self.transport.transport_s
+        summed = self.transport.sum_step(
+            LOCAL_TRAINING, f"round {number} training", round_number=number,
+            bounds=update_bounds(state.vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm),
+            screen=update_norm_screen(config.strategy.max_update_norm),
+            pipeline=state.pipeline, global_vector=state.vector, prox_mu=self.strategy.prox_mu,
+        )
+        total = summed.total
+        for region, reason in total.dropped.items():
+            self.log.warning("round %d: update of region %s dropped: %s", number, region, reason)
+        if len(total.contributors) < minimum:
+            raise FederationError(
+                f"round {number}: only {len(total.contributors)} acceptable update(s), federation.min_regions is {minimum}",
+                hint="see the dropped regions' reasons (update norm, NaN/Inf, secure-aggregation dropouts)",
+            )
+        self.warn_if_small(total.contributors)
+        state.vector, loss, quantization = self.learner.next_model(self.strategy, self.aggregator, state.vector, total)
+        region_metrics, round_metrics = {}, None
+        if number % config.training.evaluate_every == 0 or number == config.training.rounds:
+            region_metrics = self.transport.run_step(LOCAL_EVALUATION, f"round {number} evaluation",
+                                                     pipeline=state.pipeline, global_vector=state.vector,
+                                                     round_number=number)
+            round_metrics = self.task_type.combine(region_metrics)
+        spent = {r: u.epsilon_spent for r, u in summed.released.items() if u.epsilon_spent is not None}
+        record = RoundSummary(
+            round=number, participants=total.contributors, mean_loss=loss, metrics=round_metrics,
+            region_metrics=region_metrics, epsilon_spent=spent, dropped=total.dropped,
+            aggregation="secure" if config.secure_aggregation.enabled else "plain", quantization_error_bound=quantization,
+            duration_s=time.perf_counter() - began, aggregation_s=summed.aggregation_s,
+            transport_s=self.transport.transport_s - transport_before,
+        )
+        state.rounds.append(record)
+        return record
+
+    def warn_if_small(self, contributors: list[str]) -> None:
+        """Say once per job when a sum has fewer than 3 contributors: each then reveals the other (docs/security.md)."""
+        if self.state.note_contributors(contributors):
+            self.log.warning(SMALL_SUM_WARNING, len(contributors), contributors)

@@ -1,0 +1,122 @@
+"""The core's round loop (fedcrm/federation/job.py) over an in-process RegionTransport: three tiny
+regions' real local training, evaluation and feature statistics, summed in the clear."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedcrm import regional
+from fedcrm.aggregation import AggregateResult, PlainAggregator, pack_update
+from fedcrm.config import load_config
+from fedcrm.contract import DataContract
+from fedcrm.errors import FederationError
+from fedcrm.federation import FederatedJob, JobState, SummedStep
+from fedcrm.federation.job import FEATURE_STATISTICS, LOCAL_EVALUATION, LOCAL_TRAINING
+from fedcrm.learners import make_learner
+from fedcrm.records import parse_records
+from fedcrm.roster import Roster
+from fedcrm.strategies import clip_update, make_strategy
+from fedcrm.task_types import make_task_type
+
+REGIONS = ("apac", "eu", "us")
+CONTRACT = DataContract.model_validate({
+    "use_case": "tiny", "id_column": "id", "target": {"column": "won", "positive": "yes", "negative": "no"},
+    "numeric": {"age": {"dtype": "int", "min": 18, "max": 100}},
+    "categorical": {"channel": {"vocabulary": ["web", "phone", "store"]}}, "min_rows": 50,
+})
+
+
+def _records(seed: int, n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 90, n)
+    won = np.where(rng.random(n) < 1 / (1 + np.exp(-(age - 50) / 8)), "yes", "no")
+    raw = pd.DataFrame({"id": [f"{seed}-{i}" for i in range(n)], "age": age.astype(str),
+                        "channel": rng.choice(["web", "phone", "store"], n), "won": won})
+    return parse_records(raw, CONTRACT).clean
+
+
+class InProcessTransport:
+    """Every region's step run here on its own frame; ``drop`` screens out regions' training updates."""
+
+    def __init__(self, config, data: dict[str, pd.DataFrame], drop: tuple[str, ...] = ()):
+        self.config, self.data, self.drop, self.asked = config, data, drop, []
+        self.transport_s = 0.0
+
+    def _contribution(self, step: str, region: str, arguments: dict[str, Any]) -> tuple[np.ndarray, Any]:
+        frame, config = self.data[region], self.config
+        if step == FEATURE_STATISTICS:
+            return regional.feature_statistics(frame, CONTRACT, min_k=config.privacy.min_k), None
+        vector = arguments["global_vector"]
+        update = regional.local_round(frame, arguments["pipeline"], vector, config, seed=arguments["round_number"])
+        delta = clip_update(vector, update.vector, config.strategy.max_update_norm) - vector
+        return pack_update(delta, update.n_examples, update.mean_loss), None
+
+    def sum_step(self, step, label, *, round_number, bounds, screen=None, **arguments) -> SummedStep:
+        self.asked.append((step, label))
+        parts = {r: self._contribution(step, r, {**arguments, "round_number": round_number})[0]
+                 for r in self.data if step == FEATURE_STATISTICS or r not in self.drop}
+        total = np.sum(list(parts.values()), axis=0)
+        dropped = {r: "update norm over the bound" for r in self.drop if step != FEATURE_STATISTICS}
+        return SummedStep(AggregateResult(total=total, contributors=sorted(parts), dropped=dropped,
+                                          error_bound=np.zeros_like(total)))
+
+    def run_step(self, step, label, **arguments) -> dict[str, Any]:
+        self.asked.append((step, label))
+        assert step == LOCAL_EVALUATION
+        return {r: regional.local_evaluation(frame, arguments["pipeline"], arguments["global_vector"], self.config)
+                for r, frame in self.data.items()}
+
+
+class Log:
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, message: str, *args: object) -> None:
+        self.warnings.append(message % args)
+
+
+def _job(*overrides: str, drop: tuple[str, ...] = ()) -> tuple[FederatedJob, InProcessTransport, Log]:
+    config = load_config(overrides=["use_case=churn", "privacy.mode=off", "secure_aggregation.enabled=false",
+                                    "training.rounds=3", "training.evaluate_every=2", "federation.min_regions=2",
+                                    *overrides])
+    transport = InProcessTransport(config, {r: _records(i) for i, r in enumerate(REGIONS)}, drop)
+    log = Log()
+    job = FederatedJob(config, JobState("job", "t0", Roster(list(REGIONS))), transport, make_strategy(config.strategy),
+                       PlainAggregator(), make_learner(config), make_task_type(config), log)
+    return job, transport, log
+
+
+def test_the_round_loop_agrees_features_trains_sums_and_evaluates_when_due() -> None:
+    job, transport, log = _job()
+    job.agree_features(CONTRACT)
+    start = job.state.vector.copy()
+    records = [job.run_round(n) for n in (1, 2, 3)]
+    assert [r.round for r in records] == [1, 2, 3] and job.state.rounds == records
+    assert all(r.participants == sorted(REGIONS) for r in records)
+    assert [r.metrics is not None for r in records] == [False, True, True]  # every 2nd round, and the last
+    assert not np.allclose(job.state.vector, start)
+    assert job.state.metrics.auc > 0.7  # age carries the signal: the federated model finds it
+    assert transport.asked[0] == (FEATURE_STATISTICS, "feature statistics")
+    assert (LOCAL_TRAINING, "round 3 training") in transport.asked and (LOCAL_EVALUATION, "round 2 evaluation") in transport.asked
+    assert log.warnings == []  # three contributors
+
+
+def test_a_round_below_the_quorum_fails_the_job_with_the_dropped_regions_named() -> None:
+    job, _, log = _job("federation.min_regions=2", drop=("eu", "us"))
+    job.agree_features(CONTRACT)
+    with pytest.raises(FederationError, match="round 1: only 1 acceptable update"):
+        job.run_round(1)
+    assert any("update of region eu dropped" in w for w in log.warnings)
+    assert job.state.rounds == []
+
+
+def test_a_sum_of_two_regions_is_warned_once_per_job() -> None:
+    job, _, log = _job("federation.min_regions=1", drop=("us",))
+    job.agree_features(CONTRACT)
+    job.run_round(1)
+    job.run_round(2)
+    assert sum("only 2 region(s)" in w for w in log.warnings) == 1
