@@ -10,13 +10,13 @@
                   a budget refusal releases every reservation and fails the job: all or nothing)
     secure-aggregation setup (each region: signed ephemeral keys, encrypted key shares)
     the core's round loop (fedcrm/federation/job.py::FederatedJob, over flows/transport.py):
-    feature-statistics (each region, masked) → federated sum → the shared feature pipeline and the
-    learner's initial model → save-checkpoint (round 0)           [resume: from the checkpoint instead]
+    feature-statistics (each region, masked) → federated sum → fit-feature-pipeline → initial-model
+      (coordinator tasks, computed by the core) → save-checkpoint (round 0)   [resume: from the checkpoint]
     for each round not yet trained:
         local-training (each region: DP-SGD, charge the ledger, clip, pack and mask the update)
           → federated sum (flows/aggregation.py: the coordinator learns only the sum)
-          → the learner turns the sum into the next model (its strategy: FedAvg, FedAdam, ...)
-        local-evaluation when due (each region, holdout aggregates) → global metrics (the task type)
+          → aggregate-round (the learner turns the sum into the next model; its strategy: FedAvg, ...)
+        local-evaluation when due (each region, holdout aggregates) → combine-metrics (the task type)
           → save-checkpoint
     local-only-baseline (each region, same ε) and central-reference (bundled demo data only)
     load-champion → local-evaluation of the champion (each region, on the same holdouts)
@@ -278,7 +278,8 @@ def _agree_features(job: _Job, plans: dict[str, RegionPlan]) -> int:
     config, state = job.config, job.state
     aggregator = set_up_aggregation(config, session_id(state.job_id, job.attempt.attempt), job.roster, job.links)
     job.federation = FederatedJob(config, state, ExchangeTransport(config, job.roster, job.links, aggregator),
-                                  job.strategy, aggregator, make_learner(config), make_task_type(config), job.logger)
+                                  job.strategy, aggregator, make_learner(config), make_task_type(config), job.logger,
+                                  coordinator.as_coordinator_task)
     if not state.resumed:
         job.federation.agree_features(job.contract)
         job.checkpoint(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,13 @@ def collect_contributions(aggregator: Aggregator, round_number: int, contributio
 @task(name="unmask-sum", task_run_name="unmask-sum-r{round_number}", **COORDINATOR_TASK)
 def unmask_sum(aggregator: Aggregator, round_number: int, replies: dict[str, Any]) -> AggregateResult:
     return aggregator.finish(replies)
+
+
+def as_coordinator_task(name: str, function: Callable[..., Any], *args: Any) -> Any:
+    """One of the core's coordinator computations (``fedcrm/federation/job.py``: fit-feature-pipeline,
+    initial-model, aggregate-round, combine-metrics) run as a Prefect task of that name: the UI shows
+    it, and nothing it returns is persisted."""
+    return task(name=name, **COORDINATOR_TASK)(function)(*args)
 
 
 def job_dir(config: FedcrmConfig, job_id: str) -> Path:

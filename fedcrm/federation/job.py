@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -70,6 +71,18 @@ class JobLog(Protocol):
     def warning(self, message: str, *args: object) -> None: ...
 
 
+class CoordinatorSteps(Protocol):
+    """Runs one of the coordinator's own computations under its step name: directly in the core, or as
+    a named Prefect task (``tasks/coordinator.py::as_coordinator_task``), so that the orchestrator's UI
+    shows the coordinator's steps beside the regions'."""
+
+    def __call__(self, name: str, function: Callable[..., Any], *args: Any) -> Any: ...
+
+
+def run_directly(name: str, function: Callable[..., Any], *args: Any) -> Any:
+    return function(*args)
+
+
 SMALL_SUM_WARNING = (
     "only %d region(s) %s contribute to the aggregate: each can infer the other's (DP-noised) contribution "
     "from the result, secure aggregation or not; set federation.min_regions ≥ 3 to refuse such jobs"
@@ -88,6 +101,7 @@ class FederatedJob:
     learner: Learner
     task_type: TaskType
     log: JobLog
+    step: CoordinatorSteps = run_directly
 
     def agree_features(self, contract: DataContract) -> None:
         """Sum the regions' (DP) feature statistics, fit the shared pipeline from the sum alone (and the
@@ -96,11 +110,15 @@ class FederatedJob:
         summed = self.transport.sum_step(FEATURE_STATISTICS, "feature statistics", round_number=0,
                                          bounds=statistics_codec_bounds(config, contract))
         self.warn_if_small(summed.total.contributors)
+        pipeline = self.step("fit-feature-pipeline", self._fit_pipeline, contract, summed.total)
+        self.state.agree_features(pipeline, self.step("initial-model", self.learner.initial, pipeline.n_features))
+
+    def _fit_pipeline(self, contract: DataContract, statistics: AggregateResult) -> FeaturePipeline:
+        """The shared pipeline from the summed moment vectors alone (and the public scale of their noise)."""
         noise_std = summed_noise_std(StatisticsScale.from_contract(contract),
-                                     make_protection(config.privacy).statistics_noise_multiplier,
-                                     len(summed.total.contributors))
-        pipeline = FeaturePipeline.fit(contract, summed.total.total, clip_z=config.features.clip_z, noise_std=noise_std)
-        self.state.agree_features(pipeline, self.learner.initial(pipeline.n_features))
+                                     make_protection(self.config.privacy).statistics_noise_multiplier,
+                                     len(statistics.contributors))
+        return FeaturePipeline.fit(contract, statistics.total, clip_z=self.config.features.clip_z, noise_std=noise_std)
 
     def run_round(self, number: int) -> RoundSummary:
         """Train in every region, sum the clipped (masked) updates, step the global model and evaluate it
@@ -122,13 +140,14 @@ class FederatedJob:
                 hint="see the dropped regions' reasons (update norm, NaN/Inf, secure-aggregation dropouts)",
             )
         self.warn_if_small(total.contributors)
-        state.vector, loss, quantization = self.learner.next_model(self.strategy, self.aggregator, state.vector, total)
+        state.vector, loss, quantization = self.step("aggregate-round", self.learner.next_model, self.strategy,
+                                                     self.aggregator, state.vector, total)
         region_metrics, round_metrics = {}, None
         if number % config.training.evaluate_every == 0 or number == config.training.rounds:
             region_metrics = self.transport.run_step(LOCAL_EVALUATION, f"round {number} evaluation",
                                                      pipeline=state.pipeline, global_vector=state.vector,
                                                      round_number=number)
-            round_metrics = self.task_type.combine(region_metrics)
+            round_metrics = self.step("combine-metrics", self.task_type.combine, region_metrics)
         spent = {r: u.epsilon_spent for r, u in summed.released.items() if u.epsilon_spent is not None}
         record = RoundSummary(
             round=number, participants=total.contributors, mean_loss=loss, metrics=round_metrics,

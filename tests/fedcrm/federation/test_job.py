@@ -120,3 +120,18 @@ def test_a_sum_of_two_regions_is_warned_once_per_job() -> None:
     job.run_round(1)
     job.run_round(2)
     assert sum("only 2 region(s)" in w for w in log.warnings) == 1
+
+
+def test_the_coordinator_s_computations_run_under_their_step_names() -> None:
+    """So that the flow can run each as a named Prefect task (tasks/coordinator.py::as_coordinator_task)."""
+    job, _, _ = _job("training.rounds=2", "training.evaluate_every=1")
+    named = []
+
+    def recording(name, function, *args):
+        named.append(name)
+        return function(*args)
+
+    job.step = recording
+    job.agree_features(CONTRACT)
+    job.run_round(1)
+    assert named == ["fit-feature-pipeline", "initial-model", "aggregate-round", "combine-metrics"]
