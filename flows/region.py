@@ -36,6 +36,7 @@ from fedcrm.channel import RegionChannel, session_id
 from fedcrm.config import FedcrmConfig, LocalSource, RecordSourceSpec, ScoreSinkSpec
 from fedcrm.errors import ConfigError, FedcrmError, MessageRejectedError
 from fedcrm.messages import StepReply, StepRequest, decode_arguments, encode_value
+from fedcrm.settings import RegionSettings
 from tasks import regional
 
 FINISH = "finish"
@@ -77,25 +78,25 @@ def parse_sink(text: str) -> Any:
                           hint="e.g. {kind: salesforce, field: Score__c} or {kind: sql, url: ..., table: scores}") from None
 
 
-def with_local_settings(config: FedcrmConfig, region: str, environ: dict[str, str]) -> FedcrmConfig:
-    """The region's own settings win over the coordinator's: where its store and records are, and
-    which region this worker serves, come from the environment of its work pool (job variables).
-    A store or source given as ``secret:<block>`` is read from that Prefect Secret block."""
-    serves = environ.get("FEDCRM_REGION")
-    if serves and serves != region:
-        raise ConfigError(f"this worker serves region {serves!r}, not {region!r}",
+def with_local_settings(config: FedcrmConfig, region: str, settings: RegionSettings) -> FedcrmConfig:
+    """The region's own settings (``fedcrm/settings.py``, from its work pool's environment) win over the
+    coordinator's: where its store and records are, where its scores go, which region this worker
+    serves and its keyring. A store or source given as ``secret:<block>`` is read from that Prefect
+    Secret block."""
+    if settings.region and settings.region != region:
+        raise ConfigError(f"this worker serves region {settings.region!r}, not {region!r}",
                           hint=f"run region {region}'s deployment on its own work pool ({config.work_pool(region)})")
     spec = config.federation.regions[region]
-    if environ.get("FEDCRM_REGION_STORE"):
-        spec = spec.model_copy(update={"store": resolve_setting(environ["FEDCRM_REGION_STORE"])})
-    if environ.get("FEDCRM_REGION_SOURCE"):
-        spec = spec.model_copy(update={"source": parse_source(resolve_setting(environ["FEDCRM_REGION_SOURCE"]))})
-    if environ.get("FEDCRM_REGION_SCORES"):
-        spec = spec.model_copy(update={"scores": parse_sink(resolve_setting(environ["FEDCRM_REGION_SCORES"]))})
+    if settings.store:
+        spec = spec.model_copy(update={"store": resolve_setting(settings.store)})
+    if settings.source:
+        spec = spec.model_copy(update={"source": parse_source(resolve_setting(settings.source))})
+    if settings.scores:
+        spec = spec.model_copy(update={"scores": parse_sink(resolve_setting(settings.scores))})
     federation = config.federation.model_copy(update={"regions": {**config.federation.regions, region: spec}})
     updated = config.model_copy(update={"federation": federation})
-    if environ.get("FEDCRM_KEYRING"):
-        keys = config.secure_aggregation.model_copy(update={"keyring": Path(environ["FEDCRM_KEYRING"])})
+    if settings.keyring:
+        keys = config.secure_aggregation.model_copy(update={"keyring": settings.keyring})
         updated = updated.model_copy(update={"secure_aggregation": keys})
     return updated
 
@@ -124,7 +125,7 @@ def regional_participant(region: str, job_id: str, config: FedcrmConfig, attempt
     """Take part in attempt ``attempt`` of job ``job_id`` as ``region``; returns how many requests it answered."""
     logger = get_run_logger()
     try:
-        config = with_local_settings(config, region, dict(os.environ))
+        config = with_local_settings(config, region, RegionSettings())
         store = regional.region_store(config, region)
         identity, keyring = load_identity(store, region), read_keyring(config.keyring_path)
         check_registered(keyring, identity)

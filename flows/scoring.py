@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 
 from prefect import flow, get_run_logger
 from prefect.states import Failed, State
@@ -24,6 +23,7 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
 from fedcrm.privacy.release import describe_released
 from fedcrm.scoring import ScoringCounts
+from fedcrm.settings import RegionSettings
 from flows.launch import settings_for_regions
 from flows.region import with_local_settings
 from tasks.scoring import (
@@ -40,7 +40,7 @@ def regional_scoring(region: str, config: FedcrmConfig) -> ScoringCounts | State
     (or a Failed state saying why the region was not scored)."""
     logger = get_run_logger()
     try:
-        config = with_local_settings(config, region, dict(os.environ))
+        config = with_local_settings(config, region, RegionSettings())
     except FedcrmError as exc:
         return Failed(message=f"region {region} not scored: {exc}")
     model, batch = load_scoring_model(region, config), select_records(region, config)
