@@ -48,10 +48,10 @@ def sealing_cost(repeats: int = 50) -> None:
     import time
 
     import numpy as np
-    from pydantic import TypeAdapter
 
     sys.path.insert(0, str(REPO))
-    from fedcrm.messages import StepRequest, Vector
+    from fedcrm.features import FeaturePipeline
+    from fedcrm.protocol import LocalEvaluation
     from fedcrm.secagg.envelope import Envelope, Inbox
     from fedcrm.secagg.identity import COORDINATOR, Identity, Keyring
 
@@ -59,8 +59,9 @@ def sealing_cost(repeats: int = 50) -> None:
     keyring = Keyring.of([sender, recipient])
     print("parameters  body      signed only   + encrypted   overhead")
     for size in (4_097, 100_000):
-        vector = TypeAdapter(Vector).dump_python(np.random.default_rng(0).normal(size=size), mode="json")
-        body = StepRequest(step="local-evaluation", arguments={"global_vector": vector}).model_dump(mode="json")
+        request = LocalEvaluation(pipeline=FeaturePipeline(use_case="bench", numeric=[], categorical=[]),
+                                  global_vector=np.random.default_rng(0).normal(size=size), round_number=1)
+        body = request.model_dump(mode="json")
         timings = {}
         for encrypted in (False, True):
             samples = []

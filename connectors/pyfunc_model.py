@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 
 import mlflow.pyfunc
-import numpy as np
 import pandas as pd
 from mlflow.models import set_model
 
 from fedcrm.features import FeaturePipeline
+from fedcrm.learners.base import SavedModel
 from fedcrm.scoring import Scorer
 
 
@@ -26,8 +26,8 @@ class FedcrmPyfunc(mlflow.pyfunc.PythonModel):
         with open(context.artifacts["pipeline"], encoding="utf-8") as handle:
             pipeline = FeaturePipeline.model_validate(json.load(handle))
         with open(context.artifacts["model"], encoding="utf-8") as handle:
-            model = json.load(handle)
-        self.scorer = Scorer(pipeline, model["hidden_sizes"], np.asarray(model["parameters"]))
+            model = SavedModel.model_validate(json.load(handle))
+        self.scorer = Scorer(pipeline, model)
 
     def predict(self, context, model_input, params=None):
         return pd.DataFrame({"score": self.scorer.score(pd.DataFrame(model_input))})

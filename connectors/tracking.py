@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from fedcrm import __version__
 from fedcrm.errors import ConnectorError
 from fedcrm.features import FeaturePipeline
+from fedcrm.learners.base import SavedModel
 from fedcrm.summary import JobSummary
 from fedcrm.task_types import make_task_type
 
@@ -175,14 +176,14 @@ class MlflowTracker:
         if summary is None:
             summary = JobSummary.model_validate(json.loads((job_dir / "summary.json").read_text(encoding="utf-8")))
         pipeline = FeaturePipeline.model_validate(json.loads((job_dir / "feature_pipeline.json").read_text(encoding="utf-8")))
-        model = json.loads((job_dir / "model.json").read_text(encoding="utf-8"))
+        model = SavedModel.model_validate_json((job_dir / "model.json").read_text(encoding="utf-8"))
         client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(
             experiment, artifact_location=self.artifact_root.resolve().as_uri() if self.artifact_root else None
         )
         example = synthetic_example(pipeline)
-        scores = Scorer(pipeline, model["hidden_sizes"], model["parameters"]).score(example)
+        scores = Scorer(pipeline, model).score(example)
         # log_model only works through MLflow's process-wide URIs: the coordinator process points
         # them at this job's store (all reads in this module pass explicit URIs).
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -254,8 +255,7 @@ class DeployedModel(BaseModel):
 
     version: str
     pipeline: FeaturePipeline
-    hidden_sizes: list[int]
-    parameters: list[float]
+    model: SavedModel
 
 
 def _missing(exc: Exception) -> bool:
@@ -305,11 +305,10 @@ class ModelRegistry:
             with tempfile.TemporaryDirectory() as tmp:
                 root = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
                                                                 tracking_uri=self.tracking_uri))
-                model = json.loads((root / "artifacts" / "model.json").read_text(encoding="utf-8"))
+                model = SavedModel.model_validate_json((root / "artifacts" / "model.json").read_text(encoding="utf-8"))
                 pipeline = FeaturePipeline.model_validate_json(
                     (root / "artifacts" / "feature_pipeline.json").read_text(encoding="utf-8"))
-            return DeployedModel(version=version, pipeline=pipeline, hidden_sizes=model["hidden_sizes"],
-                                 parameters=model["parameters"])
+            return DeployedModel(version=version, pipeline=pipeline, model=model)
 
         return self._wrapped(f"load version {version}", fetch)
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from fedcrm.messages import StepReply, StepRequest
+from pydantic import ValidationError
+
+from fedcrm.errors import MessageRejectedError
+from fedcrm.protocol import Message, StepReply, check_reply
 from fedcrm.secagg.envelope import Envelope, Inbox
 from fedcrm.secagg.identity import COORDINATOR, Identity, Keyring
 
@@ -51,8 +54,8 @@ class CoordinatorChannel:
         """Number the next request to ``region`` ``number`` (talking to a run another coordinator started)."""
         self._next[region] = number
 
-    def send(self, region: str, request: StepRequest) -> int:
-        """Post the region's next request; returns its number."""
+    def send(self, region: str, request: Message) -> int:
+        """Post the region's next request (a ``fedcrm.protocol`` message); returns its number."""
         number = self._next.get(region, HELLO + 1)
         self._next[region] = number + 1
         envelope = Envelope.seal(self.identity, job_id=self.job_id, round=number, phase="request", recipient=region,
@@ -70,7 +73,12 @@ class CoordinatorChannel:
         data = self.mailboxes.fetch(_from(region), number)
         if data is None:
             return None
-        return StepReply.model_validate(self._inbox.open(data, round=number, phase="reply", sender=region))
+        try:
+            reply = StepReply.model_validate(self._inbox.open(data, round=number, phase="reply", sender=region))
+        except ValidationError as exc:
+            raise MessageRejectedError(f"a reply that is not a fedcrm reply ({exc.error_count()} error(s))",
+                                       hint="the region's reply is ignored") from None
+        return check_reply(reply)
 
 
 class RegionChannel:
@@ -87,12 +95,13 @@ class RegionChannel:
     def hello(self, evidence: dict[str, Any]) -> None:
         self._post(HELLO, "hello", evidence)
 
-    def request(self, number: int) -> StepRequest | None:
-        """Request ``number`` once the coordinator has posted it; raises MessageRejectedError if forged."""
+    def request(self, number: int) -> object | None:
+        """The opened body of request ``number`` once the coordinator has posted it (``fedcrm.protocol.parse_request``
+        types it); raises MessageRejectedError if forged."""
         data = self.mailboxes.fetch(_to(self.region), number)
         if data is None:
             return None
-        return StepRequest.model_validate(self._inbox.open(data, round=number, phase="request", sender=COORDINATOR))
+        return self._inbox.open(data, round=number, phase="request", sender=COORDINATOR)
 
     def reply(self, number: int, reply: StepReply) -> None:
         self._post(number, "reply", reply.model_dump(mode="json"))

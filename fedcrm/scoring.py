@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from fedcrm.contract import OTHER, DataContract
 from fedcrm.errors import ContractError
 from fedcrm.features import FeaturePipeline
+from fedcrm.learners.base import SavedModel
 from fedcrm.privacy.release import released_count
 from fedcrm.records import parse_records
 
@@ -22,11 +23,11 @@ class Scorer:
     """Scores records with a global model (used in-region and inside the MLflow pyfunc), through the
     model's learner (``fedcrm/learners::make_predictor``)."""
 
-    def __init__(self, pipeline: FeaturePipeline, hidden_sizes: list[int], vector: np.ndarray, learner: str = "mlp"):
+    def __init__(self, pipeline: FeaturePipeline, model: SavedModel):
         from fedcrm.learners import make_predictor
 
         self.pipeline = pipeline
-        self.predictor = make_predictor(pipeline, hidden_sizes, vector, learner)
+        self.predictor = make_predictor(pipeline, model)
 
     def score(self, records: pd.DataFrame) -> np.ndarray:
         """The learner's outputs for ``records`` (numeric columns as the contract's numbers)."""

@@ -21,7 +21,8 @@ from fedcrm.aggregation import AggregateResult, Aggregator, Screen
 from fedcrm.config import FedcrmConfig
 from fedcrm.roster import Roster
 from flows.dispatch import RegionLinks
-from tasks import coordinator, regional
+from fedcrm.protocol import SecureAggregation, StepRequest
+from tasks import coordinator
 
 
 def _replies_or_reasons(roster: Roster, step: str, replies: dict[str, Any], value=lambda v: v) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def set_up_aggregation(config: FedcrmConfig, job_id: str, roster: Roster, links:
     for phase in aggregator.setup_phases:
         step = f"secure-aggregation setup ({phase})"
         requests = aggregator.setup_requests(phase, roster.active)
-        replies = links.ask(regional.secure_aggregation_step, list(requests),
+        replies = links.ask(SecureAggregation, list(requests),
                             per_region={r: {"request": q} for r, q in requests.items()})
         failed = aggregator.receive_setup(phase, _replies_or_reasons(roster, step, replies))
         for region, reason in failed.items():
@@ -52,9 +53,9 @@ def set_up_aggregation(config: FedcrmConfig, job_id: str, roster: Roster, links:
 
 def federated_sum(
     config: FedcrmConfig, roster: Roster, links: RegionLinks, aggregator: Aggregator, *, round_number: int, step: str,
-    regional_task: Any, bounds: np.ndarray, screen: Screen | None = None, **arguments: Any,
+    request: type[StepRequest], bounds: np.ndarray, screen: Screen | None = None, **arguments: Any,
 ) -> tuple[AggregateResult, dict[str, Any], float]:
-    """Run ``regional_task`` in every active region and sum what they contribute.
+    """Ask every active region for ``request`` (a step that contributes to a sum) and sum what they contribute.
 
     Returns the sum, the seconds the coordinator-side aggregation took once the contributions had
     arrived (checks, unmask step, reconstruction), and every answering region's reply (whatever it releases besides its
@@ -62,7 +63,7 @@ def federated_sum(
     excluded from the job; a plain aggregator's screen drops a bad contribution for this round only.
     """
     requests = aggregator.open_round(round_number, roster.active, bounds, screen)
-    replies = links.ask(regional_task, list(requests), round_number=round_number,
+    replies = links.ask(request, list(requests), round_number=round_number,
                         per_region={r: {"request": q} for r, q in requests.items()}, **arguments)
     released = {r: reply.value for r, reply in replies.items() if reply.ok}
     contributions = _replies_or_reasons(roster, step, replies, lambda value: value.contribution)
@@ -70,7 +71,7 @@ def federated_sum(
     unmask = coordinator.collect_contributions(aggregator, round_number, contributions)
     answers: dict[str, Any] = {}
     if unmask:
-        replies = links.ask(regional.secure_aggregation_step, list(unmask),
+        replies = links.ask(SecureAggregation, list(unmask),
                             per_region={r: {"request": q} for r, q in unmask.items()})
         answers = _replies_or_reasons(roster, f"{step} (unmask)", replies)
     result = coordinator.unmask_sum(aggregator, round_number, answers)

@@ -23,12 +23,12 @@ from prefect import flow, get_run_logger
 from connectors.exchange import open_exchange
 from connectors.monitoring import log_drift_run, metric_key
 from connectors.tracking import CHAMPION, ModelRegistry, redact
+from fedcrm import protocol
 from fedcrm.config import FedcrmConfig
 from fedcrm.drift import DriftSummary, RegionDrift
 from fedcrm.errors import DriftError, FedcrmError
 from fedcrm.roster import Roster
 from flows.launch import finish_regions, settings_for_regions, start_regions
-from tasks import regional
 
 
 def _champion(config: FedcrmConfig):
@@ -111,7 +111,7 @@ def check_drift(config: FedcrmConfig) -> DriftSummary:
     roster = Roster(list(config.federation.regions))
     running = start_regions(config, open_exchange(config, check_id), roster, purpose="drift")
     try:
-        replies = running.links.ask(regional.drift_check, roster.active, pipeline=champion.pipeline,
+        replies = running.links.ask(protocol.DriftCheck, roster.active, pipeline=champion.pipeline,
                                     baseline_job=baseline_job)
     finally:
         finish_regions(running)

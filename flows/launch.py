@@ -27,11 +27,11 @@ from fedcrm.audit import AuditHead, latest_heads
 from fedcrm.channel import CoordinatorChannel, session_id
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError, MessageRejectedError
-from fedcrm.messages import StepRequest
+from fedcrm.protocol import Finish, Retire
 from fedcrm.roster import Roster
 from fedcrm.summary import RunResidency
 from flows.dispatch import RegionLinks
-from flows.region import FINISH, RETIRE, regional_participant
+from flows.region import regional_participant
 from tasks.coordinator import coordinator_keys
 from tasks.registry import anchor_session
 
@@ -174,13 +174,13 @@ def retire_earlier_attempts(config: FedcrmConfig, exchange: Exchange, regions: l
                                      session)
         for region in regions:
             channel.continue_from(region, old.first_free(f"to-{region}"))
-            channel.send(region, StepRequest(step=RETIRE))
+            channel.send(region, Retire())
 
 
 def finish_regions(running: RunningRegions, *, wait_s: float = 60.0) -> None:
     """Tell every launched run the job is over (excluded and silent ones too, so none waits for its idle
     timeout): each then closes its reservation and deletes its workspace (flows/region.py)."""
-    running.links.tell(list(running.launched), FINISH)
+    running.links.tell(list(running.launched), Finish())
     for future in running.launched.values():
         if hasattr(future, "wait"):
             future.wait(timeout=wait_s)

@@ -2,6 +2,8 @@
 
     hello (signed residency evidence: flow run, work pool, worker)
     loop: wait for the coordinator's next signed request on the exchange
+          → validate it against its typed model (fedcrm/protocol.py: a request of another protocol
+            version, an unknown step or malformed arguments are refused with the reason)
           → run that regional step (a task of tasks/regional.py, inside the region)
           → post the signed reply (counts, DP releases, masked contributions only, and the
             region's audit head, which the coordinator records as its anchor)
@@ -35,15 +37,9 @@ from connectors.secrets import resolve_setting
 from fedcrm.channel import RegionChannel, session_id
 from fedcrm.config import FedcrmConfig, LocalSource, RecordSourceSpec, ScoreSinkSpec
 from fedcrm.errors import ConfigError, FedcrmError, MessageRejectedError
-from fedcrm.messages import StepReply, StepRequest, decode_arguments, encode_value
+from fedcrm.protocol import Finish, Retire, StepReply, StepRequest, parse_request
 from fedcrm.settings import RegionSettings
 from tasks import regional
-
-FINISH = "finish"
-"""The job is over (completed, failed or aborted): release its workspace and reservation, then end."""
-RETIRE = "retire"
-"""Another attempt of the job goes on with this region's workspace and reservation: end, keep both."""
-
 
 def residency_evidence(region: str) -> dict[str, Any]:
     """Where this run executes, as the orchestrator and the machine report it."""
@@ -101,23 +97,20 @@ def with_local_settings(config: FedcrmConfig, region: str, settings: RegionSetti
     return updated
 
 
-def _answer(region: str, config: FedcrmConfig, job_id: str, attempt: int, request: StepRequest) -> StepReply:
-    step = regional.REGIONAL_STEPS.get(request.step)
-    if step is None:
-        return StepReply(ok=False, reason=f"unknown step {request.step!r}: the region runs an older or newer fedcrm")
-    try:
-        arguments = decode_arguments(step, request.arguments, allowed=set(request.arguments) - regional.SUPPLIED_BY_THE_REGION)
-    except MessageRejectedError as exc:
-        return StepReply(ok=False, reason=str(exc))
+def answer(region: str, config: FedcrmConfig, job_id: str, attempt: int, request: StepRequest) -> StepReply:
+    """Run the regional task that answers ``request`` (a validated ``fedcrm.protocol`` request) and encode its
+    reply; the region supplies its own name, configuration, job and attempt."""
+    step = regional.REGIONAL_STEPS[request.name]
+    arguments = request.arguments()
     if "attempt" in inspect.signature(step.fn).parameters:
         arguments["attempt"] = attempt
     reply = step(region=region, config=config, job_id=job_id, **arguments)
     if not reply.ok:
         return StepReply(ok=False, reason=reply.reason)
     try:
-        return StepReply(ok=True, value=encode_value(step, reply.value))
+        return StepReply(ok=True, value=request.encode_value(reply.value))
     except (TypeError, ValueError) as exc:  # a bug, not data: the step's value does not fit its declared type
-        return StepReply(ok=False, reason=f"{request.step}: its result could not be encoded ({type(exc).__name__})")
+        return StepReply(ok=False, reason=f"{request.name}: its result could not be encoded ({type(exc).__name__})")
 
 
 @flow(name="fedcrm-region", flow_run_name="{region}-{job_id}-{attempt}", persist_result=False, log_prints=False)
@@ -142,13 +135,13 @@ def regional_participant(region: str, job_id: str, config: FedcrmConfig, attempt
     idle_until = time.monotonic() + config.launcher.region_idle_timeout_s
     while True:
         try:
-            request = channel.request(number)
+            body = channel.request(number)
         except MessageRejectedError as exc:  # forged or altered: never acted on; the coordinator will time out
             if number not in rejected:
                 logger.error("region %s ignored request %d: %s", region, number, exc)
                 rejected.add(number)
-            request = None
-        if request is None:
+            body = None
+        if body is None:
             if time.monotonic() > idle_until:
                 logger.warning("region %s heard nothing from the coordinator for %g s: releasing its workspace",
                                region, config.launcher.region_idle_timeout_s)
@@ -156,15 +149,23 @@ def regional_participant(region: str, job_id: str, config: FedcrmConfig, attempt
                 break
             time.sleep(config.exchange.poll_interval_s)
             continue
-        if request.step == FINISH:  # idempotent: a completed job has released already
+        began = time.perf_counter()
+        try:
+            request = parse_request(body)
+        except MessageRejectedError as exc:  # signed by the coordinator, but not a request this region can run
+            logger.error("region %s refused request %d: %s", region, number, exc)
+            channel.reply(number, StepReply(ok=False, reason=str(exc), audit_head=audit.head()))
+            number, answered = number + 1, answered + 1
+            idle_until = time.monotonic() + config.launcher.region_idle_timeout_s
+            continue
+        if isinstance(request, Finish):  # idempotent: a completed job has released already
             released = regional.release_workspace(region=region, config=config, job_id=job_id)
             if not released.ok:
                 logger.warning("region %s could not release job %s's workspace: %s", region, job_id, released.reason)
             break
-        if request.step == RETIRE:
+        if isinstance(request, Retire):
             break
-        began = time.perf_counter()
-        reply = _answer(region, config, job_id, attempt, request)
+        reply = answer(region, config, job_id, attempt, request)
         channel.reply(number, reply.model_copy(update={"elapsed_s": time.perf_counter() - began,
                                                        "audit_head": audit.head()}))
         number, answered = number + 1, answered + 1

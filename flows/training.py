@@ -37,7 +37,6 @@ import uuid
 from dataclasses import dataclass
 from logging import Logger, LoggerAdapter
 from datetime import datetime, timezone
-from typing import Any
 
 import numpy as np
 from prefect import flow, get_run_logger
@@ -48,6 +47,7 @@ from fedcrm.channel import session_id
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import ConfigError, FedcrmError
 from fedcrm.contract import DataContract
+from fedcrm import protocol
 from fedcrm.federation import FederatedJob, JobState, privacy_note
 from fedcrm.gates import ChampionMeasure
 from fedcrm.learners import make_learner
@@ -58,8 +58,7 @@ from fedcrm.strategies.base import restore_strategy_state, strategy_state
 from fedcrm.summary import Baselines, CentralReference, GateOutcome, JobSummary, SkippedBaseline
 from fedcrm.task_types import make_task_type
 from fedcrm.validation import contract_fingerprint, load_suite_dict
-from flows.aggregation import set_up_aggregation
-from flows.dispatch import RegionLinks, record_preparation, reserve_all_or_nothing
+from flows.dispatch import RegionLinks
 from flows.launch import (
     RunningRegions,
     finish_regions,
@@ -67,8 +66,7 @@ from flows.launch import (
     start_regions,
 )
 from flows.transport import ExchangeTransport
-from tasks import coordinator, regional
-from tasks.budget import RegionPlan
+from tasks import coordinator
 from tasks.registry import audit_event
 
 
@@ -76,23 +74,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _run_baselines(config: FedcrmConfig, job_id: str, links: RegionLinks, roster: Roster, pipeline, initial) -> Baselines:
+def _run_baselines(job: _Job) -> Baselines:
     """What federation buys: each region alone (same ε), and a pooled ceiling on public demo data."""
-    out = Baselines()
-    if config.baselines.local_only:
-        replies = links.ask(regional.local_only_baseline, roster.active, pipeline=pipeline, initial_vector=initial)
-        alone, failed = {}, {}
-        for region, reply in replies.items():
-            if reply.ok:
-                entry = roster.regions[region]
-                entry.local_only, entry.epsilon_job_total = reply.value.metrics, reply.value.epsilon_job_total
-                alone[region] = reply.value.metrics
-            else:
-                failed[region] = reply.reason
-        out.local_only = make_task_type(config).combine(alone) if alone else None
-        out.local_only_failed = failed
+    config, state, roster = job.config, job.state, job.roster
+    out = job.federation.local_only_baselines() if config.baselines.local_only else Baselines()
     if config.baselines.central_reference:
-        reference = coordinator.central_reference(config, job_id, roster.active, pipeline, initial)
+        reference = coordinator.central_reference(config, state.job_id, roster.active, state.pipeline, state.initial)
         if reference["status"] == "computed":
             for region, m in reference["per_region"].items():
                 roster.regions[region].central_reference = m
@@ -107,8 +94,9 @@ def _measure_champion(config: FedcrmConfig, links: RegionLinks, roster: Roster) 
     champion, problem = coordinator.load_champion(config)
     if champion is None:
         return problem or None
-    replies = links.ask(regional.local_evaluation, roster.active, pipeline=champion.pipeline,
-                        global_vector=np.asarray(champion.parameters), round_number=0, hidden_sizes=champion.hidden_sizes)
+    replies = links.ask(protocol.LocalEvaluation, roster.active, pipeline=champion.pipeline,
+                        global_vector=np.asarray(champion.model.parameters), round_number=0,
+                        hidden_sizes=champion.model.hidden_sizes)
     return coordinator.measure_champion(config, champion.version, replies)
 
 
@@ -178,8 +166,9 @@ class _Job:
     attempt: Exchange | None = None
     """This attempt's exchange (its own mailboxes), once begun."""
     running: RunningRegions | None = None
+    transport: ExchangeTransport | None = None
     federation: FederatedJob | None = None
-    """The core's round loop, once secure aggregation is set up."""
+    """The core's job over the regional runs, once they are started."""
 
     @property
     def links(self) -> RegionLinks:
@@ -214,11 +203,13 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
         job.running = start_regions(config, job.attempt, job.roster)
         started.append(job.running)
         job.roster.require_quorum(config.federation.min_regions, "start")
-        _prepare_regions(job, suite)
-        first = _agree_features(job, _plan_privacy(job))
+        _connect(job)
+        job.progress("prepare", 0, 1, "job %s: validating %d region(s)", job_id, len(job.roster.active))
+        job.federation.prepare(suite)
+        first = _agree_features(job, job.federation.plan_privacy())
         for number in range(first, config.training.rounds + 1):
             _run_round(job, number)
-        job.state.baselines = _run_baselines(config, job_id, job.links, job.roster, job.state.pipeline, job.state.initial)
+        job.state.baselines = _run_baselines(job)
         champion = _measure_champion(config, job.links, job.roster)
     except FedcrmError as exc:
         job.logger.error("job %s failed: %s", job_id, exc)
@@ -244,42 +235,18 @@ def _begin(job: _Job, resume: bool) -> None:
         retire_earlier_attempts(job.config, job.attempt, list(job.roster.regions))
 
 
-def _prepare_regions(job: _Job, suite: dict[str, Any]) -> None:
-    """Each region reads, validates and splits its records; failing regions are excluded with their reason."""
-    roster = job.roster
-    job.progress("prepare", 0, 1, "job %s: validating %d region(s)", job.state.job_id, len(roster.active))
-    fingerprints = {r: e.data_fingerprint for r, e in roster.regions.items()}
-    record_preparation(roster, job.links.ask(regional.prepare_region, roster.active, suite=suite))
-    if job.state.resumed:
-        for region in roster.active:
-            if roster.regions[region].data_fingerprint != fingerprints[region]:
-                roster.exclude(region, "resume", "its records changed since the job started (and its prepared "
-                                                 "copy is gone), so it cannot resume this job; start a new job")
-    for region, entry in roster.regions.items():
-        if entry.status == "excluded":
-            job.logger.warning("region %s excluded at %s: %s", region, entry.excluded_at, entry.reason)
-    roster.require_quorum(job.config.federation.min_regions, "validation")
+def _connect(job: _Job) -> None:
+    """The core's job over the started regional runs (the exchange transport)."""
+    job.transport = ExchangeTransport(job.config, job.roster, job.links)
+    job.federation = FederatedJob(job.config, job.state, job.transport, job.strategy, make_learner(job.config),
+                                  make_task_type(job.config), job.logger, coordinator.as_coordinator_task)
 
 
-def _plan_privacy(job: _Job) -> dict[str, RegionPlan]:
-    """Every region calibrates and reserves the job's whole spend, or none does (all or nothing)."""
-    plans = reserve_all_or_nothing(job.roster, job.links, regional.plan_privacy, regional.release_workspace,
-                                   min_regions=job.config.federation.min_regions)
-    for region, plan in plans.items():
-        job.roster.regions[region].privacy_plan = plan.plan
-    if (warning := make_protection(job.config.privacy).warning) is not None:
-        job.logger.warning(warning)
-    return plans
-
-
-def _agree_features(job: _Job, plans: dict[str, RegionPlan]) -> int:
-    """Set up secure aggregation and the core's round loop, and agree the feature pipeline from DP
-    statistics (a resumed job has it in its checkpoint); returns the first round to train."""
-    config, state = job.config, job.state
-    aggregator = set_up_aggregation(config, session_id(state.job_id, job.attempt.attempt), job.roster, job.links)
-    job.federation = FederatedJob(config, state, ExchangeTransport(config, job.roster, job.links, aggregator),
-                                  job.strategy, aggregator, make_learner(config), make_task_type(config), job.logger,
-                                  coordinator.as_coordinator_task)
+def _agree_features(job: _Job, plans: dict[str, protocol.RegionPlan]) -> int:
+    """Set up secure aggregation, and agree the feature pipeline from DP statistics (a resumed job has it
+    in its checkpoint); returns the first round to train."""
+    state = job.state
+    job.transport.set_up_aggregation(session_id(state.job_id, job.attempt.attempt))
     if not state.resumed:
         job.federation.agree_features(job.contract)
         job.checkpoint(0)
@@ -310,7 +277,7 @@ def _run_round(job: _Job, number: int) -> None:
 def _release_workspaces(job: _Job) -> None:
     """Every region still answering deletes its working copies; its lifetime ledger says what the job spent."""
     answering = [] if job.running is None else job.links.answering(list(job.roster.regions))
-    for region, reply in job.links.ask(regional.release_workspace, answering).items() if answering else ():
+    for region, reply in job.links.ask(protocol.ReleaseWorkspace, answering).items() if answering else ():
         if not reply.ok:
             job.logger.warning("region %s could not release its workspace: %s", region, reply.reason)
         elif reply.value is not None:  # the region's lifetime ledger is the source of truth for ε
@@ -332,7 +299,7 @@ def _publish(job: _Job, champion: ChampionMeasure | str | None):
         logger.warning("MLflow registration failed (the model is saved): %s", tracking.error)
     elif tracking.registered and make_protection(config.privacy).spends_budget:  # else no ledger to link
         version = f"{tracking.model_name}/{tracking.model_version}"
-        for region, reply in job.links.ask(regional.record_model_version, job.roster.active,
+        for region, reply in job.links.ask(protocol.RecordModelVersion, job.roster.active,
                                            model_version=version).items():
             if not reply.ok:
                 logger.warning("region %s could not link model %s in its ledger: %s", region, version, reply.reason)

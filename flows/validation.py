@@ -10,13 +10,13 @@ import uuid
 from prefect import flow
 
 from connectors.exchange import open_exchange
+from fedcrm import protocol
 from fedcrm.config import FedcrmConfig
+from fedcrm.federation.regions import record_preparation
 from fedcrm.roster import Roster
 from fedcrm.summary import RegionSummary
 from fedcrm.validation import load_suite_dict
-from flows.dispatch import record_preparation
 from flows.launch import finish_regions, start_regions
-from tasks import regional
 
 
 @flow(name="fedcrm-validate", persist_result=False, log_prints=False)
@@ -27,7 +27,7 @@ def validate_federation(config: FedcrmConfig) -> dict[str, RegionSummary]:
     running = start_regions(config, open_exchange(config, job_id), roster, purpose="validate")
     try:
         replies = running.links.ask(
-            regional.prepare_region, roster.active, suite=load_suite_dict(contract, config.expectations_dir), keep=False,
+            protocol.PrepareRegion, roster.active, suite=load_suite_dict(contract, config.expectations_dir), keep=False,
         )
         record_preparation(roster, replies)
     finally:

@@ -10,7 +10,7 @@ reserved, when the budget cannot hold it) and `close` releases what the job did 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from connectors.base import RegionStore
@@ -23,6 +23,7 @@ from fedcrm.privacy.accountant import PrivacyEvent
 from fedcrm.privacy.ledger import BudgetExceededError, PlannedSpend
 from fedcrm.privacy.plan import JobLedger, PrivacyPlan
 from fedcrm.protection import make_protection
+from fedcrm.protocol import RegionPlan
 from fedcrm.summary import LifetimeBudget
 
 FEDERATED = "federated training"
@@ -48,17 +49,6 @@ def planned_spends(n_train: int, config: FedcrmConfig, region: str) -> list[Plan
     if sigma is not None:
         spends.append(PlannedSpend(purpose=STATISTICS, event=PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=1)))
     return spends
-
-
-@dataclass(frozen=True)
-class RegionPlan:
-    plan: PrivacyPlan | None
-    """None when the job is not private."""
-    rounds_charged: list[int] = field(default_factory=list)
-    """Rounds this job already trained here (a resumed job: never trained again)."""
-    refused: str = ""
-    """Why the region's lifetime budget cannot hold the job (nothing was reserved): the coordinator then
-    fails the whole job, so that it holds its reservations in all its regions or in none."""
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError, MessageRejectedError
 from fedcrm.features import FeaturePipeline
 from fedcrm.gates import ChampionMeasure, GateReport, evaluate_gates
+from fedcrm.learners import make_learner
 from fedcrm.secagg import COORDINATOR, SecAggServer, SecureAggregator
 from fedcrm.secagg.envelope import Envelope, Inbox
 from fedcrm.secagg.identity import Identity, Keyring
@@ -133,7 +134,7 @@ def save_job(config: FedcrmConfig, summary: JobSummary, pipeline: FeaturePipelin
     base = f"jobs/{summary.job_id}"
     if pipeline is not None and vector is not None:
         store.write_json(f"{base}/feature_pipeline.json", pipeline.model_dump())
-        store.write_json(f"{base}/model.json", {"hidden_sizes": config.training.hidden_sizes, "parameters": vector.tolist()})
+        store.write_json(f"{base}/model.json", make_learner(config).save(vector).model_dump(mode="json"))
     return store.write_json(f"{base}/summary.json", summary.model_dump(mode="json"))
 
 

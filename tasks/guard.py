@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from connectors.base import RegionStore
 from fedcrm.errors import FedcrmError
+from fedcrm.protocol import RegionReply
+
+__all__ = ["ERROR_LOG", "RegionReply", "in_region", "unwrap"]
 
 T = TypeVar("T")
 ERROR_LOG = "logs/errors.log"
-
-
-@dataclass(frozen=True)
-class RegionReply(Generic[T]):
-    """A region's answer to one step: a releasable value, or why the region must be excluded."""
-
-    region: str
-    ok: bool
-    value: T | None = None
-    reason: str = ""
 
 
 def in_region(region: str, store: RegionStore, step: str, run: Callable[[], T]) -> RegionReply[T]:

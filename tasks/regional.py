@@ -1,12 +1,13 @@
 """The Prefect tasks that run inside one region: each a few lines around one `RegionSession` step.
 
-The task's signature is the step's wire format (what a coordinator's request may carry: see
-`flows/dispatch.py` and `SUPPLIED_BY_THE_REGION`); `in_region` turns any failure into a reason that
-carries no row-level detail.
+Each answers the request of `fedcrm/protocol.py` of the same name: its parameters are that
+request's fields plus what the region supplies itself (`SUPPLIED_BY_THE_REGION`), and it returns the
+request's `reply_type` (tests/tasks/test_regional_protocol.py holds the two together). The regional
+run dispatches a validated request to it (`flows/region.py`); `in_region` turns any failure into a
+reason that carries no row-level detail.
 """
 
 from __future__ import annotations
-
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -16,13 +17,12 @@ from fedcrm.config import FedcrmConfig
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Blob, Vector
+from fedcrm.protocol import Contribution, LocalOnlyResult, PreparedSummary, RegionPlan
 from fedcrm.summary import LifetimeBudget
-from tasks.budget import RegionPlan
 from tasks.guard import RegionReply, in_region
-from tasks.session import Contribution, LocalOnlyResult, PreparedSummary, RegionSession, region_store
+from tasks.session import RegionSession, region_store
 
-__all__ = ["Contribution", "LocalOnlyResult", "PreparedSummary", "REGIONAL_STEPS", "SUPPLIED_BY_THE_REGION",
-           "region_store"]
+__all__ = ["REGIONAL_STEPS", "SUPPLIED_BY_THE_REGION", "region_store"]
 
 REGION_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
 
@@ -146,7 +146,7 @@ REGIONAL_STEPS = {step.name: step for step in (
     prepare_region, plan_privacy, secure_aggregation_step, feature_statistics, local_training, local_evaluation,
     local_only_baseline, release_workspace, record_model_version, drift_check,
 )}
-"""What a coordinator may ask a regional run to do, by name; anything else is refused."""
+"""The task that answers each step of ``fedcrm.protocol.STEP_REQUESTS``, by the step's name."""
 
 SUPPLIED_BY_THE_REGION = {"region", "config", "job_id", "attempt"}
 """Arguments a region takes from its own run, never from a request."""

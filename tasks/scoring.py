@@ -80,7 +80,7 @@ def score_records(region: str, config: FedcrmConfig, batch: ScoringBatch,
                   model: DeployedModel) -> RegionReply[pd.DataFrame]:
     """The record id and the task type's written-back columns (binary: ``score``, the probability)."""
     def run() -> pd.DataFrame:
-        outputs = Scorer(model.pipeline, model.hidden_sizes, model.parameters).score(batch.records)
+        outputs = Scorer(model.pipeline, model.model).score(batch.records)
         ids = batch.records[config.load_contract().id_column].astype(str)
         return pd.DataFrame({ID: ids, **make_task_type(config).score_columns(outputs)})
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,43 +29,14 @@ from fedcrm.errors import DriftError, PrivacyError, SecureAggregationError
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Payload
+from fedcrm.protocol import Contribution, LocalOnlyResult, PreparedSummary, RegionPlan
 from fedcrm.model import head_size, with_head
 from fedcrm.privacy.accountant import compose_epsilon
 from fedcrm.privacy.release import released_count
 from fedcrm.secagg import MaskingContributor, SecAggClient
 from fedcrm.strategies import clip_update
 from fedcrm.summary import LifetimeBudget
-from fedcrm.validation import ValidationReport
-from tasks.budget import RegionPlan, region_budget
-
-
-@dataclass(frozen=True)
-class PreparedSummary:
-    """What a region reveals about its preparation: released counts only (None below
-    privacy.min_k, else rounded down to a multiple of it); the exact ones stay in its store."""
-
-    report: ValidationReport
-    n_train: int | None
-    n_holdout: int | None
-    fingerprint: str
-    """HMAC-SHA256 of the records under the region's own secret key (see ``RegionSession.fingerprint_key``)."""
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """What a region sends for a federated sum: its masked vector (secure aggregation) or, to a
-    trusted plain aggregator, the vector itself."""
-
-    contribution: Payload
-    epsilon_spent: float | None = None
-    """Cumulative ε of this region in this job after the step (None when not private)."""
-
-
-@dataclass(frozen=True)
-class LocalOnlyResult:
-    metrics: RegionMetrics
-    epsilon_spent: float | None
-    epsilon_job_total: float | None
+from tasks.budget import region_budget
 
 
 def region_store(config: FedcrmConfig, region: str) -> RegionStore:

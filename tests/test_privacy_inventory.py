@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from fedcrm.messages import StepReply, reply_type
-from flows.region import FINISH, residency_evidence
-from tasks import regional
+from fedcrm.protocol import STEP_REQUESTS, Finish, Retire, StepReply
+from flows.region import residency_evidence
 
 ROOT = Path(__file__).resolve().parent.parent
 PRIVACY_MD = (ROOT / "docs" / "privacy.md").read_text(encoding="utf-8")
@@ -83,8 +82,8 @@ def message_kinds() -> dict[str, set[str]]:
     the field names it can carry."""
     kinds = {"hello": set(_hello_keys()),
              "StepReply": set(StepReply.model_fields)}
-    for name, step in regional.REGIONAL_STEPS.items():
-        kinds[name] = {f for fields in fields_of(reply_type(step), {}).values() for f in fields}
+    for step in STEP_REQUESTS:
+        kinds[step.name] = {f for fields in fields_of(step.reply_type, {}).values() for f in fields}
     return kinds
 
 
@@ -102,7 +101,7 @@ def test_the_message_list_is_derived_from_the_code():
     assert {"prepare-region", "local-training", "local-evaluation", "drift-check"} <= set(kinds)
     assert {"n_train", "fingerprint", "n_rows", "counts"} <= kinds["prepare-region"]
     assert kinds["hello"] == {"region", "flow_run_id", "worker", "deployment", "host"}
-    assert FINISH == "finish"  # sent to a region, not by it: carries nothing
+    assert set(Finish.model_fields) == set(Retire.model_fields) == {"protocol", "step"}  # sent to a region: carry nothing
 
 
 @pytest.mark.parametrize("kind", sorted(message_kinds()))

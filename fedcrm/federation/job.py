@@ -23,8 +23,23 @@ from fedcrm.aggregation import AggregateResult, Screen, update_bounds, update_no
 from fedcrm.errors import FederationError
 from fedcrm.features import FeaturePipeline, StatisticsScale, summed_noise_std
 from fedcrm.protection import make_protection
+from fedcrm.federation.regions import (
+    exclude_changed_records,
+    local_only_baselines,
+    record_preparation,
+    reserve_all_or_nothing,
+)
+from fedcrm.protocol import (
+    FeatureStatistics,
+    LocalEvaluation,
+    LocalTraining,
+    PrepareRegion,
+    RegionPlan,
+    RegionReply,
+    StepRequest,
+)
 from fedcrm.regional import statistics_codec_bounds
-from fedcrm.summary import RoundSummary
+from fedcrm.summary import Baselines, RoundSummary
 
 if TYPE_CHECKING:
     from fedcrm.aggregation import Aggregator
@@ -34,10 +49,6 @@ if TYPE_CHECKING:
     from fedcrm.learners import Learner
     from fedcrm.strategies import Strategy
     from fedcrm.task_types import TaskType
-
-FEATURE_STATISTICS, LOCAL_TRAINING, LOCAL_EVALUATION = "feature-statistics", "local-training", "local-evaluation"
-"""The regional steps the round loop asks for (the names of the steps a regional run answers)."""
-
 
 @dataclass(frozen=True)
 class SummedStep:
@@ -51,19 +62,29 @@ class SummedStep:
 
 
 class RegionTransport(Protocol):
-    """How the job reaches its active regions. A region that fails a step is excluded (with its reason)
-    and the quorum (``federation.min_regions``) is enforced by the transport, which owns the roster's
-    exclusions; a contribution screened out is dropped for its round only (``AggregateResult.dropped``)."""
+    """How the job reaches its regions, one ``fedcrm.protocol`` request at a time.
+
+    ``ask`` returns every asked region's reply, failures included, and excludes no one: the job decides
+    (a failed validation, a refused reservation). ``run_step`` and ``sum_step`` exclude a region that
+    fails (with its reason) and enforce the quorum (``federation.min_regions``); a contribution screened
+    out of a sum is dropped for its round only (``AggregateResult.dropped``)."""
 
     @property
     def transport_s(self) -> float:
         """Cumulative seconds spent in transport beyond the regions' own compute."""
 
-    def sum_step(self, step: str, label: str, *, round_number: int, bounds: np.ndarray, screen: Screen | None = None,
-                 **arguments: Any) -> SummedStep:
+    @property
+    def aggregator(self) -> Aggregator:
+        """What the sums go through (secure aggregation by default), once set up."""
+
+    def ask(self, step: type[StepRequest], regions: list[str], **arguments: Any) -> dict[str, RegionReply[Any]]:
+        """Ask each of ``regions`` for ``step``; every region's reply, in the order asked."""
+
+    def sum_step(self, step: type[StepRequest], label: str, *, round_number: int, bounds: np.ndarray,
+                 screen: Screen | None = None, **arguments: Any) -> SummedStep:
         """Run ``step`` in every active region and sum their contributions; ``label`` names the step in reasons."""
 
-    def run_step(self, step: str, label: str, **arguments: Any) -> dict[str, Any]:
+    def run_step(self, step: type[StepRequest], label: str, **arguments: Any) -> dict[str, Any]:
         """Run ``step`` in every active region; returns each answering region's value."""
 
 
@@ -97,17 +118,43 @@ class FederatedJob:
     state: JobState
     transport: RegionTransport
     strategy: Strategy
-    aggregator: Aggregator
     learner: Learner
     task_type: TaskType
     log: JobLog
     step: CoordinatorSteps = run_directly
 
+    def prepare(self, suite: dict[str, Any]) -> None:
+        """Each region reads, validates (against ``suite``) and splits its records; a region that fails is
+        excluded with its reason, and so is, in a resumed job, one whose records changed since it started."""
+        roster = self.state.roster
+        fingerprints = {r: e.data_fingerprint for r, e in roster.regions.items()}
+        record_preparation(roster, self.transport.ask(PrepareRegion, roster.active, suite=suite))
+        if self.state.resumed:
+            exclude_changed_records(roster, fingerprints)
+        for region, entry in roster.regions.items():
+            if entry.status == "excluded":
+                self.log.warning("region %s excluded at %s: %s", region, entry.excluded_at, entry.reason)
+        roster.require_quorum(self.config.federation.min_regions, "validation")
+
+    def plan_privacy(self) -> dict[str, RegionPlan]:
+        """Every region calibrates its noise and reserves the job's whole spend, or none keeps a reservation."""
+        plans = reserve_all_or_nothing(self.state.roster, self.transport, min_regions=self.config.federation.min_regions)
+        for region, plan in plans.items():
+            self.state.roster.regions[region].privacy_plan = plan.plan
+        if (warning := make_protection(self.config.privacy).warning) is not None:
+            self.log.warning(warning)
+        return plans
+
+    def local_only_baselines(self) -> Baselines:
+        """The same model trained in each region alone, under the same ε (``fedcrm.federation.regions``)."""
+        return local_only_baselines(self.state.roster, self.transport, self.task_type, self.state.pipeline,
+                                    self.state.initial)
+
     def agree_features(self, contract: DataContract) -> None:
         """Sum the regions' (DP) feature statistics, fit the shared pipeline from the sum alone (and the
         public scale of its noise), and start from the learner's initial model."""
         config = self.config
-        summed = self.transport.sum_step(FEATURE_STATISTICS, "feature statistics", round_number=0,
+        summed = self.transport.sum_step(FeatureStatistics, "feature statistics", round_number=0,
                                          bounds=statistics_codec_bounds(config, contract))
         self.warn_if_small(summed.total.contributors)
         pipeline = self.step("fit-feature-pipeline", self._fit_pipeline, contract, summed.total)
@@ -126,7 +173,7 @@ class FederatedJob:
         config, state, minimum = self.config, self.state, self.config.federation.min_regions
         began, transport_before = time.perf_counter(), self.transport.transport_s
         summed = self.transport.sum_step(
-            LOCAL_TRAINING, f"round {number} training", round_number=number,
+            LocalTraining, f"round {number} training", round_number=number,
             bounds=update_bounds(state.vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm),
             screen=update_norm_screen(config.strategy.max_update_norm),
             pipeline=state.pipeline, global_vector=state.vector, prox_mu=self.strategy.prox_mu,
@@ -141,10 +188,10 @@ class FederatedJob:
             )
         self.warn_if_small(total.contributors)
         state.vector, loss, quantization = self.step("aggregate-round", self.learner.next_model, self.strategy,
-                                                     self.aggregator, state.vector, total)
+                                                     self.transport.aggregator, state.vector, total)
         region_metrics, round_metrics = {}, None
         if number % config.training.evaluate_every == 0 or number == config.training.rounds:
-            region_metrics = self.transport.run_step(LOCAL_EVALUATION, f"round {number} evaluation",
+            region_metrics = self.transport.run_step(LocalEvaluation, f"round {number} evaluation",
                                                      pipeline=state.pipeline, global_vector=state.vector,
                                                      round_number=number)
             round_metrics = self.step("combine-metrics", self.task_type.combine, region_metrics)

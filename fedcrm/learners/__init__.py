@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from fedcrm.config import FedcrmConfig
-from fedcrm.learners.base import Learner
+from fedcrm.errors import ConfigError
+from fedcrm.features import FeaturePipeline
+from fedcrm.learners.base import Learner, SavedModel
 from fedcrm.learners.mlp import MlpLearner, MlpPredictor
 
-__all__ = ["Learner", "MlpLearner", "MlpPredictor", "make_learner", "make_predictor"]
+__all__ = ["Learner", "MlpLearner", "MlpPredictor", "SavedModel", "make_learner", "make_predictor"]
+
+KNOWN_LEARNERS = ("mlp",)
 
 
 def make_learner(config: FedcrmConfig) -> Learner:
@@ -15,9 +19,11 @@ def make_learner(config: FedcrmConfig) -> Learner:
     return MlpLearner(config)
 
 
-def make_predictor(pipeline, hidden_sizes: list[int], vector, learner: str = "mlp") -> MlpPredictor:
-    """How a saved model of ``learner`` scores records (the batch scorer, the MLflow pyfunc): from the
-    model's own shape and parameters. Every model saved so far is the MLP learner's."""
-    if learner != "mlp":
-        raise ValueError(f"no learner named {learner!r}: this version of fedcrm knows 'mlp'")
-    return MlpPredictor(pipeline, hidden_sizes, vector)
+def make_predictor(pipeline: FeaturePipeline, model: SavedModel) -> MlpPredictor:
+    """How a saved model scores records (the batch scorer, the MLflow pyfunc), by the learner it names:
+    from the model's own shape and parameters, no training configuration."""
+    if model.learner not in KNOWN_LEARNERS:
+        raise ConfigError(f"the model was made by learner {model.learner!r}, which this fedcrm release does not know "
+                          f"(it knows {', '.join(KNOWN_LEARNERS)})",
+                          hint="score with the fedcrm release that trained the model, or a later one")
+    return MlpPredictor(pipeline, model.hidden_sizes, model.parameters)

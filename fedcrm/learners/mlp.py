@@ -9,6 +9,7 @@ the next vector.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,10 @@ from fedcrm.features import FeaturePipeline
 from fedcrm.privacy.plan import PrivacyPlan
 from fedcrm.records import TARGET
 from fedcrm.strategies import ClientUpdate, Strategy
-from fedcrm.training import LocalUpdate
+from fedcrm.learners.base import SavedModel
+
+if TYPE_CHECKING:
+    from fedcrm.training import LocalUpdate  # torch: imported where a region trains
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,10 @@ class MlpLearner:
 
     def predict(self, pipeline: FeaturePipeline, vector: np.ndarray, records: pd.DataFrame) -> np.ndarray:
         return MlpPredictor(pipeline, self.config.training.hidden_sizes, vector).predict(records)
+
+    def save(self, vector: np.ndarray) -> SavedModel:
+        return SavedModel(learner=self.name, hidden_sizes=list(self.config.training.hidden_sizes),
+                          parameters=np.asarray(vector, dtype=np.float64).tolist())
 
 
 class MlpPredictor:

@@ -13,6 +13,7 @@ from connectors import LocalRegionStore
 from connectors.keys import IDENTITY_KEY, create_identity, register
 from fedcrm.config import load_config
 from fedcrm.errors import AggregationAbortedError, FedcrmError
+from fedcrm.protocol import Contribution, FeatureStatistics, SecureAggregation
 from fedcrm.roster import Roster
 from flows.aggregation import federated_sum, set_up_aggregation
 from tasks import regional
@@ -50,7 +51,7 @@ def contribute(region, config, job_id, round_number, request, crash_before=(), l
         save()
         if region in lose_key_after:  # it then cannot answer the unmask request
             store.remove(IDENTITY_KEY)
-        return regional.Contribution(masked)
+        return Contribution(masked)
 
     return in_region(region, store, "test contribution", run)
 
@@ -61,9 +62,10 @@ class InProcessLinks:
 
     def __init__(self, config, job_id):
         self.config, self.job_id = config, job_id
+        self.tasks = {SecureAggregation.name: regional.secure_aggregation_step, FeatureStatistics.name: contribute}
 
-    def ask(self, regional_task, regions, per_region=None, **arguments):
-        futures = {region: regional_task.submit(region=region, config=self.config, job_id=self.job_id, **arguments,
+    def ask(self, step, regions, per_region=None, **arguments):
+        futures = {region: self.tasks[step.name].submit(region=region, config=self.config, job_id=self.job_id, **arguments,
                                                 **(per_region or {}).get(region, {})) for region in regions}
         return {region: future.result() for region, future in futures.items()}
 
@@ -72,7 +74,7 @@ class InProcessLinks:
 def secure_sum(config, crash_before=(), lose_key_after=()):
     roster, links = Roster(list(config.federation.regions)), InProcessLinks(config, "job-1")
     aggregator = set_up_aggregation(config, "job-1", roster, links)
-    result, _, _ = federated_sum(config, roster, links, aggregator, round_number=1, step="round 1", regional_task=contribute,
+    result, _, _ = federated_sum(config, roster, links, aggregator, round_number=1, step="round 1", request=FeatureStatistics,
                                  bounds=BOUNDS, crash_before=crash_before, lose_key_after=lose_key_after)
     return result, roster.regions
 

@@ -17,10 +17,10 @@ from connectors import LocalRegionStore
 from connectors.exchange import Exchange
 from fedcrm.channel import CoordinatorChannel, RegionChannel
 from fedcrm.errors import IdentityError, MessageRejectedError
-from fedcrm.messages import StepReply, StepRequest, Vector
+from fedcrm.features import FeaturePipeline
+from fedcrm.protocol import Finish, LocalEvaluation, StepReply, parse_request
 from fedcrm.secagg.envelope import SEALING, Envelope
 from fedcrm.secagg.identity import COORDINATOR, Identity, Keyring
-from pydantic import TypeAdapter
 
 REPORT = "1 value(s) of 'CANARY-Contract' are outside the contract vocabulary"
 MODEL = np.array([0.123456789, -98765.4321, 3.5])
@@ -41,8 +41,8 @@ def federation(tmp_path):
 def _talk(channels):
     coordinator, eu = channels[COORDINATOR], channels["eu"]
     eu.hello({"host": "CANARY-host-eu"})
-    coordinator.send("eu", StepRequest(step="local-evaluation",
-                                       arguments={"global_vector": TypeAdapter(Vector).dump_python(MODEL, mode="json")}))
+    coordinator.send("eu", LocalEvaluation(pipeline=FeaturePipeline(use_case="churn", numeric=[], categorical=[]),
+                                           global_vector=MODEL, round_number=1))
     eu.reply(1, StepReply(ok=True, value={"report": REPORT, "auc": 0.8731}))
 
 
@@ -74,9 +74,9 @@ def test_each_party_reads_what_was_sent_to_it(federation):
     _talk(channels)
     coordinator, eu = channels[COORDINATOR], channels["eu"]
     assert coordinator.hello("eu") == {"host": "CANARY-host-eu"}
-    request = eu.request(1)
-    assert request.step == "local-evaluation"
-    assert np.array_equal(TypeAdapter(Vector).validate_python(request.arguments["global_vector"]), MODEL)
+    request = parse_request(eu.request(1))
+    assert isinstance(request, LocalEvaluation)
+    assert np.array_equal(request.global_vector, MODEL)
     assert coordinator.reply("eu", 1).value == {"report": REPORT, "auc": 0.8731}
 
 
@@ -121,5 +121,5 @@ def test_a_region_without_an_encryption_key_in_the_keyring_is_a_clear_error(fede
     identities, keyring, exchange, _, _ = federation
     legacy = keyring.with_key("eu", identities["eu"].public_key)  # signing key only, as an older keyring lists it
     with pytest.raises(IdentityError, match="no encryption key for 'eu'") as raised:
-        CoordinatorChannel(exchange, identities[COORDINATOR], legacy, "job-1").send("eu", StepRequest(step="finish"))
+        CoordinatorChannel(exchange, identities[COORDINATOR], legacy, "job-1").send("eu", Finish())
     assert "fedcrm keys init --region eu" in raised.value.hint

@@ -7,6 +7,7 @@ import json
 import statistics
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 
 from connectors.exchange import Exchange
@@ -27,7 +28,8 @@ from fedcrm.compliance import (
 )
 from fedcrm.errors import FedcrmError
 from fedcrm.evaluation import GlobalMetrics, RegionMetrics
-from fedcrm.messages import StepReply, StepRequest
+from fedcrm.features import FeaturePipeline
+from fedcrm.protocol import LocalTraining, PrepareRegion, StepReply
 from fedcrm.privacy.plan import PrivacyPlan
 from fedcrm.secagg.identity import COORDINATOR, Identity, Keyring
 from fedcrm.summary import JobSummary, RegionSummary, RoundSummary
@@ -204,6 +206,11 @@ def test_json_round_trip_is_lossless():
     assert "could not be read" in " ".join(parse(render_html(report(egress=None))).text)
 
 
+PREPARE = PrepareRegion(suite={})
+TRAIN = LocalTraining(pipeline=FeaturePipeline(use_case="churn", numeric=[], categorical=[]),
+                      global_vector=np.zeros(3), round_number=1)
+
+
 def test_tally_counts_what_each_region_posted_by_kind_and_size(tmp_path):
     identities = {p: Identity.generate(p) for p in (COORDINATOR, "eu", "us")}
     keyring = Keyring.of(identities)
@@ -212,10 +219,9 @@ def test_tally_counts_what_each_region_posted_by_kind_and_size(tmp_path):
     regions = {r: RegionChannel(exchange, identities[r], keyring, "job42") for r in ("eu", "us")}
     for region, channel in regions.items():
         channel.hello({"region": region, "host": "h"})
-        for step, value in (("prepare-region", {"n": 1}), ("local-training", {"blob": "x" * 1000}),
-                            ("local-training", {"blob": "y" * 1000})):
-            number = coordinator.send(region, StepRequest(step=step))
-            if region == "eu" or step == "prepare-region":  # us stops answering after preparation
+        for step, value in ((PREPARE, {"n": 1}), (TRAIN, {"blob": "x" * 1000}), (TRAIN, {"blob": "y" * 1000})):
+            number = coordinator.send(region, step)
+            if region == "eu" or step is PREPARE:  # us stops answering after preparation
                 channel.reply(number, StepReply(ok=True, value=value))
     exchange.post_unsigned_failure("apac", "no identity key")
     messages = list(exchange.mailbox_messages(["eu", "us", "apac"]))

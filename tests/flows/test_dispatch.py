@@ -11,10 +11,9 @@ from connectors import LocalRegionStore
 from connectors.exchange import Exchange
 from fedcrm.channel import CoordinatorChannel, RegionChannel
 from fedcrm.config import load_config
-from fedcrm.messages import StepReply
+from fedcrm.protocol import Finish, RecordModelVersion, StepReply
 from fedcrm.secagg.identity import COORDINATOR, Identity, Keyring
 from flows.dispatch import RegionLinks
-from tasks import regional
 
 REGIONS = ("eu", "us")
 
@@ -47,7 +46,7 @@ def test_replies_are_collected_and_failures_keep_their_reason(federation):
     links, regions = federation
     answer_once(regions["eu"], StepReply(ok=True, value=None))
     answer_once(regions["us"], StepReply(ok=False, reason="model lineage failed: the store is read-only"))
-    replies = links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
+    replies = links.ask(RecordModelVersion, list(REGIONS), model_version="fedcrm-churn/3")
     assert replies["eu"].ok and not replies["us"].ok and "read-only" in replies["us"].reason
     assert links.answering(list(REGIONS)) == list(REGIONS)
 
@@ -57,11 +56,11 @@ def test_a_silent_region_times_out_is_not_asked_again_and_its_late_answer_is_ign
     answer_once(regions["eu"], StepReply(ok=True, value=None))
     late = answer_once(regions["us"], StepReply(ok=True, value=None), delay_s=2.5)
     began = time.monotonic()
-    replies = links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
+    replies = links.ask(RecordModelVersion, list(REGIONS), model_version="fedcrm-churn/3")
     assert 1.5 <= time.monotonic() - began < 2.5
     assert replies["eu"].ok and "no answer to record-model-version within 1.5 s" in replies["us"].reason
     late.join()
-    again = links.ask(regional.record_model_version, ["us"], model_version="fedcrm-churn/4")
+    again = links.ask(RecordModelVersion, ["us"], model_version="fedcrm-churn/4")
     assert "stopped answering" in again["us"].reason and links.answering(list(REGIONS)) == ["eu"]
 
 
@@ -71,7 +70,7 @@ def test_a_run_that_has_ended_fails_its_step_at_once(federation):
     links.ended = lambda region: "Crashed" if region == "us" else None
     answer_once(regions["eu"], StepReply(ok=True, value=None))
     began = time.monotonic()
-    replies = links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
+    replies = links.ask(RecordModelVersion, list(REGIONS), model_version="fedcrm-churn/3")
     assert time.monotonic() - began < 1.0 and "ended (Crashed)" in replies["us"].reason and replies["eu"].ok
 
 
@@ -82,7 +81,7 @@ def test_the_coordinator_keeps_the_audit_head_each_region_signed_into_its_reply(
     head = AuditHead(sequence=41, hash="b" * 64)
     answer_once(regions["eu"], StepReply(ok=True, value=None, audit_head=head))
     answer_once(regions["us"], StepReply(ok=False, reason="read-only store"))  # an older region: no head
-    links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
+    links.ask(RecordModelVersion, list(REGIONS), model_version="fedcrm-churn/3")
     assert set(links.region_heads) == {"eu"}
     seen = links.region_heads["eu"]
     assert seen.head == head and seen.session == "job-1" and seen.message == "reply 1"
@@ -98,17 +97,8 @@ def test_a_region_the_coordinator_cannot_encrypt_to_fails_its_step_with_the_fix(
     links = RegionLinks(config, CoordinatorChannel(exchange, identities[COORDINATOR], keyring, "job-1"))
     links.started.update(REGIONS)
     answer_once(RegionChannel(exchange, identities["eu"], keyring, "job-1"), StepReply(ok=True, value=None))
-    replies = links.ask(regional.record_model_version, list(REGIONS), model_version="fedcrm-churn/3")
+    replies = links.ask(RecordModelVersion, list(REGIONS), model_version="fedcrm-churn/3")
     assert replies["eu"].ok and not replies["us"].ok
     assert "no encryption key for 'us'" in replies["us"].reason and "keys init --region us" in replies["us"].reason
     assert exchange.fetch("to-us", 1) is None and links.answering(list(REGIONS)) == ["eu"]
-    links.tell(list(REGIONS), "finish")  # no error either
-
-
-def test_every_step_the_core_s_round_loop_names_is_the_regional_task_of_that_name() -> None:
-    from fedcrm.federation import job
-    from flows.transport import STEPS
-
-    named = {job.FEATURE_STATISTICS, job.LOCAL_TRAINING, job.LOCAL_EVALUATION}
-    assert set(STEPS) == named
-    assert {step: task.name for step, task in STEPS.items()} == {step: step for step in named}
+    links.tell(list(REGIONS), Finish())  # no error either

@@ -14,6 +14,7 @@ from fedcrm.catalog import FINGERPRINT_KEY
 from fedcrm.features import FeaturePipeline
 from fedcrm.model import build_model, get_vector
 from fedcrm.privacy.release import released_count
+from fedcrm.protocol import PreparedSummary
 from fedcrm.validation import build_suite_dict
 from tasks import regional
 
@@ -57,7 +58,7 @@ def test_the_fingerprint_is_keyed_by_a_secret_that_stays_in_the_region(prepared,
 
     store = regional.region_store(config, "eu")
     key = store.read_json(FINGERPRINT_KEY)["key"]
-    wire = json.dumps(TypeAdapter(regional.PreparedSummary).dump_python(summary, mode="json"))
+    wire = json.dumps(TypeAdapter(PreparedSummary).dump_python(summary, mode="json"))
     assert key not in wire
 
     again = regional.prepare_region.fn("eu", config, "job2", build_suite_dict(config.load_contract()))

@@ -15,12 +15,16 @@ from fedcrm.config import load_config
 from fedcrm.contract import DataContract
 from fedcrm.errors import FederationError
 from fedcrm.federation import FederatedJob, JobState, SummedStep
-from fedcrm.federation.job import FEATURE_STATISTICS, LOCAL_EVALUATION, LOCAL_TRAINING
+from fedcrm.protocol import FeatureStatistics as FEATURE_STATISTICS
+from fedcrm.protocol import LocalEvaluation as LOCAL_EVALUATION
+from fedcrm.protocol import LocalTraining as LOCAL_TRAINING
 from fedcrm.learners import make_learner
+from fedcrm.protocol import LocalOnlyResult, PreparedSummary, RegionReply
 from fedcrm.records import parse_records
 from fedcrm.roster import Roster
 from fedcrm.strategies import clip_update, make_strategy
 from fedcrm.task_types import make_task_type
+from fedcrm.validation import ValidationReport
 
 REGIONS = ("apac", "eu", "us")
 CONTRACT = DataContract.model_validate({
@@ -44,7 +48,7 @@ class InProcessTransport:
 
     def __init__(self, config, data: dict[str, pd.DataFrame], drop: tuple[str, ...] = ()):
         self.config, self.data, self.drop, self.asked = config, data, drop, []
-        self.transport_s = 0.0
+        self.transport_s, self.aggregator = 0.0, PlainAggregator()
 
     def _contribution(self, step: str, region: str, arguments: dict[str, Any]) -> tuple[np.ndarray, Any]:
         frame, config = self.data[region], self.config
@@ -86,7 +90,7 @@ def _job(*overrides: str, drop: tuple[str, ...] = ()) -> tuple[FederatedJob, InP
     transport = InProcessTransport(config, {r: _records(i) for i, r in enumerate(REGIONS)}, drop)
     log = Log()
     job = FederatedJob(config, JobState("job", "t0", Roster(list(REGIONS))), transport, make_strategy(config.strategy),
-                       PlainAggregator(), make_learner(config), make_task_type(config), log)
+                       make_learner(config), make_task_type(config), log)
     return job, transport, log
 
 
@@ -135,3 +139,69 @@ def test_the_coordinator_s_computations_run_under_their_step_names() -> None:
     job.agree_features(CONTRACT)
     job.run_round(1)
     assert named == ["fit-feature-pipeline", "initial-model", "aggregate-round", "combine-metrics"]
+
+
+class ScriptedAsk(InProcessTransport):
+    """Answers ``ask`` from a script of replies by step name (what each region's run would have sent)."""
+
+    def __init__(self, config, script: dict[str, dict[str, RegionReply]]):
+        super().__init__(config, {})
+        self.script = script
+
+    def ask(self, step, regions, **arguments) -> dict[str, RegionReply]:
+        self.asked.append((step, tuple(regions)))
+        return {region: self.script[step.name][region] for region in regions}
+
+
+def _report(region: str, success: bool) -> ValidationReport:
+    return ValidationReport(region=region, use_case="tiny", success=success, n_rows=400, count_granularity=10,
+                            failures=[] if success else ["column 'age' is missing"])
+
+
+def test_preparation_excludes_failed_and_invalid_regions_with_their_reason() -> None:
+    config = load_config(overrides=["use_case=churn", "federation.min_regions=1"])
+    prepared = {
+        "apac": RegionReply("apac", ok=False, reason="preparation failed unexpectedly (KeyError)"),
+        "eu": RegionReply("eu", ok=True, value=PreparedSummary(_report("eu", True), 310, 80, "f-eu")),
+        "us": RegionReply("us", ok=True, value=PreparedSummary(_report("us", False), None, None, "f-us")),
+    }
+    transport, log = ScriptedAsk(config, {"prepare-region": prepared}), Log()
+    job = FederatedJob(config, JobState("job", "t0", Roster(list(REGIONS))), transport, make_strategy(config.strategy),
+                       make_learner(config), make_task_type(config), log)
+    job.prepare({"expectations": []})
+    roster = job.state.roster
+    assert roster.active == ["eu"] and (roster.regions["eu"].n_train, roster.regions["eu"].data_fingerprint) == (310, "f-eu")
+    assert (roster.regions["apac"].excluded_at, roster.regions["us"].excluded_at) == ("preparation", "validation")
+    assert "column 'age' is missing" in roster.regions["us"].reason
+    assert len(log.warnings) == 2 and any("region apac excluded at preparation" in w for w in log.warnings)
+
+
+def test_a_resumed_job_goes_on_only_where_the_records_are_unchanged() -> None:
+    config = load_config(overrides=["use_case=churn", "federation.min_regions=1"])
+    prepared = {r: RegionReply(r, ok=True, value=PreparedSummary(_report(r, True), 310, 80, f"now-{r}"))
+                for r in REGIONS}
+    state = JobState("job", "t0", Roster(list(REGIONS)))
+    for region in REGIONS:
+        state.roster.regions[region].data_fingerprint = f"now-{region}" if region != "us" else "before-us"
+    state.resumed_round = 1
+    job = FederatedJob(config, state, ScriptedAsk(config, {"prepare-region": prepared}), make_strategy(config.strategy),
+                       make_learner(config), make_task_type(config), Log())
+    job.prepare({"expectations": []})
+    assert state.roster.active == ["apac", "eu"] and "records changed" in state.roster.regions["us"].reason
+
+
+def test_the_local_only_baseline_combines_the_regions_that_could_and_lists_the_others() -> None:
+    job, _, _ = _job()
+    job.agree_features(CONTRACT)
+    alone = {r: regional.local_evaluation(_records(i), job.state.pipeline, job.state.initial, job.config)
+             for i, r in enumerate(("apac", "eu"))}
+    script = {"local-only-baseline": {
+        **{r: RegionReply(r, ok=True, value=LocalOnlyResult(m, epsilon_spent=1.0, epsilon_job_total=2.0))
+           for r, m in alone.items()},
+        "us": RegionReply("us", ok=False, reason="no privacy plan for the baseline: too few rows for δ"),
+    }}
+    job.transport = ScriptedAsk(job.config, script)
+    baselines = job.local_only_baselines()
+    assert baselines.local_only == job.task_type.combine(alone)
+    assert baselines.local_only_failed == {"us": "no privacy plan for the baseline: too few rows for δ"}
+    assert job.state.roster.regions["eu"].epsilon_job_total == 2.0 and job.state.roster.active == list(REGIONS)

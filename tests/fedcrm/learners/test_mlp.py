@@ -61,7 +61,8 @@ def test_the_next_model_is_the_global_model_moved_by_the_weighted_mean_delta():
 
 
 def test_a_saved_model_scores_through_its_learner_without_a_training_configuration() -> None:
-    from fedcrm.learners import make_predictor
+    from fedcrm.errors import ConfigError
+    from fedcrm.learners import SavedModel, make_predictor
     from fedcrm.scoring import Scorer
 
     config = load_config(overrides=["training.hidden_sizes=[4]"])
@@ -70,7 +71,12 @@ def test_a_saved_model_scores_through_its_learner_without_a_training_configurati
     vector = learner.initial(pipeline.n_features) + 0.1
     records = _records()
     expected = learner.predict(pipeline, vector, records)
-    assert np.allclose(make_predictor(pipeline, [4], vector).predict(records), expected)
-    assert np.allclose(Scorer(pipeline, [4], vector).score(records), expected)
-    with pytest.raises(ValueError, match="no learner named 'trees'"):
-        make_predictor(pipeline, [4], vector, learner="trees")
+    saved = SavedModel.model_validate_json(learner.save(vector).model_dump_json())  # as model.json holds it
+    assert (saved.learner, saved.hidden_sizes) == ("mlp", [4])
+    assert np.allclose(make_predictor(pipeline, saved).predict(records), expected)
+    assert np.allclose(Scorer(pipeline, saved).score(records), expected)
+    older = SavedModel.model_validate({"hidden_sizes": [4], "parameters": saved.parameters})  # saved before the field
+    assert older.learner == "mlp" and np.allclose(Scorer(pipeline, older).score(records), expected)
+    with pytest.raises(ConfigError, match="learner 'trees', which this fedcrm release does not know") as raised:
+        make_predictor(pipeline, saved.model_copy(update={"learner": "trees"}))
+    assert "the fedcrm release that trained the model" in raised.value.hint

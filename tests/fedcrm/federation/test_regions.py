@@ -15,9 +15,10 @@ from connectors.ledger import read_ledger
 from fedcrm.catalog import RegionCatalog
 from fedcrm.config import load_config
 from fedcrm.errors import PrivacyError
+from fedcrm.federation.regions import reserve_all_or_nothing
+from fedcrm.protocol import StepRequest
 from fedcrm.roster import Roster
 from fedcrm.validation import build_suite_dict
-from flows.dispatch import reserve_all_or_nothing
 from tasks import regional
 from tasks.budget import planned_spends
 
@@ -38,8 +39,10 @@ class DirectLinks:
     def __init__(self, config, job_id: str):
         self.config, self.job_id = config, job_id
 
-    def ask(self, regional_task: Any, regions: list[str], **arguments: Any) -> dict[str, Any]:
-        return {r: regional_task.fn(region=r, config=self.config, job_id=self.job_id, **arguments) for r in regions}
+    def ask(self, step: type[StepRequest], regions: list[str], **arguments: Any) -> dict[str, Any]:
+        task = regional.REGIONAL_STEPS[step.name]
+        return {r: task.fn(region=r, config=self.config, job_id=self.job_id, **step(**arguments).arguments())
+                for r in regions}
 
 
 def _config(tmp_path, *overrides: str):
@@ -95,8 +98,7 @@ def test_two_jobs_racing_for_a_budget_that_fits_one_end_all_or_nothing(tmp_path)
         roster = Roster(list(REGIONS))
         start.wait()
         try:
-            plans = reserve_all_or_nothing(roster, DirectLinks(config, job), regional.plan_privacy,
-                                           regional.release_workspace, min_regions=1)
+            plans = reserve_all_or_nothing(roster, DirectLinks(config, job), min_regions=1)
             outcome[job] = sorted(plans)
         except PrivacyError as exc:
             outcome[job] = exc
@@ -122,8 +124,7 @@ def test_a_refusal_releases_what_the_job_already_reserved(tmp_path):
     assert not regional.plan_privacy.fn("eu", config, "other").value.refused
     roster = Roster(list(REGIONS))
     with pytest.raises(PrivacyError, match="all or nothing"):
-        reserve_all_or_nothing(roster, DirectLinks(config, "this"), regional.plan_privacy, regional.release_workspace,
-                               min_regions=1)
+        reserve_all_or_nothing(roster, DirectLinks(config, "this"), min_regions=1)
     assert _holders(config) == {"apac": [], "eu": ["other"], "us": []}
     assert roster.regions["eu"].excluded_at == "privacy planning" and "would be exceeded" in roster.regions["eu"].reason
     assert "was released" in roster.regions["apac"].reason and "all its regions or in none" in roster.regions["us"].reason
