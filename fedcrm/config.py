@@ -33,6 +33,7 @@ from fedcrm.contract import DataContract, format_validation_error, load_contract
 from fedcrm.errors import ConfigError
 from fedcrm.resources import BUNDLED_CONTRACTS, BUNDLED_EXPECTATIONS
 from fedcrm.secagg.graph import GraphParams
+from fedcrm.settings import DeploymentSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 """The checkout's root: only meaningful in a checkout (tests, generated reference pages)."""
@@ -509,6 +510,12 @@ class FedcrmConfig(_Section):
             )
         return contract
 
+    def with_deployment(self, settings: DeploymentSettings | None = None) -> FedcrmConfig:
+        """This configuration with the deployment's settings (``fedcrm/settings.py``: the environment where
+        the run executes) filling in what it leaves unset; whatever it sets explicitly stays."""
+        data = fill_unset(self.model_dump(exclude_unset=True), settings or read_deployment_settings())
+        return FedcrmConfig.model_validate(data)
+
     def region_store_location(self, region: str) -> str:
         """Where the region's private store is: a folder, an s3:// prefix or a database URL."""
         return self.federation.regions[region].store or str(self.state_dir / "regions" / region)
@@ -555,6 +562,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _is_set(data: Mapping[str, Any], key: str) -> bool:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def fill_unset(data: dict[str, Any], settings: DeploymentSettings) -> dict[str, Any]:
+    """``data`` (a configuration as given, unset keys absent) with each deployment setting where it sets none."""
+    for key, value in settings.values().items():
+        if not _is_set(data, key):
+            _assign(data, key, value, what=f"setting {key!r}")
+    return data
+
+
+def read_deployment_settings() -> DeploymentSettings:
+    """The deployment settings in this process's environment (``FEDCRM_TRACKING_URI``, ...), validated."""
+    try:
+        return DeploymentSettings()
+    except ValidationError as exc:
+        raise ConfigError(
+            "the environment holds an invalid fedcrm deployment setting:\n" + "\n".join(
+                f"  FEDCRM_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()),
+            hint="fix or unset the FEDCRM_* variable named above (every one: docs/reference/configuration.md)",
+        ) from None
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, *, values: Mapping[str, Any] | None = None,
     **fields: Any,
@@ -564,6 +600,8 @@ def load_config(
     Precedence, lowest first: the file, ``fields`` (top-level keys), the ``--set`` ``overrides`` (text
     parsed as YAML), then ``values``: typed values by dotted key, e.g. ``{"privacy.target_epsilon": 3.0}``
     from ``fedcrm run --epsilon 3``, which reach the model as the numbers they are (None = not given).
+    Then the deployment settings of the environment (``DeploymentSettings``: ``FEDCRM_TRACKING_URI``, ...)
+    fill in what none of those set; the defaults come last.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -581,6 +619,7 @@ def load_config(
     for key, value in (values or {}).items():
         if value is not None:
             _assign(data, key, value, what=f"setting {key!r}")
+    data = fill_unset(data, read_deployment_settings())
     try:
         return FedcrmConfig.model_validate(data)
     except ValidationError as exc:

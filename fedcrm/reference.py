@@ -138,7 +138,37 @@ def configuration_reference() -> str:
         lines += _table(title, model, f"{key}.", pending)
         if key == "federation":
             lines += _table("`federation.regions.<region>`", RegionSpec, "federation.regions.<region>.", pending)
+    lines += _environment()
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _environment() -> list[str]:
+    """The settings read from the environment where a run executes (``fedcrm/settings.py``)."""
+    from fedcrm.settings import CONFIG_KEYS, DeploymentSettings, RegionSettings
+
+    lines = ["## Environment", "",
+             "Deployment settings (`DeploymentSettings`) are read where a coordinator-side command or flow runs (the",
+             "CLI, the coordinator's work pool, a region's scoring run): each fills in its configuration key when the",
+             "configuration leaves it unset, and a value in the file, `--set` or a flow parameter wins. A region's own",
+             "settings (`RegionSettings`) are read by its regional run from its work pool's environment, and win over",
+             "what the coordinator's configuration says about that region.", "",
+             "| variable | configuration key | read by | what it does |", "|---|---|---|---|"]
+    for name, field in DeploymentSettings.model_fields.items():
+        lines.append(f"| `FEDCRM_{name.upper()}` | `{CONFIG_KEYS[name]}` (fills in) | the CLI, coordinator flows, "
+                     f"scoring | {_meaning(field.description)} |")
+    for name, field in RegionSettings.model_fields.items():
+        variable = field.validation_alias if isinstance(field.validation_alias, str) else f"FEDCRM_REGION_{name.upper()}"
+        key = ("none (checked against the run's region)" if name == "region" else
+               "`secure_aggregation.keyring` (overrides)" if name == "keyring" else
+               f"`federation.regions.<region>.{name}` (overrides)")
+        lines.append(f"| `{variable}` | {key} | the regional run | {_meaning(field.description)} |")
+    return lines + [""]
+
+
+def _meaning(description: str | None) -> str:
+    """A setting's docstring without the variable name it starts with, on one line."""
+    text = " ".join((description or "").split(": ", 1)[-1].split())
+    return text[:1].upper() + text[1:]
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

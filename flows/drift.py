@@ -105,7 +105,7 @@ def _retrain(config: FedcrmConfig) -> dict[str, str]:
 @flow(name="fedcrm-drift", flow_run_name="drift-{config.use_case}", persist_result=False, log_prints=False)
 def check_drift(config: FedcrmConfig) -> DriftSummary:
     """PSI per feature of every region's current records against the champion's training data."""
-    logger = get_run_logger()
+    config, logger = config.with_deployment(), get_run_logger()
     registry, version, champion, baseline_job = _champion(config)
     check_id = "drift-" + uuid.uuid4().hex[:8]
     roster = Roster(list(config.federation.regions))

@@ -71,12 +71,14 @@ class RunningRegions:
 
 def settings_for_regions(config: FedcrmConfig) -> dict[str, Any]:
     """The configuration a deployment run receives as its parameter: the job's settings, without where
-    any region's store or records are (a SQL URL may hold a password). Each region takes those from
-    its own worker's environment, so no location or credential is ever a flow parameter."""
+    any region's store or records are (a SQL URL may hold a password), nor the coordinator's MLflow
+    server (a regional run never writes to MLflow; its URI may hold a password too). Each region takes
+    its own from its worker's environment, so no location or credential is ever a flow parameter."""
     regions = {r: spec.model_copy(update={"source": None, "store": None, "scores": None})
                for r, spec in config.federation.regions.items()}
     federation = config.federation.model_copy(update={"regions": regions})
-    return config.model_copy(update={"federation": federation}).model_dump(mode="json")
+    tracking = config.tracking.model_copy(update={"uri": None})
+    return config.model_copy(update={"federation": federation, "tracking": tracking}).model_dump(mode="json")
 
 
 def _launch(config: FedcrmConfig, job_id: str, attempt: int, region: str) -> Any:

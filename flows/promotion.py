@@ -79,7 +79,7 @@ def _reissue_compliance_report(config: FedcrmConfig, version: str) -> None:
 @flow(name="fedcrm-promote", flow_run_name="promote-{config.use_case}", persist_result=False, log_prints=False)
 def promote_model(config: FedcrmConfig, version: str | None = None) -> Decision:
     """Ask a human to approve ``version`` (default: the current challenger) as the new champion."""
-    logger = get_run_logger()
+    config, logger = config.with_deployment(), get_run_logger()
     candidate = read_candidate(config, version)
     version = candidate.version
     if candidate.gate_status != "passed":

@@ -13,6 +13,7 @@ from tasks.registry import audit_event, move_champion_back, read_rollback_target
 @flow(name="fedcrm-rollback", persist_result=False, log_prints=False)
 def rollback_model(config: FedcrmConfig, by: str, reason: str, to_version: str | None = None) -> Decision:
     """Move the champion back: to ``to_version``, or to the version the current champion replaced."""
+    config = config.with_deployment()
     current, target = read_rollback_target(config, to_version)
     at = now()
     move_champion_back(config, current, target, by, reason, at)

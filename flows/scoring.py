@@ -40,7 +40,7 @@ def regional_scoring(region: str, config: FedcrmConfig) -> ScoringCounts | State
     (or a Failed state saying why the region was not scored)."""
     logger = get_run_logger()
     try:
-        config = with_local_settings(config, region, RegionSettings())
+        config = with_local_settings(config.with_deployment(), region, RegionSettings())
     except FedcrmError as exc:
         return Failed(message=f"region {region} not scored: {exc}")
     model, batch = load_scoring_model(region, config), select_records(region, config)
@@ -90,7 +90,7 @@ class RegionScoring(BaseModel):
 @flow(name="fedcrm-score-all", flow_run_name="score-{config.use_case}", persist_result=False, log_prints=False)
 def batch_scoring(config: FedcrmConfig, regions: list[str] | None = None) -> dict[str, RegionScoring]:
     """Every region's scoring; a region that fails is reported with the reason (the others go on)."""
-    logger, results = get_run_logger(), {}
+    config, logger, results = config.with_deployment(), get_run_logger(), {}
     for region in regions or list(config.federation.regions):
         try:
             if config.launcher.mode == "embedded":

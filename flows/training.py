@@ -144,7 +144,7 @@ def federated_training(config: FedcrmConfig, job_id: str | None = None, resume: 
     """
     if resume and not job_id:
         raise ConfigError("resume needs the id of the job to resume", hint="fedcrm run --resume JOB_ID")
-    job_id = job_id or uuid.uuid4().hex[:12]
+    config, job_id = config.with_deployment(), job_id or uuid.uuid4().hex[:12]
     started: list[RunningRegions] = []  # the regional runs, once launched: told to finish whatever happens
     try:
         return _train(config, job_id, resume, started)

@@ -21,7 +21,7 @@ from flows.launch import finish_regions, start_regions
 
 @flow(name="fedcrm-validate", persist_result=False, log_prints=False)
 def validate_federation(config: FedcrmConfig) -> dict[str, RegionSummary]:
-    job_id = "validate-" + uuid.uuid4().hex[:8]
+    config, job_id = config.with_deployment(), "validate-" + uuid.uuid4().hex[:8]
     contract = config.load_contract()
     roster = Roster(list(config.federation.regions))
     running = start_regions(config, open_exchange(config, job_id), roster, purpose="validate")

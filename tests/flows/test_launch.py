@@ -14,9 +14,11 @@ def test_no_region_location_or_credential_becomes_a_flow_parameter(tmp_path):
         "source": SqlSource(kind="sql", url="postgresql+psycopg://crm:s3cret@db.apac.internal/crm", table="leads"),
         "store": "s3://apac-private/fedcrm", "work_pool": "crm-apac-sg"})
     config = config.model_copy(update={"federation": config.federation.model_copy(
-        update={"regions": {**config.federation.regions, "apac": apac}})})
+        update={"regions": {**config.federation.regions, "apac": apac}}),
+        "tracking": config.tracking.model_copy(update={"uri": "postgresql://mlflow:hunter2@db/mlflow"})})
     sent = settings_for_regions(config)
     assert "s3cret" not in json.dumps(sent) and "apac-private" not in json.dumps(sent)
+    assert "hunter2" not in json.dumps(sent)
     assert sent["federation"]["regions"]["apac"]["work_pool"] == "crm-apac-sg"  # the job's own settings stay
     assert sent["training"] == config.model_dump(mode="json")["training"]
 
