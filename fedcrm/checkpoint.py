@@ -14,7 +14,7 @@ import json
 
 from pydantic import BaseModel, Field
 
-from fedcrm.config import FedcrmConfig
+from fedcrm.config import JobSpec
 from fedcrm.errors import FedcrmError
 from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Vector
@@ -26,7 +26,7 @@ RESUME_SENSITIVE = ("use_case", "federation", "training", "strategy", "privacy",
 the state or the tracking server is, may differ between coordinators)."""
 
 
-def resume_fingerprint(config: FedcrmConfig) -> str:
+def resume_fingerprint(config: JobSpec) -> str:
     dumped = config.model_dump(mode="json")
     relevant = {section: dumped.get(section) for section in RESUME_SENSITIVE}
     for spec in relevant["federation"]["regions"].values():  # where things are may differ, not what is computed
@@ -51,7 +51,7 @@ class JobCheckpoint(BaseModel):
     warned_small_aggregate: bool = False
     resumes: list[ResumeRecord] = Field(default_factory=list)
 
-    def check_resumable(self, config: FedcrmConfig) -> None:
+    def check_resumable(self, config: JobSpec) -> None:
         if self.config_fingerprint != resume_fingerprint(config):
             raise FedcrmError(
                 f"job {self.job_id} was started with a different configuration than the one given to resume it",

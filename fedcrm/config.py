@@ -425,29 +425,29 @@ class HoldoutSpec(_Section):
         return value
 
 
-class FedcrmConfig(_Section):
+class JobSpec(_Section):
+    """What the coordinator decides for a job: the use case, who takes part, the model and how it is
+    trained, the privacy guarantee, the baselines, the gates, approval, scoring and drift rules. The
+    core (``fedcrm/``) takes this, never where anything is: that is the rest of ``FedcrmConfig``
+    (state folder, contract file, MLflow, exchange, launcher), filled in from the deployment's
+    environment (``DeploymentSettings``), and each region's own settings (``RegionSettings``)."""
+
     use_case: str = Field("lead-scoring", description="Which contract, stores, ledger population and model name.")
-    contract: Path | None = Field(None, description="Default: contracts/<use_case>.yaml (bundled).")
-    state_dir: Path = Field(Path(".fedcrm"), description="Embedded mode's stand-in for all regional and central state.")
-    expectations_dir: Path = Field(BUNDLED_EXPECTATIONS, description="Stored GX suites (generated on the fly from the contract when absent). Default: the suites bundled with fedcrm.")
     federation: FederationSpec = FederationSpec()
     training: TrainingSpec = TrainingSpec()
     strategy: StrategySpec = StrategySpec()
     privacy: PrivacySpec = PrivacySpec()
     features: FeatureSpec = FeatureSpec()
     holdout: HoldoutSpec = HoldoutSpec()
-    tracking: TrackingSpec = TrackingSpec()
     baselines: BaselineSpec = BaselineSpec()
     gates: GateSpec = GateSpec()
     approval: ApprovalSpec = ApprovalSpec()
     scoring: ScoringSpec = ScoringSpec()
     secure_aggregation: SecureAggregationSpec = SecureAggregationSpec()
-    exchange: ExchangeSpec = ExchangeSpec()
-    launcher: LauncherSpec = LauncherSpec()
     drift: DriftSpec = DriftSpec()
 
     @model_validator(mode="after")
-    def _balanced_weighting_is_not_private(self) -> FedcrmConfig:
+    def _balanced_weighting_is_not_private(self) -> JobSpec:
         """'balanced' sets every positive record's loss weight from the region's exact label counts: one record
         added or removed rescales every other positive's gradient before DP-SGD clips it, so the declared
         sensitivity (and the printed ε) would not hold. Refused under DP rather than quietly voided."""
@@ -460,7 +460,7 @@ class FedcrmConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _secure_aggregation_fits_the_strategy(self) -> FedcrmConfig:
+    def _secure_aggregation_fits_the_strategy(self) -> JobSpec:
         if self.secure_aggregation.enabled and self.strategy.name in ("median", "trimmed_mean"):
             raise ValueError(
                 f"strategy {self.strategy.name!r} needs each region's update, which secure aggregation hides; "
@@ -471,6 +471,22 @@ class FedcrmConfig(_Section):
     @property
     def population(self) -> str:
         return self.privacy.population or self.use_case
+
+
+DEPLOYMENT_KEYS = ("contract", "state_dir", "expectations_dir", "tracking", "exchange", "launcher")
+"""The top-level keys of ``FedcrmConfig`` that say where things are, not what the job decides."""
+
+
+class FedcrmConfig(JobSpec):
+    """A job's spec (``JobSpec``) and where it runs: the state folder, the contract and suites, MLflow, the
+    exchange and the launcher. Parsed once at the boundary (``load_config``)."""
+
+    contract: Path | None = Field(None, description="Default: contracts/<use_case>.yaml (bundled).")
+    state_dir: Path = Field(Path(".fedcrm"), description="Embedded mode's stand-in for all regional and central state.")
+    expectations_dir: Path = Field(BUNDLED_EXPECTATIONS, description="Stored GX suites (generated on the fly from the contract when absent). Default: the suites bundled with fedcrm.")
+    tracking: TrackingSpec = TrackingSpec()
+    exchange: ExchangeSpec = ExchangeSpec()
+    launcher: LauncherSpec = LauncherSpec()
 
     @property
     def keyring_path(self) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from fedcrm.config import FedcrmConfig, GateSpec
+from fedcrm.config import GateSpec, JobSpec
 from fedcrm.protection import make_protection
 from fedcrm.summary import GateReport, GateRule, JobSummary
 from fedcrm.task_types import make_task_type
@@ -42,7 +42,7 @@ def _at_most(rule: str, scope: str, value: float | None, threshold: float, detai
                     passed=value is not None and value <= threshold + FLOAT_TOLERANCE, detail=detail)
 
 
-def evaluate_gates(summary: JobSummary, policy: GateSpec, config: FedcrmConfig,
+def evaluate_gates(summary: JobSummary, policy: GateSpec, config: JobSpec,
                    champion: ChampionMeasure | None) -> GateReport:
     """Every rule of the policy for the job's model; the report passes only if all of them pass.
 
@@ -82,7 +82,7 @@ def evaluate_gates(summary: JobSummary, policy: GateSpec, config: FedcrmConfig,
                       passed=all(r.passed for r in rules), rules=rules)
 
 
-def _privacy_rules(summary: JobSummary, config: FedcrmConfig, included: list[str]) -> list[GateRule]:
+def _privacy_rules(summary: JobSummary, config: JobSpec, included: list[str]) -> list[GateRule]:
     if (refusal := make_protection(config.privacy).never_deployable) is not None:
         return [GateRule(rule="differential_privacy", scope="global", value=None, threshold=None, comparison=">=",
                          passed=False, detail=refusal)]

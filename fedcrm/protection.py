@@ -29,7 +29,7 @@ from fedcrm.privacy.release import public_row_count
 from fedcrm.summary import PrivacyNote
 
 if TYPE_CHECKING:
-    from fedcrm.config import FedcrmConfig
+    from fedcrm.config import JobSpec
 
 
 class RecordProtection(Protocol):
@@ -51,7 +51,7 @@ class RecordProtection(Protocol):
     def never_deployable(self) -> str | None:
         """Why no model of this job may pass the deployment gates (None when it may)."""
 
-    def note(self, config: FedcrmConfig, strategy: str) -> PrivacyNote:
+    def note(self, config: JobSpec, strategy: str) -> PrivacyNote:
         """How the job protects its records, in the words the CLI, MLflow and the compliance report use."""
 
 
@@ -92,7 +92,7 @@ class DifferentialPrivacy:
     def never_deployable(self) -> None:
         return None
 
-    def note(self, config: FedcrmConfig, strategy: str) -> PrivacyNote:
+    def note(self, config: JobSpec, strategy: str) -> PrivacyNote:
         spec, warning = self.spec, self.warning
         return PrivacyNote(
             differential_privacy=True, unit="record", target_epsilon=spec.target_epsilon, delta=spec.delta,
@@ -135,7 +135,7 @@ class NoProtection:
     def never_deployable(self) -> str:
         return "privacy.mode is 'off': never deployable"
 
-    def note(self, config: FedcrmConfig, strategy: str) -> PrivacyNote:
+    def note(self, config: JobSpec, strategy: str) -> PrivacyNote:
         return PrivacyNote(differential_privacy=False, unit="record", strategy=strategy,
                            secure_aggregation=config.secure_aggregation.enabled, min_k=self.spec.min_k,
                            note=f"{OFF} (research use only)")

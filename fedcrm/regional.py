@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fedcrm.config import FedcrmConfig
+from fedcrm.config import JobSpec
 from fedcrm.contract import DataContract
 from fedcrm.errors import ContractError, FeatureError, PrivacyError
 from fedcrm.evaluation import RegionMetrics
@@ -68,7 +68,7 @@ class PreparedRegion:
 
 
 def prepare_region(
-    raw: pd.DataFrame, contract: DataContract, config: FedcrmConfig, *, region: str, suite: dict[str, Any], source: str
+    raw: pd.DataFrame, contract: DataContract, config: JobSpec, *, region: str, suite: dict[str, Any], source: str
 ) -> PreparedRegion:
     """Parse, validate, quarantine and split off the holdout.
 
@@ -119,33 +119,33 @@ def feature_statistics(
     return add_gaussian_noise(statistics, scale, noise_multiplier, noise or SecureGaussian())
 
 
-def public_row_count(n: int, config: FedcrmConfig) -> int:
+def public_row_count(n: int, config: JobSpec) -> int:
     """The training-row count that may leave the region (``fedcrm.privacy.release.public_row_count``)."""
     return release.public_row_count(n, config.privacy.min_k)
 
 
-def privacy_plan(n_train: int, config: FedcrmConfig, *, region: str) -> PrivacyPlan | None:
+def privacy_plan(n_train: int, config: JobSpec, *, region: str) -> PrivacyPlan | None:
     """This region's DP-SGD plan for the job, as the job's record protection makes it (None without DP)."""
     return make_protection(config.privacy).plan(n_train, config.training, region=region)
 
 
-def randomness(config: FedcrmConfig, seed: int) -> Randomness:
+def randomness(config: JobSpec, seed: int) -> Randomness:
     """The DP mechanisms' batch sampling and noise: cryptographically secure unless research mode
     (``privacy.randomness: seeded``) asks for both to be reproducible from ``seed``."""
     return job_randomness(config.privacy.randomness, seed)
 
 
-def noise_source(config: FedcrmConfig, seed: int) -> NoiseSource:
+def noise_source(config: JobSpec, seed: int) -> NoiseSource:
     """The noise of ``randomness`` alone (the feature statistics sample no batches)."""
     return randomness(config, seed).noise
 
 
-def statistics_noise_multiplier(config: FedcrmConfig) -> float | None:
+def statistics_noise_multiplier(config: JobSpec) -> float | None:
     """σ of the Gaussian mechanism on the feature statistics (None without DP)."""
     return make_protection(config.privacy).statistics_noise_multiplier
 
 
-def statistics_codec_bounds(config: FedcrmConfig, contract: DataContract) -> np.ndarray:
+def statistics_codec_bounds(config: JobSpec, contract: DataContract) -> np.ndarray:
     """Public bounds on one region's (noisy) statistics, for secure aggregation (a trusted plain
     aggregator also accepts columns without a declared range)."""
     if not config.secure_aggregation.enabled and StatisticsScale.from_contract(contract).unbounded:
@@ -156,7 +156,7 @@ def statistics_codec_bounds(config: FedcrmConfig, contract: DataContract) -> np.
 
 
 def make_trainer(
-    config: FedcrmConfig, plan: PrivacyPlan | None, labels: np.ndarray, *, prox_mu: float = 0.0, seed: int = 0
+    config: JobSpec, plan: PrivacyPlan | None, labels: np.ndarray, *, prox_mu: float = 0.0, seed: int = 0
 ) -> LocalTrainer:
     """DP-SGD when the region has a privacy plan, plain SGD otherwise: chosen once, here.
 
@@ -181,7 +181,7 @@ def make_trainer(
 
 
 def local_round(
-    train: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, config: FedcrmConfig, *,
+    train: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, config: JobSpec, *,
     seed: int, plan: PrivacyPlan | None = None, prox_mu: float = 0.0,
 ) -> LocalUpdate:
     """The region's training for a round, by the job's learner (``fedcrm/learners``)."""
@@ -191,7 +191,7 @@ def local_round(
 
 
 def local_evaluation(
-    holdout: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, config: FedcrmConfig
+    holdout: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, config: JobSpec
 ) -> RegionMetrics:
     """A model's aggregate metrics on the region's holdout (released: counts rounded to k)."""
     from fedcrm.learners import make_learner
@@ -200,7 +200,7 @@ def local_evaluation(
     return make_task_type(config).evaluate(holdout[TARGET].to_numpy(), outputs, min_k=config.privacy.min_k)
 
 
-def baseline_spec(config: FedcrmConfig) -> FedcrmConfig:
+def baseline_spec(config: JobSpec) -> JobSpec:
     """A baseline sees each record as often as the federated model did: rounds × local epochs."""
     epochs = config.training.rounds * config.training.local_epochs
     return config.model_copy(update={"training": config.training.model_copy(update={"local_epochs": epochs, "rounds": 1})})

@@ -245,7 +245,7 @@ class JobSummary(BaseModel):
     metrics: GlobalMetrics | None = Field(None, description="The final model on the pooled regional holdouts.")
     model: ModelShape | None = Field(None, description="The global model's shape (None when no model was agreed).")
     privacy: PrivacyNote = Field(default_factory=PrivacyNote, description="How the records were protected.")
-    config: dict[str, object] = Field(default_factory=dict, description="The job's whole configuration.")
+    config: dict[str, object] = Field(default_factory=dict, description="What the coordinator decided for the job (its `JobSpec`: every section but where things are, so no server URL or path).")
     tracking: TrackingOutcome = Field(default_factory=TrackingOutcome,
                                       description="MLflow run and model version, or why it failed.")
     baselines: Baselines = Field(default_factory=Baselines,

@@ -43,7 +43,7 @@ from fedcrm.summary import Baselines, RoundSummary
 
 if TYPE_CHECKING:
     from fedcrm.aggregation import Aggregator
-    from fedcrm.config import FedcrmConfig
+    from fedcrm.config import JobSpec
     from fedcrm.contract import DataContract
     from fedcrm.federation.state import JobState
     from fedcrm.learners import Learner
@@ -114,7 +114,7 @@ SMALL_SUM_WARNING = (
 class FederatedJob:
     """The round loop of one attempt of a job, over a transport to its regions."""
 
-    config: FedcrmConfig
+    config: JobSpec
     state: JobState
     transport: RegionTransport
     strategy: Strategy

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedcrm.checkpoint import JobCheckpoint, resume_fingerprint
-from fedcrm.config import FedcrmConfig
+from fedcrm.config import JobSpec
 from fedcrm.evaluation import GlobalMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.protection import make_protection
@@ -85,7 +85,7 @@ class JobState:
             return True
         return False
 
-    def to_checkpoint(self, config: FedcrmConfig, number: int, attempt: int, strategy_state: dict[str, Any]) -> JobCheckpoint:
+    def to_checkpoint(self, config: JobSpec, number: int, attempt: int, strategy_state: dict[str, Any]) -> JobCheckpoint:
         return JobCheckpoint(
             job_id=self.job_id, attempt=attempt, round=number, started_at=self.started_at,
             config_fingerprint=resume_fingerprint(config), regions=self.roster.regions, rounds=self.rounds,
@@ -93,7 +93,7 @@ class JobState:
             warned_small_aggregate=self.warned_small_aggregate, resumes=self.resumes,
         )
 
-    def summary(self, config: FedcrmConfig, *, status: str, error: str, contract_sha256: str, finished_at: str,
+    def summary(self, config: JobSpec, *, status: str, error: str, contract_sha256: str, finished_at: str,
                 privacy: PrivacyNote) -> JobSummary:
         """The job's summary; each region's entry takes its latest metrics and cumulative ε from the rounds."""
         regions = self.roster.regions
@@ -112,10 +112,11 @@ class JobState:
                 n_parameters=int(self.vector.shape[0]) if self.vector is not None else 0,
                 hidden_sizes=config.training.hidden_sizes,
             ),
-            privacy=privacy, config=config.model_dump(mode="json"), baselines=self.baselines, resumes=self.resumes,
+            privacy=privacy, config=config.model_dump(mode="json", include=set(JobSpec.model_fields)), baselines=self.baselines,
+            resumes=self.resumes,
         )
 
 
-def privacy_note(config: FedcrmConfig, strategy: str) -> PrivacyNote:
+def privacy_note(config: JobSpec, strategy: str) -> PrivacyNote:
     """How the job protects its records, in the words the CLI, MLflow and the compliance report use."""
     return make_protection(config.privacy).note(config, strategy)

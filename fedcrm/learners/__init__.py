@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedcrm.config import FedcrmConfig
+from fedcrm.config import JobSpec
 from fedcrm.errors import ConfigError
 from fedcrm.features import FeaturePipeline
 from fedcrm.learners.base import Learner, SavedModel
@@ -13,7 +13,7 @@ __all__ = ["Learner", "MlpLearner", "MlpPredictor", "SavedModel", "make_learner"
 KNOWN_LEARNERS = ("mlp",)
 
 
-def make_learner(config: FedcrmConfig) -> Learner:
+def make_learner(config: JobSpec) -> Learner:
     """The job's model family. One today (the MLP / logistic DP-SGD learner); the next one is a new
     module here and a case below, and nothing else in the job changes."""
     return MlpLearner(config)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fedcrm.aggregation import Aggregator, AggregateResult, unpack_update_sum
-from fedcrm.config import FedcrmConfig
+from fedcrm.config import JobSpec
 from fedcrm.features import FeaturePipeline
 from fedcrm.privacy.plan import PrivacyPlan
 from fedcrm.records import TARGET
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MlpLearner:
-    config: FedcrmConfig
+    config: JobSpec
     name: str = "mlp"
 
     def initial(self, n_features: int) -> np.ndarray:
