@@ -202,8 +202,8 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
         job.progress("prepare", 0, 1, "job %s: starting %d regional run(s)", job_id, len(job.roster.active))
         job.running = start_regions(config, job.attempt, job.roster)
         started.append(job.running)
-        job.roster.require_quorum(config.federation.min_regions, "start")
         _connect(job)
+        job.roster.require_quorum(config.federation.min_regions, "start")
         job.progress("prepare", 0, 1, "job %s: validating %d region(s)", job_id, len(job.roster.active))
         job.federation.prepare(suite)
         first = _agree_features(job, job.federation.plan_privacy())
@@ -275,15 +275,9 @@ def _run_round(job: _Job, number: int) -> None:
 
 
 def _release_workspaces(job: _Job) -> None:
-    """Every region still answering deletes its working copies; its lifetime ledger says what the job spent."""
-    answering = [] if job.running is None else job.links.answering(list(job.roster.regions))
-    for region, reply in job.links.ask(protocol.ReleaseWorkspace, answering).items() if answering else ():
-        if not reply.ok:
-            job.logger.warning("region %s could not release its workspace: %s", region, reply.reason)
-        elif reply.value is not None:  # the region's lifetime ledger is the source of truth for ε
-            job.roster.regions[region].privacy_budget = reply.value
-            if reply.value.job_epsilon:
-                job.roster.regions[region].epsilon_job_total = reply.value.job_epsilon
+    """Every region whose run still answers deletes its working copies (the others do when told to finish)."""
+    if job.federation is not None:
+        job.federation.release_workspaces(job.links.answering(list(job.roster.regions)))
 
 
 def _publish(job: _Job, champion: ChampionMeasure | str | None):

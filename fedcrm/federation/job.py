@@ -36,6 +36,7 @@ from fedcrm.protocol import (
     PrepareRegion,
     RegionPlan,
     RegionReply,
+    ReleaseWorkspace,
     StepRequest,
 )
 from fedcrm.regional import statistics_codec_bounds
@@ -149,6 +150,20 @@ class FederatedJob:
         """The same model trained in each region alone, under the same ε (``fedcrm.federation.regions``)."""
         return local_only_baselines(self.state.roster, self.transport, self.task_type, self.state.pipeline,
                                     self.state.initial)
+
+    def release_workspaces(self, regions: list[str]) -> None:
+        """Each of ``regions`` deletes the job's working copies of its records and closes its reservation;
+        its lifetime ledger's answer (the budget after the job, this job's ε) goes into the roster, as the
+        source of truth for what the job spent there. A region that cannot is warned about, not excluded."""
+        replies = self.transport.ask(ReleaseWorkspace, regions) if regions else {}
+        for region, reply in replies.items():
+            if not reply.ok:
+                self.log.warning("region %s could not release its workspace: %s", region, reply.reason)
+            elif reply.value is not None:
+                entry = self.state.roster.regions[region]
+                entry.privacy_budget = reply.value
+                if reply.value.job_epsilon:
+                    entry.epsilon_job_total = reply.value.job_epsilon
 
     def agree_features(self, contract: DataContract) -> None:
         """Sum the regions' (DP) feature statistics, fit the shared pipeline from the sum alone (and the

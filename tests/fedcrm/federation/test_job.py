@@ -22,6 +22,7 @@ from fedcrm.learners import make_learner
 from fedcrm.protocol import LocalOnlyResult, PreparedSummary, RegionReply
 from fedcrm.records import parse_records
 from fedcrm.roster import Roster
+from fedcrm.summary import LifetimeBudget
 from fedcrm.strategies import clip_update, make_strategy
 from fedcrm.task_types import make_task_type
 from fedcrm.validation import ValidationReport
@@ -205,3 +206,20 @@ def test_the_local_only_baseline_combines_the_regions_that_could_and_lists_the_o
     assert baselines.local_only == job.task_type.combine(alone)
     assert baselines.local_only_failed == {"us": "no privacy plan for the baseline: too few rows for δ"}
     assert job.state.roster.regions["eu"].epsilon_job_total == 2.0 and job.state.roster.active == list(REGIONS)
+
+
+def test_released_workspaces_record_each_region_s_ledger_and_warn_for_the_others() -> None:
+    job, _, log = _job()
+    budget = LifetimeBudget(population="churn", budget=10.0, spent=3.4, job_epsilon=3.4)
+    job.transport = ScriptedAsk(job.config, {"release-workspace": {
+        "eu": RegionReply("eu", ok=True, value=budget),
+        "us": RegionReply("us", ok=True, value=None),  # not private: no ledger
+        "apac": RegionReply("apac", ok=False, reason="the store is read-only"),
+    }})
+    job.release_workspaces(["apac", "eu", "us"])
+    regions = job.state.roster.regions
+    assert (regions["eu"].privacy_budget, regions["eu"].epsilon_job_total) == (budget, 3.4)
+    assert regions["us"].privacy_budget is None and job.state.roster.active == list(REGIONS)
+    assert log.warnings == ["region apac could not release its workspace: the store is read-only"]
+    job.release_workspaces([])  # nobody answering: nothing asked
+    assert job.transport.asked == [(job.transport.asked[0][0], ("apac", "eu", "us"))]
