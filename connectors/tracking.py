@@ -67,6 +67,41 @@ def flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def _round_metrics(summary: JobSummary) -> dict[int, dict[str, float]]:
+    """Each round's metrics by step: the global and regional quality the task type names, each region's
+    cumulative ε and the mean training loss."""
+    task = make_task_type()  # a summary records no task type yet: every job so far is binary
+    out: dict[int, dict[str, float]] = {}
+    for rnd in summary.rounds:
+        values = {}
+        if rnd.metrics is not None:
+            values = {f"global.{k}": getattr(rnd.metrics, k) for k in task.global_metrics}
+        for region, m in rnd.region_metrics.items():
+            values.update({f"region.{region}.{k}": getattr(m, k) for k in task.metrics})
+        values.update({f"epsilon.{region}": e for region, e in rnd.epsilon_spent.items()})
+        values["train.mean_loss"] = rnd.mean_loss
+        out[rnd.round] = values
+    return out
+
+
+def _baseline_metrics(summary: JobSummary) -> dict[str, float]:
+    """The baselines' primary metric (logged under its historical ``auc`` names) and each region's job ε."""
+    primary = make_task_type().primary_metric
+    out = {}
+    for region, entry in summary.regions.items():
+        if entry.local_only is not None:
+            out[f"region.{region}.local_only_auc"] = getattr(entry.local_only, primary)
+        if entry.central_reference is not None:
+            out[f"region.{region}.central_reference_auc"] = getattr(entry.central_reference, primary)
+        if entry.epsilon_job_total is not None:
+            out[f"epsilon_job_total.{region}"] = entry.epsilon_job_total
+    for name in ("local_only", "central_reference"):
+        found = getattr(summary.baselines, name)
+        if getattr(found, primary, None) is not None:
+            out[f"baseline.{name}.auc"] = getattr(found, primary)
+    return out
+
+
 def version_tags(summary: JobSummary) -> dict[str, str]:
     """Lineage and privacy spend of a model version (all aggregates, no row-level value)."""
     privacy = summary.privacy
@@ -188,35 +223,9 @@ class MlflowTracker:
         # them at this job's store (all reads in this module pass explicit URIs).
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
+        params = {k: v[:6000] for k, v in flatten("", summary.config, {}).items()}
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{summary.use_case}-{summary.job_id}") as run:
-            client.log_batch(run.info.run_id, params=[
-                Param(k, v[:6000]) for k, v in flatten("", summary.config, {}).items()
-            ])
-            task = make_task_type()  # a summary records no task type yet: every job so far is binary
-            primary = task.primary_metric  # logged under its historical ``auc`` names
-            for rnd in summary.rounds:
-                values = {}
-                if rnd.metrics is not None:
-                    values = {f"global.{k}": getattr(rnd.metrics, k) for k in task.global_metrics}
-                for region, m in rnd.region_metrics.items():
-                    values.update({f"region.{region}.{k}": getattr(m, k) for k in task.metrics})
-                values.update({f"epsilon.{region}": e for region, e in rnd.epsilon_spent.items()})
-                values["train.mean_loss"] = rnd.mean_loss
-                mlflow.log_metrics(values, step=rnd.round)
-            baseline_metrics = {}
-            for region, entry in summary.regions.items():
-                if entry.local_only is not None:
-                    baseline_metrics[f"region.{region}.local_only_auc"] = getattr(entry.local_only, primary)
-                if entry.central_reference is not None:
-                    baseline_metrics[f"region.{region}.central_reference_auc"] = getattr(entry.central_reference, primary)
-                if entry.epsilon_job_total is not None:
-                    baseline_metrics[f"epsilon_job_total.{region}"] = entry.epsilon_job_total
-            for name in ("local_only", "central_reference"):
-                found = getattr(summary.baselines, name)
-                if getattr(found, primary, None) is not None:
-                    baseline_metrics[f"baseline.{name}.auc"] = getattr(found, primary)
-            if baseline_metrics:
-                mlflow.log_metrics(baseline_metrics)
+            client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
             import matplotlib.pyplot as plt
 
             figure = _figure(summary)
@@ -232,8 +241,15 @@ class MlflowTracker:
                 pip_requirements=PIP_REQUIREMENTS,
                 registered_model_name=model_name,
             )
+            # The run's metrics and tags also belong to the model it produced (MLflow 3's LoggedModel; log_model
+            # links the parameters already logged), so the Models page compares versions by quality and ε.
+            for step, values in _round_metrics(summary).items():
+                mlflow.log_metrics(values, step=step, model_id=info.model_id)
+            if baseline := _baseline_metrics(summary):
+                mlflow.log_metrics(baseline, model_id=info.model_id)
             tags = version_tags(summary)
             mlflow.set_tags(tags)
+            mlflow.set_logged_model_tags(info.model_id, tags)
         version = str(info.registered_model_version)
         for key, value in tags.items():
             client.set_model_version_tag(model_name, version, key, value)

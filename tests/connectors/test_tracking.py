@@ -63,6 +63,9 @@ def test_registers_a_version_with_privacy_and_lineage_tags(tmp_path, job_dir, ra
     assert run.data.params["training.rounds"] == "2"
     history = MlflowClient(tracking_uri=uri, registry_uri=uri).get_metric_history(result.run_id, "epsilon.eu")
     assert [m.step for m in history] == [1, 2]
+    logged = MlflowClient(tracking_uri=uri, registry_uri=uri).get_logged_model(run.outputs.model_outputs[0].model_id)
+    assert logged.tags["epsilon_spent.eu"] == "1.9700" and logged.params["training.rounds"] == "2"
+    assert sorted(m.step for m in logged.metrics if m.key == "epsilon.eu") == [1, 2]
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     records = raw[["age", "spend", "channel"]].head(5).astype({"age": float, "spend": float})
