@@ -69,16 +69,18 @@ class RunningRegions:
         return state.name if state is not None and state.is_final() else None
 
 
-def settings_for_regions(config: FedcrmConfig) -> dict[str, Any]:
+def settings_for_regions(config: FedcrmConfig, *, tracking: bool = True) -> dict[str, Any]:
     """The configuration a deployment run receives as its parameter: the job's settings, without where
-    any region's store or records are (a SQL URL may hold a password), nor the coordinator's MLflow
-    server (a regional run never writes to MLflow; its URI may hold a password too). Each region takes
-    its own from its worker's environment, so no location or credential is ever a flow parameter."""
+    any region's store or records are (a SQL URL may hold a password). Each region takes those from
+    its own worker's environment, so no location or credential is ever a flow parameter. Without
+    ``tracking`` the MLflow URI goes too: a job's regional run never reads MLflow (a scoring run loads
+    the champion from it, a retraining run registers in it: they keep it)."""
     regions = {r: spec.model_copy(update={"source": None, "store": None, "scores": None})
                for r, spec in config.federation.regions.items()}
-    federation = config.federation.model_copy(update={"regions": regions})
-    tracking = config.tracking.model_copy(update={"uri": None})
-    return config.model_copy(update={"federation": federation, "tracking": tracking}).model_dump(mode="json")
+    update: dict[str, Any] = {"federation": config.federation.model_copy(update={"regions": regions})}
+    if not tracking:
+        update["tracking"] = config.tracking.model_copy(update={"uri": None})
+    return config.model_copy(update=update).model_dump(mode="json")
 
 
 def _launch(config: FedcrmConfig, job_id: str, attempt: int, region: str) -> Any:
@@ -88,7 +90,8 @@ def _launch(config: FedcrmConfig, job_id: str, attempt: int, region: str) -> Any
 
     flow_run = run_deployment(
         f"{config.launcher.region_deployment}/{region}", timeout=0, as_subflow=True,
-        parameters={"region": region, "job_id": job_id, "config": settings_for_regions(config), "attempt": attempt},
+        parameters={"region": region, "job_id": job_id, "config": settings_for_regions(config, tracking=False),
+                    "attempt": attempt},
     )
     return flow_run.id
 

@@ -16,9 +16,11 @@ def test_no_region_location_or_credential_becomes_a_flow_parameter(tmp_path):
     config = config.model_copy(update={"federation": config.federation.model_copy(
         update={"regions": {**config.federation.regions, "apac": apac}}),
         "tracking": config.tracking.model_copy(update={"uri": "postgresql://mlflow:hunter2@db/mlflow"})})
-    sent = settings_for_regions(config)
+    sent = settings_for_regions(config, tracking=False)  # a job's regional run: it never reads MLflow
     assert "s3cret" not in json.dumps(sent) and "apac-private" not in json.dumps(sent)
     assert "hunter2" not in json.dumps(sent)
+    scoring = settings_for_regions(config)  # a scoring run loads the champion from MLflow
+    assert scoring["tracking"]["uri"] == "postgresql://mlflow:hunter2@db/mlflow" and "s3cret" not in json.dumps(scoring)
     assert sent["federation"]["regions"]["apac"]["work_pool"] == "crm-apac-sg"  # the job's own settings stay
     assert sent["training"] == config.model_dump(mode="json")["training"]
 
