@@ -1,10 +1,12 @@
 """Quality benchmark: federated DP vs the centralized ceiling, local-only and non-private FedAvg.
 
-    .venv/bin/python benchmarks/quality.py [--use-case lead-scoring churn] [--seeds 0 1 2] [--epsilons 1 3 8]
+    .venv/bin/python benchmarks/quality.py [--use-case lead-scoring churn] [--split dirichlet-0.5 dirichlet-1.0 covariate]
+        [--learner mlp boosted_trees] [--seeds 0 1 2] [--epsilons 0.5 1 3 8] [--step-times]
 
-For each bundled use case: three non-IID regions (seeded Dirichlet label skew, α = 1, seed 42),
-the contract's features, the default model (MLP [32]) and schedule (10 rounds × 1 local epoch).
-All methods are scored on the same regional holdouts (example-weighted global AUC).
+For each bundled use case and region split (three regions: Dirichlet label skew α = 0.5 or 1.0, or a
+covariate split by the contract's first categorical column; seed 42), the contract's features and
+each learner with its defaults (``training.*``; ε = ∞ is the non-private row). All methods are
+scored on the same regional holdouts (example-weighted global AUC), after training on the same rows.
 
 Reference runs beside the federated ones:
 
@@ -29,31 +31,49 @@ import numpy as np
 import pandas as pd
 
 from connectors import load_bundled
-from fedcrm.aggregation import PlainSumAggregator, pack_update, unpack_update_sum
+from fedcrm.aggregation import AggregateResult, PlainSumAggregator
 from fedcrm.config import load_config
 from fedcrm.evaluation import combine_metrics, evaluate_predictions
 from fedcrm.features import FeaturePipeline
-from fedcrm.model import build_model, get_vector
+from fedcrm.learners import make_learner
+from fedcrm.model import build_model
 from fedcrm.records import TARGET
-from fedcrm.regional import baseline_spec, feature_statistics, local_evaluation, local_round, prepare_region, privacy_plan
+from fedcrm.regional import (
+    baseline_spec, feature_statistics, local_evaluation, local_round, prepare_region, privacy_plan, public_row_count,
+)
 from fedcrm.split import partition
 from fedcrm.strategies import make_strategy
 from fedcrm.validation import build_suite_dict
 
 
-def _setup(use_case: str, overrides: list[str]):
+SPLITS = {"dirichlet-0.5": dict(strategy="dirichlet", alpha=0.5), "dirichlet-1.0": dict(strategy="dirichlet", alpha=1.0),
+          "covariate": dict(strategy="covariate")}
+
+
+def _setup(use_case: str, overrides: list[str], split: str = "dirichlet-1.0"):
     config = load_config(use_case=use_case, overrides=["tracking.enabled=false", *overrides])
     contract = config.load_contract()
-    parts = partition(load_bundled(use_case), contract, seed=42)
+    parts = partition(load_bundled(use_case), contract, seed=42, **SPLITS[split])
     suite = build_suite_dict(contract)
     regions = {r: prepare_region(df, contract, config, region=r, suite=suite, source=r) for r, df in parts.items()}
+    unusable = [r for r, p in regions.items() if not p.usable]
+    if unusable:
+        raise SystemExit(f"{use_case} / {split}: region(s) {unusable} fail validation: "
+                         + "; ".join(f for r in unusable for f in regions[r].report.failures))
     stats = {r: feature_statistics(p.train, contract, min_k=config.privacy.min_k) for r, p in regions.items()}
     pipeline = FeaturePipeline.fit(contract, PlainSumAggregator().sum(stats), clip_z=config.features.clip_z)
     return config, regions, pipeline
 
 
-def _with(config, **privacy):
-    return config.model_copy(update={"privacy": config.privacy.model_copy(update=privacy)})
+def _with(config, learner: str | None = None, **privacy):
+    update = {"privacy": config.privacy.model_copy(update=privacy)}
+    if learner is not None:
+        update["training"] = config.training.model_copy(update={"learner": learner})
+    return config.model_copy(update=update)
+
+
+def _seeded(config, seed: int):
+    return config.model_copy(update={"training": config.training.model_copy(update={"seed": seed})})
 
 
 def _scores(regions, pipeline, vectors, config) -> dict[str, float]:
@@ -61,24 +81,36 @@ def _scores(regions, pipeline, vectors, config) -> dict[str, float]:
     return {"global": combine_metrics(per_region).auc, **{r: m.auc for r, m in per_region.items()}}
 
 
-def _start(config, pipeline, seed: int) -> np.ndarray:
-    return get_vector(build_model(pipeline.n_features, config.training.hidden_sizes, seed=seed))
+def _start(config, regions, pipeline, plans) -> np.ndarray:
+    """The learner's initial model from the public facts the job gives it (released rows, the plans' σ)."""
+    rows = [public_row_count(len(p.train), config) for p in regions.values()]
+    sigmas = [plan.noise_multiplier for plan in plans.values() if plan is not None]
+    return make_learner(config).initial(pipeline, rows, max(sigmas) if sigmas else None)
 
 
 def federated(config, regions, pipeline, seed: int) -> dict[str, float]:
-    strategy, aggregator = make_strategy(config.strategy), PlainSumAggregator()
+    """The job's round loop without orchestration: every region trains, the learner packs its contribution,
+    a plain sum stands for secure aggregation (same total), the learner steps the global model."""
+    config = _seeded(config, seed)
+    learner, strategy, aggregator = make_learner(config), make_strategy(config.strategy), PlainSumAggregator()
     plans = {r: privacy_plan(len(p.train), config, region=r) for r, p in regions.items()}
-    vector = _start(config, pipeline, seed)
+    vector = _start(config, regions, pipeline, plans)
     for number in range(1, config.training.rounds + 1):
-        updates = {r: local_round(p.train, pipeline, vector, config, seed=seed * 100_003 + number, plan=plans[r])
-                   for r, p in regions.items()}
-        total = aggregator.sum({r: pack_update(u.vector - vector, u.n_examples, u.mean_loss) for r, u in updates.items()})
-        vector = strategy.apply(vector, unpack_update_sum(total).mean_delta)
+        packed = {}
+        for r, p in regions.items():
+            update = learner.train(p.train, pipeline, vector, plan=plans[r], seed=seed * 100_003 + number)
+            packed[r] = learner.contribution(vector, update, public_row_count(update.n_examples, config))
+        total = aggregator.sum(packed)
+        result = AggregateResult(total=total, contributors=list(regions), dropped={}, error_bound=np.zeros(total.size))
+        vector = learner.next_model(strategy, aggregator, vector, result)[0]
     return _scores(regions, pipeline, {r: vector for r in regions}, config)
 
 
 def local_only(config, regions, pipeline, seed: int) -> dict[str, float]:
-    alone, start = baseline_spec(config), _start(config, pipeline, seed)
+    config = _seeded(config, seed)
+    alone = baseline_spec(config)
+    plans = {r: privacy_plan(len(p.train), config, region=r) for r, p in regions.items()}
+    start = _start(config, regions, pipeline, plans)
     vectors = {r: local_round(p.train, pipeline, start, alone, seed=seed, plan=privacy_plan(len(p.train), alone, region=r)).vector
                for r, p in regions.items()}
     return _scores(regions, pipeline, vectors, config)
@@ -89,8 +121,9 @@ def ceiling(config, regions, pipeline, seed: int) -> dict[str, dict[str, float]]
     from sklearn.linear_model import LogisticRegression
 
     pooled = pd.concat([p.train for p in regions.values()], ignore_index=True)
-    mlp = local_round(pooled, pipeline, _start(config, pipeline, seed), baseline_spec(config), seed=seed).vector
-    results = {"mlp": _scores(regions, pipeline, {r: mlp for r in regions}, config)}
+    plain = _seeded(_with(config, "mlp", mode="off"), seed)
+    mlp = local_round(pooled, pipeline, make_learner(plain).initial(pipeline), baseline_spec(plain), seed=seed).vector
+    results = {"mlp": _scores(regions, pipeline, {r: mlp for r in regions}, plain)}
     x, y = pipeline.transform(pooled), pooled[TARGET].to_numpy()
     for name, model in (("logistic", LogisticRegression(max_iter=2000)), ("gbm", HistGradientBoostingClassifier(random_state=seed))):
         model.fit(x, y)
@@ -112,7 +145,7 @@ def step_times(config, regions, pipeline) -> dict[str, float]:
     region = max(regions, key=lambda r: len(regions[r].train))
     train = regions[region].train
     plan = privacy_plan(len(train), config, region=region)
-    start = _start(config, pipeline, 0)
+    start = make_learner(config).initial(pipeline)
     timings = {}
     for name, chosen in (("sgd", None), ("dp-sgd", plan)):
         local_round(train, pipeline, start, config, seed=0, plan=chosen)  # warm-up
@@ -146,54 +179,63 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {sd:.4f}"
 
 
-def run(use_case: str, seeds: list[int], epsilons: list[float], overrides: list[str]) -> None:
-    config, regions, pipeline = _setup(use_case, overrides)
+def run(use_case: str, split: str, learners: list[str], seeds: list[int], epsilons: list[float],
+        overrides: list[str], timings: bool) -> None:
+    config, regions, pipeline = _setup(use_case, overrides, split)
     rows: dict[str, list[dict[str, float]]] = {}
+    seconds: dict[str, list[float]] = {}
     for seed in seeds:
         for name, result in ceiling(config, regions, pipeline, seed).items():
             rows.setdefault(f"ceiling: {name} (pooled, non-private)", []).append(result)
-        plain = _with(config, mode="off")
-        rows.setdefault("local-only, non-private", []).append(local_only(plain, regions, pipeline, seed))
-        rows.setdefault("federated, non-private", []).append(federated(plain, regions, pipeline, seed))
-        for eps in epsilons:
-            private = _with(config, target_epsilon=eps)
-            rows.setdefault(f"local-only, DP ε={eps:g}", []).append(local_only(private, regions, pipeline, seed))
-            rows.setdefault(f"federated, DP ε={eps:g}", []).append(federated(private, regions, pipeline, seed))
+        for learner in learners:
+            for eps in [None, *epsilons]:
+                label = "non-private" if eps is None else f"DP ε={eps:g}"
+                chosen = _with(config, learner, mode="off") if eps is None else _with(config, learner, target_epsilon=eps)
+                rows.setdefault(f"{learner} local-only, {label}", []).append(local_only(chosen, regions, pipeline, seed))
+                began = time.perf_counter()
+                rows.setdefault(f"{learner} federated, {label}", []).append(federated(chosen, regions, pipeline, seed))
+                seconds.setdefault(learner, []).append(time.perf_counter() - began)
     ceilings = {k: statistics.mean(r["global"] for r in v) for k, v in rows.items() if k.startswith("ceiling")}
     best = max(ceilings, key=ceilings.get)
-    print(f"\n== {use_case}: {sum(len(p.train) for p in regions.values())} training records in {len(regions)} regions, "
-          f"seeds {seeds}; ceiling = {best} ({ceilings[best]:.4f})")
-    print(f"{'method':<40} {'global AUC (mean ± sd)':>24} {'÷ ceiling':>10}   per-region AUC")
+    print(f"\n== {use_case} / split {split}: {sum(len(p.train) for p in regions.values())} training records in "
+          f"{len(regions)} regions, seeds {seeds}; ceiling = {best} ({ceilings[best]:.4f}), same train/holdout rows")
+    print(f"{'method':<44} {'global AUC (mean ± sd)':>24} {'÷ ceiling':>10}   per-region AUC")
     for name, results in rows.items():
         glob = [r["global"] for r in results]
         per = "  ".join(f"{r} {statistics.mean(x[r] for x in results):.3f}" for r in regions)
-        print(f"{name:<40} {_fmt(glob):>24} {statistics.mean(glob) / ceilings[best]:>10.4f}   {per}")
-    for eps in [None, *epsilons]:
-        fed = rows["federated, non-private" if eps is None else f"federated, DP ε={eps:g}"]
-        alone = rows["local-only, non-private" if eps is None else f"local-only, DP ε={eps:g}"]
-        verdicts = []
-        for r in regions:
-            f, a = [x[r] for x in fed], [x[r] for x in alone]
-            sd = statistics.stdev(f) if len(f) > 1 else 0.0
-            verdicts.append(f"{r} {'yes' if statistics.mean(f) >= statistics.mean(a) - sd else 'NO'}")
-        label = "non-private" if eps is None else f"DP ε={eps:g}"
-        print(f"federated ≥ local-only in every region (within 1 sd), {label}: {', '.join(verdicts)}")
-    times = step_times(config, regions, pipeline)
-    print("step time (ms): " + ", ".join(f"{k} {v * 1000:.2f}" for k, v in times.items())
-          + f"; ratio dp-sgd/sgd {times['dp-sgd'] / times['sgd']:.2f}, dp-sgd/opacus {times['dp-sgd'] / times['opacus-make_private']:.2f}")
+        print(f"{name:<44} {_fmt(glob):>24} {statistics.mean(glob) / ceilings[best]:>10.4f}   {per}")
+    for learner in learners:
+        for eps in [None, *epsilons]:
+            label = "non-private" if eps is None else f"DP ε={eps:g}"
+            fed, alone = rows[f"{learner} federated, {label}"], rows[f"{learner} local-only, {label}"]
+            verdicts = []
+            for r in regions:
+                f, a = [x[r] for x in fed], [x[r] for x in alone]
+                sd = statistics.stdev(f) if len(f) > 1 else 0.0
+                verdicts.append(f"{r} {'yes' if statistics.mean(f) >= statistics.mean(a) - sd else 'NO'}")
+            print(f"{learner} federated ≥ local-only in every region (within 1 sd), {label}: {', '.join(verdicts)}")
+    print("seconds per federated run (median): " + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in seconds.items()))
+    if timings:
+        times = step_times(_with(config, "mlp"), regions, pipeline)
+        print("DP-SGD step time (ms): " + ", ".join(f"{k} {v * 1000:.2f}" for k, v in times.items())
+              + f"; ratio dp-sgd/sgd {times['dp-sgd'] / times['sgd']:.2f}, dp-sgd/opacus {times['dp-sgd'] / times['opacus-make_private']:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--use-case", nargs="+", default=["lead-scoring", "churn"])
+    parser.add_argument("--split", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    parser.add_argument("--learner", nargs="+", default=["mlp", "boosted_trees"], choices=["mlp", "boosted_trees"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 3.0, 8.0])
+    parser.add_argument("--epsilons", type=float, nargs="+", default=[0.5, 1.0, 3.0, 8.0])
+    parser.add_argument("--step-times", action="store_true", help="also time DP-SGD steps against SGD and Opacus")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    print(f"config overrides: {args.overrides or 'none (defaults)'}")
     for use_case in args.use_case:
-        print(f"config overrides: {args.overrides or 'none (defaults)'}")
-        run(use_case, args.seeds, args.epsilons, args.overrides)
+        for split in args.split:
+            run(use_case, split, args.learner, args.seeds, args.epsilons, args.overrides, args.step_times)
 
 
 if __name__ == "__main__":

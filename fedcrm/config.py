@@ -213,7 +213,35 @@ class LauncherSpec(_Section):
                                          "coordinator for this long releases its workspace and ends.")
 
 
+class TreeSpec(_Section):
+    """The boosted-tree learner (``fedcrm/learners/trees.py``): DP random trees, boosted in batches.
+
+    Every hyperparameter left unset is derived by a documented rule from public quantities only (the
+    regions' released row counts, the number of regions, the noise the budget allows): see
+    ``fedcrm.learners.trees.tree_settings`` and docs/benchmarks.md."""
+
+    trees_per_round: int = Field(
+        16, ge=1, le=64, description="Trees grown per round on the same gradients and averaged (batched boosting; "
+        "Maddock et al., CCS 2022). Each record is in one leaf of every tree, so the round's release has L2 "
+        "sensitivity √(trees_per_round · 17/16).",
+    )
+    depth: int | None = Field(
+        None, ge=1, le=8, description="Tree depth. Unset: the deepest tree whose expected leaf hessian is still "
+        "`leaf_signal` × the summed noise, from the public row counts (at most 6).",
+    )
+    learning_rate: float = Field(0.8, gt=0, le=1, description="Shrinkage of each round's (averaged) Newton step.")
+    leaf_signal: float = Field(
+        4.0, gt=0, description="How many noise standard deviations a leaf's expected hessian must reach (the depth rule), "
+        "and half of it the threshold below which a leaf's noisy hessian counts as noise and its value is 0.",
+    )
+
+
 class TrainingSpec(_Section):
+    learner: Literal["mlp", "boosted_trees"] = Field(
+        "mlp", description="The model family: 'mlp' (MLP / logistic regression by DP-SGD) or 'boosted_trees' (DP random "
+        "trees with leaf values from securely summed, noised gradient and hessian sums; `training.trees`).",
+    )
+    trees: TreeSpec = TreeSpec()
     rounds: int = Field(15, ge=1, le=1000, description="Federated rounds; `--rounds N` sets it.")
     local_epochs: int = Field(1, ge=1, le=100, description="Local epochs per round.")
     batch_size: int = Field(256, ge=1, description="Expected (Poisson) batch size under DP.")
@@ -457,6 +485,23 @@ class JobSpec(_Section):
                 "DP guarantee; use class_weighting 'none' under privacy.mode 'dp' (ranking metrics such as AUC do not "
                 "need it; pick a score threshold instead), or 'balanced' only with privacy.mode 'off'"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _trees_take_one_step_per_round(self) -> JobSpec:
+        """The coordinator draws every tree's structure; a region can only fill the leaves of the round's batch,
+        so a round is one boosting step, and the server-side optimisers and a local head have nothing to act on."""
+        if self.training.learner != "boosted_trees":
+            return self
+        if self.training.local_epochs != 1:
+            raise ValueError("training.learner 'boosted_trees' grows one batch of trees per round: set training.local_epochs=1 "
+                             "(more trees per round: training.trees.trees_per_round)")
+        if self.training.local_head:
+            raise ValueError("training.local_head personalises the MLP's output layer; the boosted-tree learner has none: "
+                             "set training.local_head=false")
+        if self.strategy.name != "fedavg":
+            raise ValueError(f"strategy {self.strategy.name!r} steps a parameter vector; the boosted-tree learner sums "
+                             "gradient statistics: use strategy.name=fedavg with training.learner=boosted_trees")
         return self
 
     @model_validator(mode="after")

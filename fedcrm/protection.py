@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from fedcrm.config import PrivacySpec, TrainingSpec
-from fedcrm.privacy.plan import PrivacyPlan, make_plan
+from fedcrm.privacy.plan import PrivacyPlan, ReleaseShape, make_plan
 from fedcrm.privacy.randomness import randomness_warning
 from fedcrm.privacy.release import public_row_count
 from fedcrm.summary import PrivacyNote
@@ -36,8 +36,9 @@ class RecordProtection(Protocol):
     spends_budget: bool
     """Whether its mechanisms spend ε, so that every region keeps a job ledger and a lifetime ledger."""
 
-    def plan(self, n_train: int, training: TrainingSpec, *, region: str) -> PrivacyPlan | None:
-        """The region's DP-SGD plan for ``training`` over ``n_train`` rows (None: train without DP)."""
+    def plan(self, n_train: int, training: TrainingSpec, *, region: str, shape: ReleaseShape | None = None) -> PrivacyPlan | None:
+        """The region's plan for ``training`` over ``n_train`` rows (None: train without DP); ``shape`` is the
+        learner's mechanism (default: DP-SGD with the configured clip)."""
 
     @property
     def statistics_noise_multiplier(self) -> float | None:
@@ -62,11 +63,13 @@ class DifferentialPrivacy:
     spec: PrivacySpec
     spends_budget: bool = True
 
-    def plan(self, n_train: int, training: TrainingSpec, *, region: str) -> PrivacyPlan:
+    def plan(self, n_train: int, training: TrainingSpec, *, region: str, shape: ReleaseShape | None = None) -> PrivacyPlan:
         """Made from the released count n_public ≤ n_train, so the released σ, q = batch / n_public and
         steps reveal only n_public. The trainer samples with exactly this q, so the accounting is exact
-        for the sampling actually done (each record is in a batch with probability q)."""
+        for the sampling actually done (each record is in a batch with probability q; q = 1 for a
+        learner whose every step uses every record)."""
         spec = self.spec
+        shape = shape or ReleaseShape(sensitivity=spec.max_grad_norm)
         return make_plan(
             public_row_count(n_train, spec.min_k),
             batch_size=training.batch_size,
@@ -75,9 +78,10 @@ class DifferentialPrivacy:
             target_epsilon=spec.target_epsilon,
             delta=spec.delta,
             accountant=spec.accountant,
-            max_grad_norm=spec.max_grad_norm,
+            max_grad_norm=shape.sensitivity,
             max_noise_multiplier=spec.max_noise_multiplier,
             region=region,
+            full_batch=shape.full_batch,
         )
 
     @property
@@ -120,7 +124,7 @@ class NoProtection:
     spec: PrivacySpec
     spends_budget: bool = False
 
-    def plan(self, n_train: int, training: TrainingSpec, *, region: str) -> None:
+    def plan(self, n_train: int, training: TrainingSpec, *, region: str, shape: ReleaseShape | None = None) -> None:
         return None
 
     @property

@@ -195,6 +195,8 @@ class LocalEvaluation(StepRequest):
     round_number: int
     hidden_sizes: list[int] | None = None
     """The architecture of another version's model (e.g. the champion's); None for this job's."""
+    learner: str | None = None
+    """The learner of another version's model (e.g. the champion's); None for this job's."""
     reply_type: ClassVar[Any] = RegionMetrics
 
 

@@ -125,8 +125,11 @@ def public_row_count(n: int, config: JobSpec) -> int:
 
 
 def privacy_plan(n_train: int, config: JobSpec, *, region: str) -> PrivacyPlan | None:
-    """This region's DP-SGD plan for the job, as the job's record protection makes it (None without DP)."""
-    return make_protection(config.privacy).plan(n_train, config.training, region=region)
+    """This region's plan for the job's learner, as the job's record protection makes it (None without DP)."""
+    from fedcrm.learners import make_learner
+
+    shape = make_learner(config).release_shape(config.privacy)
+    return make_protection(config.privacy).plan(n_train, config.training, region=region, shape=shape)
 
 
 def randomness(config: JobSpec, seed: int) -> Randomness:

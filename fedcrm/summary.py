@@ -123,6 +123,7 @@ class ModelShape(BaseModel):
     n_features: int
     n_parameters: int
     hidden_sizes: list[int]
+    learner: str = Field("mlp", description="The model family (`training.learner`).")
 
 
 class CentralReference(GlobalMetrics):

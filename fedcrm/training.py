@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fedcrm.config import TrainingSpec
 from fedcrm.errors import TrainingError
+from fedcrm.learners.base import LocalUpdate
 from fedcrm.model import build_model, get_vector, set_vector
 from fedcrm.privacy.noise import NoiseSource
 from fedcrm.privacy.randomness import Randomness
@@ -38,16 +39,6 @@ from fedcrm.privacy.sampling import BatchSampler
 # Opacus' per-sample hooks on the first layer fire without input gradients by design (the data
 # needs none); torch warns at every backward pass, which would flood each region's log.
 warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
-
-
-@dataclass(frozen=True)
-class LocalUpdate:
-    """What a region returns from a round: parameters, example count, loss and DP steps taken."""
-
-    vector: np.ndarray
-    n_examples: int
-    mean_loss: float
-    steps: int
 
 
 class LocalTrainer(Protocol):

@@ -96,7 +96,7 @@ def _measure_champion(config: FedcrmConfig, links: RegionLinks, roster: Roster) 
         return problem or None
     replies = links.ask(protocol.LocalEvaluation, roster.active, pipeline=champion.pipeline,
                         global_vector=np.asarray(champion.model.parameters), round_number=0,
-                        hidden_sizes=champion.model.hidden_sizes)
+                        hidden_sizes=champion.model.hidden_sizes, learner=champion.model.learner)
     return coordinator.measure_champion(config, champion.version, replies)
 
 

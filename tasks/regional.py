@@ -90,13 +90,13 @@ def local_training(
 @task(name="local-evaluation", task_run_name="local-evaluation-{region}-r{round_number}", **REGION_TASK)
 def local_evaluation(
     region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: Vector, round_number: int,
-    hidden_sizes: list[int] | None = None,
+    hidden_sizes: list[int] | None = None, learner: str | None = None,
 ) -> RegionReply[RegionMetrics]:
     """Score a global model on the region's holdout: this job's (with the region's own head if
-    personalised), or another version's, e.g. the champion's, with its own ``hidden_sizes``."""
+    personalised), or another version's, e.g. the champion's, with its own ``learner`` and ``hidden_sizes``."""
     session = RegionSession(config, region, job_id)
     return in_region(region, session.store, f"round {round_number} evaluation",
-                     lambda: session.evaluate(pipeline, global_vector, hidden_sizes))
+                     lambda: session.evaluate(pipeline, global_vector, hidden_sizes, learner))
 
 
 @task(name="release-workspace", task_run_name="release-workspace-{region}", **REGION_TASK)

@@ -21,13 +21,14 @@ from connectors.keys import check_registered, load_identity, read_keyring
 from connectors.sources import open_source
 from connectors.stores import open_store
 from fedcrm import drift, regional
-from fedcrm.aggregation import Contributor, PlainContributor, pack_update, update_bounds
+from fedcrm.aggregation import Contributor, PlainContributor
 from fedcrm.catalog import FINGERPRINT_KEY, RegionCatalog
 from fedcrm.channel import session_id
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import DriftError, PrivacyError, SecureAggregationError
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
+from fedcrm.learners import make_learner
 from fedcrm.messages import Payload
 from fedcrm.protocol import Contribution, LocalOnlyResult, PreparedSummary, RegionPlan
 from fedcrm.model import head_size, with_head
@@ -105,36 +106,40 @@ class RegionSession:
 
     def train_round(self, pipeline: FeaturePipeline, global_vector: np.ndarray, round_number: int, prox_mu: float,
                     request: bytes | None) -> Contribution:
-        """One round of local training, charged before it runs; the clipped update is packed as
-        [n·Δθ, n·loss, n] with n the released row count (never the exact one) and contributed."""
+        """One round of local training, charged before it runs; the learner packs its contribution (the MLP:
+        the clipped [n·Δθ, n·loss, n]; the trees: noisy leaf sums, n·loss, n), with n the released row
+        count (never the exact one), and it is contributed to the round's (secure) sum."""
         config, store, keys = self.config, self.store, self.keys
         plan, epsilon = self.budget.charge_round(round_number) or (None, None)
         train = store.read_frame(keys.train)
         if not store.exists(keys.drift_snapshot):  # once per job: what later drift checks compare with
             snapshot = drift.histogram(pipeline, train, z_edges=config.drift.z_edges)
             store.write_json(keys.drift_snapshot, snapshot.model_dump(mode="json"))
-        update = regional.local_round(train, pipeline, global_vector, config,
-                                      seed=config.training.seed * 100_003 + round_number, plan=plan, prox_mu=prox_mu)
-        vector = clip_update(global_vector, update.vector, config.strategy.max_update_norm)
+        learner = make_learner(config)
+        update = learner.train(train, pipeline, global_vector, plan=plan, prox_mu=prox_mu,
+                               seed=config.training.seed * 100_003 + round_number)
         if config.training.local_head:  # the region keeps its own output layer (a DP output, kept local)
             size = head_size(pipeline.n_features, config.training.hidden_sizes)
+            vector = clip_update(global_vector, update.vector, config.strategy.max_update_norm)
             store.write_json(keys.local_head, vector[-size:].tolist())
         if plan is not None and update.steps > plan.steps_per_round:
-            raise PrivacyError(f"local training took {update.steps} DP-SGD steps, more than the "
+            raise PrivacyError(f"local training took {update.steps} DP steps, more than the "
                                f"{plan.steps_per_round} charged for the round", hint="report this as a bug")
         weight = regional.public_row_count(update.n_examples, config)  # the released count, like the plan's q
         self.within_weight_bound(weight)
-        packed = pack_update(vector - global_vector, weight, update.mean_loss)
-        bounds = update_bounds(global_vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm)
+        packed = learner.contribution(global_vector, update, weight)
+        bounds = learner.contribution_bounds(global_vector, config.secure_aggregation.max_weight)
         return Contribution(self._contribute(request, round_number, packed, bounds), epsilon_spent=epsilon)
 
     def evaluate(self, pipeline: FeaturePipeline, global_vector: np.ndarray,
-                 hidden_sizes: list[int] | None) -> RegionMetrics:
+                 hidden_sizes: list[int] | None, learner: str | None = None) -> RegionMetrics:
         """Score a global model on the holdout: this job's (with the region's own head if personalised),
-        or another version's, e.g. the champion's, with its own ``hidden_sizes``."""
+        or another version's, e.g. the champion's, with its own learner and ``hidden_sizes``."""
         config, vector, spec = self.config, global_vector, self.config
-        if hidden_sizes is not None:  # another model version: its own architecture, never this job's head
-            spec = config.model_copy(update={"training": config.training.model_copy(update={"hidden_sizes": hidden_sizes})})
+        if hidden_sizes is not None or learner is not None:  # another version: its own model, never this job's head
+            shape = {"hidden_sizes": hidden_sizes if hidden_sizes is not None else config.training.hidden_sizes,
+                     "learner": learner or "mlp"}
+            spec = config.model_copy(update={"training": config.training.model_copy(update=shape)})
         elif config.training.local_head and self.store.exists(self.keys.local_head):
             vector = with_head(global_vector, np.asarray(self.store.read_json(self.keys.local_head)))
         return regional.local_evaluation(self.store.read_frame(self.keys.holdout), pipeline, vector, spec)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from fedcrm.aggregation import AggregateResult, Screen, update_bounds, update_norm_screen
+from fedcrm.aggregation import AggregateResult, Screen
 from fedcrm.errors import FederationError
 from fedcrm.features import FeaturePipeline, StatisticsScale, summed_noise_std
 from fedcrm.protection import make_protection
@@ -173,7 +173,16 @@ class FederatedJob:
                                          bounds=statistics_codec_bounds(config, contract))
         self.warn_if_small(summed.total.contributors)
         pipeline = self.step("fit-feature-pipeline", self._fit_pipeline, contract, summed.total)
-        self.state.agree_features(pipeline, self.step("initial-model", self.learner.initial, pipeline.n_features))
+        self.state.agree_features(pipeline, self.step("initial-model", self.learner.initial, pipeline,
+                                                      *self._public_facts()))
+
+    def _public_facts(self) -> tuple[list[int], float | None]:
+        """What a learner may size its model from: the active regions' released training-row counts and
+        the largest noise multiplier their plans calibrated (None without DP)."""
+        entries = [self.state.roster.regions[r] for r in self.state.roster.active]
+        rows = [e.n_train for e in entries if e.n_train]
+        sigmas = [e.privacy_plan.noise_multiplier for e in entries if e.privacy_plan is not None]
+        return rows, (max(sigmas) if sigmas else None)
 
     def _fit_pipeline(self, contract: DataContract, statistics: AggregateResult) -> FeaturePipeline:
         """The shared pipeline from the summed moment vectors alone (and the public scale of their noise)."""
@@ -189,8 +198,8 @@ class FederatedJob:
         began, transport_before = time.perf_counter(), self.transport.transport_s
         summed = self.transport.sum_step(
             LocalTraining, f"round {number} training", round_number=number,
-            bounds=update_bounds(state.vector.size, config.secure_aggregation.max_weight, config.strategy.max_update_norm),
-            screen=update_norm_screen(config.strategy.max_update_norm),
+            bounds=self.learner.contribution_bounds(state.vector, config.secure_aggregation.max_weight),
+            screen=self.learner.screen(state.vector),
             pipeline=state.pipeline, global_vector=state.vector, prox_mu=self.strategy.prox_mu,
         )
         total = summed.total

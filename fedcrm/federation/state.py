@@ -110,7 +110,8 @@ class JobState:
             model=None if self.pipeline is None else ModelShape(
                 n_features=self.pipeline.n_features,
                 n_parameters=int(self.vector.shape[0]) if self.vector is not None else 0,
-                hidden_sizes=config.training.hidden_sizes,
+                hidden_sizes=config.training.hidden_sizes if config.training.learner == "mlp" else [],
+                learner=config.training.learner,
             ),
             privacy=privacy, config=config.model_dump(mode="json", include=set(JobSpec.model_fields)), baselines=self.baselines,
             resumes=self.resumes,

@@ -9,21 +9,18 @@ the next vector.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
-from fedcrm.aggregation import Aggregator, AggregateResult, unpack_update_sum
-from fedcrm.config import JobSpec
+from fedcrm.aggregation import (
+    Aggregator, AggregateResult, Screen, pack_update, unpack_update_sum, update_bounds, update_norm_screen,
+)
+from fedcrm.config import JobSpec, PrivacySpec
 from fedcrm.features import FeaturePipeline
-from fedcrm.privacy.plan import PrivacyPlan
+from fedcrm.privacy.plan import PrivacyPlan, ReleaseShape
 from fedcrm.records import TARGET
-from fedcrm.strategies import ClientUpdate, Strategy
-from fedcrm.learners.base import SavedModel
-
-if TYPE_CHECKING:
-    from fedcrm.training import LocalUpdate  # torch: imported where a region trains
+from fedcrm.strategies import ClientUpdate, Strategy, clip_update
+from fedcrm.learners.base import LocalUpdate, SavedModel
 
 
 @dataclass(frozen=True)
@@ -31,10 +28,16 @@ class MlpLearner:
     config: JobSpec
     name: str = "mlp"
 
-    def initial(self, n_features: int) -> np.ndarray:
+    def release_shape(self, privacy: PrivacySpec) -> ReleaseShape:
+        """DP-SGD: Poisson-sampled batches, each record's gradient clipped to C = ``privacy.max_grad_norm``."""
+        return ReleaseShape(full_batch=False, sensitivity=privacy.max_grad_norm)
+
+    def initial(self, pipeline: FeaturePipeline, public_rows: list[int] | None = None,
+                noise_multiplier: float | None = None) -> np.ndarray:
+        """Seeded initial weights (``training.seed``): the architecture alone decides them."""
         from fedcrm.model import build_model, get_vector
 
-        return get_vector(build_model(n_features, self.config.training.hidden_sizes, seed=self.config.training.seed))
+        return get_vector(build_model(pipeline.n_features, self.config.training.hidden_sizes, seed=self.config.training.seed))
 
     def train(self, train: pd.DataFrame, pipeline: FeaturePipeline, global_vector: np.ndarray, *,
               plan: PrivacyPlan | None, seed: int, prox_mu: float = 0.0) -> LocalUpdate:
@@ -43,6 +46,17 @@ class MlpLearner:
         labels = train[TARGET].to_numpy(dtype=np.float32)
         trainer = make_trainer(self.config, plan, labels, prox_mu=prox_mu, seed=seed)
         return trainer.train(global_vector, pipeline.transform(train), labels, seed=seed)
+
+    def contribution(self, global_vector: np.ndarray, update: LocalUpdate, weight: int) -> np.ndarray:
+        """[n·Δθ, n·loss, n]: the update clipped to ``strategy.max_update_norm``, weighted by the released count n."""
+        clipped = clip_update(global_vector, update.vector, self.config.strategy.max_update_norm)
+        return pack_update(clipped - global_vector, weight, update.mean_loss)
+
+    def contribution_bounds(self, global_vector: np.ndarray, max_weight: float) -> np.ndarray:
+        return update_bounds(global_vector.size, max_weight, self.config.strategy.max_update_norm)
+
+    def screen(self, global_vector: np.ndarray) -> Screen:
+        return update_norm_screen(self.config.strategy.max_update_norm)
 
     def next_model(self, strategy: Strategy, aggregator: Aggregator, global_vector: np.ndarray,
                    result: AggregateResult) -> tuple[np.ndarray, float, float]:

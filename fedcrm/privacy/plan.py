@@ -27,6 +27,15 @@ class PrivacyPlan(BaseModel):
     planned_epsilon: float
 
 
+class ReleaseShape(BaseModel):
+    """What one step of a learner's DP mechanism is, as its plan needs it: DP-SGD samples a Poisson
+    batch and clips each record's gradient to C; the boosted-tree learner releases, at every step, sums
+    over *all* records (``full_batch``: the plain Gaussian mechanism) of L2 sensitivity √(B · 17/16)."""
+
+    full_batch: bool = False
+    sensitivity: float = Field(gt=0, description="L2 sensitivity of one step's release; the noise is σ × it.")
+
+
 def dp_steps_per_epoch(sample_rate: float) -> int:
     """Opacus' Poisson sampler draws int(1/q) batches per epoch."""
     return max(1, int(1 / sample_rate))
@@ -44,9 +53,11 @@ def make_plan(
     max_grad_norm: float,
     max_noise_multiplier: float,
     region: str | None = None,
+    full_batch: bool = False,
 ) -> PrivacyPlan:
+    """``max_grad_norm`` is the sensitivity of one step (DP-SGD's clip); ``full_batch`` steps see every record."""
     check_delta(delta, n_train, region=region)
-    sample_rate = min(1.0, batch_size / n_train)
+    sample_rate = 1.0 if full_batch else min(1.0, batch_size / n_train)
     steps_per_round = local_epochs * dp_steps_per_epoch(sample_rate)
     planned_steps = rounds * steps_per_round
     try:

@@ -35,12 +35,12 @@ def _config():
 def test_the_job_s_learner_is_the_mlp_and_its_initial_model_fits_the_pipeline():
     learner = make_learner(_config())
     assert isinstance(learner, MlpLearner) and learner.name == "mlp"
-    assert learner.initial(_pipeline().n_features).shape == (3,)  # two weights and a bias
+    assert learner.initial(_pipeline()).shape == (3,)  # two weights and a bias
 
 
 def test_training_then_predicting_separates_the_classes():
     learner, pipeline, records = make_learner(_config()), _pipeline(), _records()
-    update = learner.train(records, pipeline, learner.initial(pipeline.n_features), plan=None, seed=1)
+    update = learner.train(records, pipeline, learner.initial(pipeline), plan=None, seed=1)
     probs = learner.predict(pipeline, update.vector, records)
     assert probs.shape == (len(records),) and np.all((probs >= 0) & (probs <= 1))
     labels = records[TARGET].to_numpy()
@@ -68,7 +68,7 @@ def test_a_saved_model_scores_through_its_learner_without_a_training_configurati
     config = load_config(overrides=["training.hidden_sizes=[4]"])
     learner = make_learner(config)
     pipeline = _pipeline()
-    vector = learner.initial(pipeline.n_features) + 0.1
+    vector = learner.initial(pipeline) + 0.1
     records = _records()
     expected = learner.predict(pipeline, vector, records)
     saved = SavedModel.model_validate_json(learner.save(vector).model_dump_json())  # as model.json holds it
