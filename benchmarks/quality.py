@@ -23,9 +23,11 @@ plain SGD and against Opacus' own ``PrivacyEngine.make_private`` path. No Prefec
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -180,7 +182,8 @@ def _fmt(values: list[float]) -> str:
 
 
 def run(use_case: str, split: str, learners: list[str], seeds: list[int], epsilons: list[float],
-        overrides: list[str], timings: bool) -> None:
+        overrides: list[str], timings: bool) -> dict:
+    """Print the table of one use case and split; returns its results (for ``--json`` and ``--plot``)."""
     config, regions, pipeline = _setup(use_case, overrides, split)
     rows: dict[str, list[dict[str, float]]] = {}
     seconds: dict[str, list[float]] = {}
@@ -215,10 +218,89 @@ def run(use_case: str, split: str, learners: list[str], seeds: list[int], epsilo
                 verdicts.append(f"{r} {'yes' if statistics.mean(f) >= statistics.mean(a) - sd else 'NO'}")
             print(f"{learner} federated ≥ local-only in every region (within 1 sd), {label}: {', '.join(verdicts)}")
     print("seconds per federated run (median): " + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in seconds.items()))
+    result = {"use_case": use_case, "split": split, "ceiling": {"label": best, "auc": ceilings[best]},
+              "rows": {name: [r["global"] for r in results] for name, results in rows.items()},
+              "seconds": seconds}
     if timings:
         times = step_times(_with(config, "mlp"), regions, pipeline)
         print("DP-SGD step time (ms): " + ", ".join(f"{k} {v * 1000:.2f}" for k, v in times.items())
               + f"; ratio dp-sgd/sgd {times['dp-sgd'] / times['sgd']:.2f}, dp-sgd/opacus {times['dp-sgd'] / times['opacus-make_private']:.2f}")
+    return result
+
+
+def _curve(rows: dict[str, list[float]], learner: str, where: str) -> tuple[list[float], list[float], float | None]:
+    """(ε values, mean AUCs) of a learner's ``where`` rows (federated / local-only), and its non-private AUC."""
+    points = []
+    for name, values in rows.items():
+        if name.startswith(f"{learner} {where}, DP ε="):
+            points.append((float(name.rsplit("=", 1)[1]), statistics.mean(values)))
+    free = rows.get(f"{learner} {where}, non-private")
+    points.sort()
+    return [e for e, _ in points], [a for _, a in points], (statistics.mean(free) if free else None)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """AUC ÷ the same-split ceiling against ε, per learner (federated solid, local-only dashed), one panel
+    per use case and split; the non-private federated value as a dotted line."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    use_cases = list(dict.fromkeys(r["use_case"] for r in results))
+    splits = list(dict.fromkeys(r["split"] for r in results))
+    figure, axes = plt.subplots(len(use_cases), len(splits), figsize=(4.2 * len(splits), 3.4 * len(use_cases)),
+                                squeeze=False, sharey=True)
+    colours = {"mlp": "tab:blue", "boosted_trees": "tab:orange"}
+    for result in results:
+        axis = axes[use_cases.index(result["use_case"])][splits.index(result["split"])]
+        ceiling = result["ceiling"]["auc"]
+        for learner, colour in colours.items():
+            for where, style in (("federated", "-"), ("local-only", "--")):
+                eps, auc, free = _curve(result["rows"], learner, where)
+                if eps:
+                    axis.plot(eps, [a / ceiling for a in auc], style, marker="o", color=colour, label=f"{learner} {where}")
+                if free is not None and where == "federated":
+                    axis.axhline(free / ceiling, color=colour, linestyle=":", linewidth=1)
+        axis.axhline(0.98, color="grey", linewidth=0.8)
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.set_xticks([0.5, 1, 3, 8])
+        axis.set_title(f"{result['use_case']} / {result['split']}", fontsize=9)
+        axis.set_xlabel("ε per region (δ = 1e-5)")
+    for row in axes:
+        row[0].set_ylabel("global AUC ÷ same-split ceiling")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+def log_to_mlflow(results: list[dict], plot_path: Path | None, tracking_uri: str) -> str:
+    """The benchmark as an MLflow run (experiment ``fedcrm-benchmarks``): each row's mean AUC and ratio as
+    metrics, the results JSON and the plot as artifacts. Returns the run id."""
+    import tempfile
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("fedcrm-benchmarks")
+    with mlflow.start_run(run_name="quality") as run:
+        for result in results:
+            prefix = f"{result['use_case']}.{result['split']}"
+            ceiling = result["ceiling"]["auc"]
+            mlflow.log_metric(f"{prefix}.ceiling_auc", ceiling)
+            for name, values in result["rows"].items():
+                key = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{prefix}.{name}")
+                mlflow.log_metric(f"{key}.ratio", statistics.mean(values) / ceiling)
+        with tempfile.TemporaryDirectory() as folder:
+            target = Path(folder) / "quality.json"
+            target.write_text(json.dumps(results, indent=2))
+            mlflow.log_artifact(str(target))
+        if plot_path is not None:
+            mlflow.log_artifact(str(plot_path))
+        return run.info.run_id
 
 
 def main() -> None:
@@ -230,12 +312,41 @@ def main() -> None:
     parser.add_argument("--epsilons", type=float, nargs="+", default=[0.5, 1.0, 3.0, 8.0])
     parser.add_argument("--step-times", action="store_true", help="also time DP-SGD steps against SGD and Opacus")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[],
+                        help="results JSON files of earlier runs (e.g. one per learner) to plot with these")
+    parser.add_argument("--plot", type=Path, help="write the AUC-vs-ε plot here (e.g. docs/quality-vs-epsilon.png)")
+    parser.add_argument("--tracking-uri", help="also log the results and the plot as an MLflow run here")
+    parser.add_argument("--no-run", action="store_true", help="only plot / log the --merge files")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    print(f"config overrides: {args.overrides or 'none (defaults)'}")
-    for use_case in args.use_case:
-        for split in args.split:
-            run(use_case, split, args.learner, args.seeds, args.epsilons, args.overrides, args.step_times)
+    results: list[dict] = []
+    if not args.no_run:
+        print(f"config overrides: {args.overrides or 'none (defaults)'}")
+        for use_case in args.use_case:
+            for split in args.split:
+                results.append(run(use_case, split, args.learner, args.seeds, args.epsilons, args.overrides, args.step_times))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    results = _merged([*results, *(r for f in args.merge for r in json.loads(f.read_text()))])
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    if args.tracking_uri:
+        print(f"MLflow run {log_to_mlflow(results, args.plot, args.tracking_uri)} (experiment fedcrm-benchmarks)")
+
+
+def _merged(results: list[dict]) -> list[dict]:
+    """One entry per (use case, split): the rows of every run of it together (the first run's ceiling)."""
+    merged: dict[tuple[str, str], dict] = {}
+    for result in results:
+        key = (result["use_case"], result["split"])
+        if key not in merged:
+            merged[key] = {**result, "rows": dict(result["rows"]), "seconds": dict(result["seconds"])}
+        else:
+            merged[key]["rows"].update({k: v for k, v in result["rows"].items() if not k.startswith("ceiling")})
+            merged[key]["seconds"].update(result["seconds"])
+    return list(merged.values())
 
 
 if __name__ == "__main__":
