@@ -16,6 +16,7 @@ from fedcrm.checkpoint import JobCheckpoint, resume_fingerprint
 from fedcrm.config import JobSpec
 from fedcrm.evaluation import GlobalMetrics
 from fedcrm.features import FeaturePipeline
+from fedcrm.learners.base import SavedModel
 from fedcrm.protection import make_protection
 from fedcrm.roster import Roster
 from fedcrm.summary import Baselines, JobSummary, ModelShape, PrivacyNote, ResumeRecord, RoundSummary
@@ -93,6 +94,12 @@ class JobState:
             warned_small_aggregate=self.warned_small_aggregate, resumes=self.resumes,
         )
 
+    def _saved_shape(self, config: JobSpec) -> SavedModel:
+        """The model as its learner saves it: the shape the summary reports (an MLP's layers; none for trees)."""
+        from fedcrm.learners import make_learner
+
+        return make_learner(config).save(self.vector if self.vector is not None else np.empty(0))
+
     def summary(self, config: JobSpec, *, status: str, error: str, contract_sha256: str, finished_at: str,
                 privacy: PrivacyNote) -> JobSummary:
         """The job's summary; each region's entry takes its latest metrics and cumulative ε from the rounds."""
@@ -110,7 +117,7 @@ class JobState:
             model=None if self.pipeline is None else ModelShape(
                 n_features=self.pipeline.n_features,
                 n_parameters=int(self.vector.shape[0]) if self.vector is not None else 0,
-                hidden_sizes=config.training.hidden_sizes if config.training.learner == "mlp" else [],
+                hidden_sizes=self._saved_shape(config).hidden_sizes,
                 learner=config.training.learner,
             ),
             privacy=privacy, config=config.model_dump(mode="json", include=set(JobSpec.model_fields)), baselines=self.baselines,
