@@ -4,7 +4,7 @@
         [--learner mlp boosted_trees] [--seeds 0 1 2] [--epsilons 0.5 1 3 8] [--step-times]
 
 For each bundled use case and region split (three regions: Dirichlet label skew α = 0.5 or 1.0, or a
-covariate split by the contract's first categorical column; seed 42), the contract's features and
+covariate split by the contract's first categorical column with ≥ 3 levels; seed 42), the contract's features and
 each learner with its defaults (``training.*``; ε = ∞ is the non-private row). All methods are
 scored on the same regional holdouts (example-weighted global AUC), after training on the same rows.
 
@@ -55,7 +55,10 @@ SPLITS = {"dirichlet-0.5": dict(strategy="dirichlet", alpha=0.5), "dirichlet-1.0
 def _setup(use_case: str, overrides: list[str], split: str = "dirichlet-1.0"):
     config = load_config(use_case=use_case, overrides=["tracking.enabled=false", *overrides])
     contract = config.load_contract()
-    parts = partition(load_bundled(use_case), contract, seed=42, **SPLITS[split])
+    how = dict(SPLITS[split])
+    if how["strategy"] == "covariate":  # the contract's first categorical column with at least one level per region
+        how["by"] = next(c for c, spec in contract.categorical.items() if len(spec.vocabulary) >= 3)
+    parts = partition(load_bundled(use_case), contract, seed=42, **how)
     suite = build_suite_dict(contract)
     regions = {r: prepare_region(df, contract, config, region=r, suite=suite, source=r) for r, df in parts.items()}
     unusable = [r for r, p in regions.items() if not p.usable]
@@ -266,6 +269,7 @@ def plot(results: list[dict], path: Path) -> None:
         axis.axhline(0.98, color="grey", linewidth=0.8)
         axis.set_xscale("log")
         axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xticks([0.5, 1, 3, 8])
         axis.set_title(f"{result['use_case']} / {result['split']}", fontsize=9)
         axis.set_xlabel("ε per region (δ = 1e-5)")
@@ -326,8 +330,8 @@ def main() -> None:
         for use_case in args.use_case:
             for split in args.split:
                 results.append(run(use_case, split, args.learner, args.seeds, args.epsilons, args.overrides, args.step_times))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+                if args.json:  # after every table: a later failure loses nothing
+                    args.json.write_text(json.dumps(results, indent=2))
     results = _merged([*results, *(r for f in args.merge for r in json.loads(f.read_text()))])
     if args.plot:
         plot(results, args.plot)
