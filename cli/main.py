@@ -298,7 +298,8 @@ class _ProgressHandler(logging.Handler):
             return
         stage = info["stage"]
         if stage not in self.bars:
-            label = {"prepare": "validating regions & agreeing features", "train": "federated rounds"}.get(stage, stage)
+            label = {"prepare": "validating regions & agreeing features", "train": "federated rounds",
+                     "personalise": "personal rounds in each region"}.get(stage, stage)
             self.bars[stage] = self.progress.add_task(label, total=info["total"])
         self.progress.update(self.bars[stage], completed=info["done"], total=info["total"])
 

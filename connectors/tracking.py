@@ -272,6 +272,8 @@ class DeployedModel(BaseModel):
     version: str
     pipeline: FeaturePipeline
     model: SavedModel
+    personalised: bool = False
+    """Whether ``model`` is the scoring region's personalised model of the version's job (kept in its store)."""
 
 
 def _missing(exc: Exception) -> bool:

@@ -18,6 +18,7 @@ key                                       what it holds (never sent unless docs/
 ``reports/<uc>/<job>/validation.json``    the validation report with exact counts
 ``quarantine/<uc>/<job>.parquet``         the malformed rows, with their reasons
 ``drift/<uc>/<job>.json``                 the job's training histograms for drift checks
+``models/<uc>/<job>.json``                the region's personalised model of the job, and its choice
 ``scores/<uc>/…``                         batch scores and per-record scoring failures
 ``secrets/``, ``identity/``, ``audit/``   the fingerprint key, the party's keys, its audit log
 ========================================  =========================================================
@@ -65,6 +66,17 @@ class JobKeys:
     def local_head(self) -> str:
         """The region's own output layer (personalisation), from its last local training."""
         return f"{self.workspace}/local_head.json"
+
+    @property
+    def personalisation_result(self) -> str:
+        """What the personal step answered, kept to answer a resumed job again (never trained twice)."""
+        return f"{self.workspace}/personalisation.json"
+
+    @property
+    def personalised_model(self) -> str:
+        """The region's personalised model of the job and whether it chose it: kept after the job, since the
+        region scores with it while the job's version is the champion (never sent)."""
+        return f"models/{self.use_case}/{self.job_id}.json"
 
     @property
     def local_only_result(self) -> str:

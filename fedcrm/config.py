@@ -251,6 +251,12 @@ class TrainingSpec(_Section):
     local_head: bool = Field(
         False, description="Personalisation: each region scores with the global body and its own output layer."
     )
+    personal_rounds: int = Field(
+        1, ge=0, le=100,
+        description="Rounds of local training from the final global model in each region, on its own rows (its "
+        "personalised model; the region keeps whichever of the two is better on its holdout). Inside the job's ε: "
+        "the privacy plan calibrates its noise for rounds + personal_rounds. 0: every region gets the global model.",
+    )
     class_weighting: Literal["balanced", "none"] = Field(
         "none", description="'balanced': BCE positive weight = neg/pos of the region's labels (better recall, "
         "uncalibrated scores); non-private jobs only, since the weight is read from the exact label counts",

@@ -68,11 +68,14 @@ def evaluate_gates(summary: JobSummary, policy: GateSpec, config: JobSpec,
                               f"best {max(region_auc, key=region_auc.get)}, worst {min(region_auc, key=region_auc.get)}"))
     if policy.beat_local_only:
         for region in included:
-            alone = summary.regions[region].local_only
-            if alone is not None:
-                reference = getattr(alone, primary)
-                rules.append(_at_least("beats_local_only", region, region_auc.get(region),
-                                       reference - policy.local_only_tolerance, f"local-only {label} {reference:.4f}"))
+            entry = summary.regions[region]
+            if entry.local_only is not None:
+                reference = getattr(entry.local_only, primary)
+                gets, what = region_auc.get(region), "global model"
+                if entry.personalisation is not None:  # what the region actually scores with
+                    gets, what = getattr(entry.personalisation.delivered(), primary), f"{entry.personalisation.chosen} model"
+                rules.append(_at_least("beats_local_only", region, gets, reference - policy.local_only_tolerance,
+                                       f"its {what} against local-only {label} {reference:.4f}"))
     rules.extend(_privacy_rules(summary, config, included))
     if champion is not None:
         global_value = getattr(summary.metrics, primary) if summary.metrics else None

@@ -75,6 +75,7 @@ class DifferentialPrivacy:
             batch_size=training.batch_size,
             local_epochs=training.local_epochs,
             rounds=training.rounds,
+            personal_rounds=training.personal_rounds,
             target_epsilon=spec.target_epsilon,
             delta=spec.delta,
             accountant=spec.accountant,

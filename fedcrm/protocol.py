@@ -33,10 +33,10 @@ from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Blob, Payload, Vector
 from fedcrm.privacy.plan import PrivacyPlan
-from fedcrm.summary import LifetimeBudget
+from fedcrm.summary import LifetimeBudget, Personalisation
 from fedcrm.validation import ValidationReport
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Bumped on any incompatible change to a request or reply below."""
 
 T = TypeVar("T")
@@ -209,6 +209,16 @@ class LocalOnlyBaseline(StepRequest):
     reply_type: ClassVar[Any] = LocalOnlyResult
 
 
+class Personalise(StepRequest):
+    """Train the final global model further on the region's own rows (its personal rounds, charged inside
+    the job's plan), keep whichever of the two is better on its holdout, and say which."""
+
+    step: Literal["personalise"] = "personalise"
+    pipeline: FeaturePipeline
+    global_vector: Vector
+    reply_type: ClassVar[Any] = Personalisation
+
+
 class ReleaseWorkspace(StepRequest):
     """Delete the job's working copies and close its reservation; the region's budget after the job."""
 
@@ -247,13 +257,13 @@ class Retire(Message):
 
 STEP_REQUESTS: tuple[type[StepRequest], ...] = (
     PrepareRegion, PlanPrivacy, SecureAggregation, FeatureStatistics, LocalTraining, LocalEvaluation,
-    LocalOnlyBaseline, ReleaseWorkspace, RecordModelVersion, DriftCheck,
+    Personalise, LocalOnlyBaseline, ReleaseWorkspace, RecordModelVersion, DriftCheck,
 )
 """Every step a coordinator may ask of a region; anything else is refused."""
 
 Request = Annotated[
     Union[PrepareRegion, PlanPrivacy, SecureAggregation, FeatureStatistics, LocalTraining, LocalEvaluation,
-          LocalOnlyBaseline, ReleaseWorkspace, RecordModelVersion, DriftCheck, Finish, Retire],
+          Personalise, LocalOnlyBaseline, ReleaseWorkspace, RecordModelVersion, DriftCheck, Finish, Retire],
     Field(discriminator="step"),
 ]
 """Any message from the coordinator, told apart by its ``step``."""

@@ -204,6 +204,9 @@ def local_evaluation(
 
 
 def baseline_spec(config: JobSpec) -> JobSpec:
-    """A baseline sees each record as often as the federated model did: rounds × local epochs."""
-    epochs = config.training.rounds * config.training.local_epochs
-    return config.model_copy(update={"training": config.training.model_copy(update={"local_epochs": epochs, "rounds": 1})})
+    """A baseline sees each record as often as the region's own model did: (rounds + personal rounds) ×
+    local epochs, in one local run."""
+    training = config.training
+    epochs = (training.rounds + training.personal_rounds) * training.local_epochs
+    update = {"local_epochs": epochs, "rounds": 1, "personal_rounds": 0}
+    return config.model_copy(update={"training": training.model_copy(update=update)})

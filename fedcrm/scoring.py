@@ -66,6 +66,7 @@ class ScoringCounts(BaseModel):
 
     region: str
     model_version: str
+    personalised: bool = Field(False, description="Scored with the region's personalised model of the version's job.")
     read: int | None = 0
     malformed: int | None = Field(0, description="Records that failed the contract's parsing: not scored.")
     no_consent: int | None = Field(

@@ -183,6 +183,23 @@ class RunResidency(BaseModel):
     verified: bool = Field(False, description="The flow run and work pool were checked against the Prefect API.")
 
 
+class Personalisation(BaseModel):
+    """A region's personal step: the final global model trained further on its own rows (DP, inside the
+    job's ε), and which of the two it keeps, chosen on its holdout. The model stays in the region."""
+
+    chosen: Literal["global", "personalised"] = Field(
+        description="What the region scores with: the personalised model only when its holdout metric is higher.")
+    rounds: int = Field(description="Personal rounds trained (training.personal_rounds).")
+    global_metrics: RegionMetrics = Field(description="The final global model on the region's holdout.")
+    personalised_metrics: RegionMetrics = Field(description="The personalised model on the same holdout.")
+    epsilon_spent: float | None = Field(
+        None, description="The job's ε in the region after the personal rounds: federated rounds and personal ones, composed.")
+
+    def delivered(self) -> RegionMetrics:
+        """The metrics of the model the region actually gets."""
+        return self.personalised_metrics if self.chosen == "personalised" else self.global_metrics
+
+
 class RegionSummary(BaseModel):
     """One region's part in the job: only released counts, aggregates and its privacy plan and spend."""
 
@@ -197,11 +214,16 @@ class RegionSummary(BaseModel):
     data_fingerprint: str = Field(
         "", description="HMAC-SHA256 of the region's extracted records under a secret kept in the region's store.")
     privacy_plan: PrivacyPlan | None = Field(None, description="The DP-SGD plan calibrated in the region for the job.")
-    epsilon_spent: float | None = Field(None, description="ε of the federated model's training in this region (composed).")
+    epsilon_spent: float | None = Field(
+        None, description="ε of the model this region gets, composed: the federated rounds, then its personal rounds.")
     epsilon_job_total: float | None = Field(
         None, description="ε of everything this job trained on the region's records (federated + local-only baseline)."
     )
     local_only: RegionMetrics | None = Field(None, description="Baseline: the same model trained on this region alone.")
+    personalisation: Personalisation | None = Field(
+        None, description="The region's personal step and its choice (None with training.personal_rounds 0).")
+    personalisation_failed: str = Field(
+        "", description="Why the region's personal step failed (it then scores with the global model).")
     privacy_budget: LifetimeBudget | None = Field(None, description="The region's lifetime ledger after the job.")
     central_reference: RegionMetrics | None = Field(
         None, description="Demo only: a pooled non-private model, evaluated on this region's holdout."

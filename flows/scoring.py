@@ -50,7 +50,7 @@ def regional_scoring(region: str, config: FedcrmConfig) -> ScoringCounts | State
             return Failed(message=f"region {region} not scored: {reply.reason}")
     model, batch = model.value, batch.value
     k = config.privacy.min_k  # what leaves the run (its result, its logs): released counts only
-    counts = ScoringCounts(region=region, model_version=model.version, read=batch.read, malformed=batch.malformed,
+    counts = ScoringCounts(region=region, model_version=model.version, personalised=model.personalised, read=batch.read, malformed=batch.malformed,
                            no_consent=batch.no_consent, scored=len(batch.records))
     if batch.records.empty:
         shown = counts.released(k)
@@ -63,8 +63,9 @@ def regional_scoring(region: str, config: FedcrmConfig) -> ScoringCounts | State
         logger.error("region %s not scored: %s", region, written.reason)
         return Failed(message=f"region {region} not scored: {written.reason}")
     counts = written.value.released(k)
-    logger.info("region %s scored %s record(s) with version %s: %s written to %s, %s failed, %s without consent, "
+    logger.info("region %s scored %s record(s) with version %s%s: %s written to %s, %s failed, %s without consent, "
                 "%s malformed", region, describe_released(counts.scored, k), counts.model_version,
+                " (its personalised model)" if counts.personalised else "",
                 describe_released(counts.written, k), counts.destination, describe_released(counts.failed, k),
                 describe_released(counts.no_consent, k), describe_released(counts.malformed, k))
     return counts

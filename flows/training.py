@@ -209,6 +209,13 @@ def _train(config: FedcrmConfig, job_id: str, resume: bool, started: list[Runnin
         first = _agree_features(job, job.federation.plan_privacy())
         for number in range(first, config.training.rounds + 1):
             _run_round(job, number)
+        if config.training.personal_rounds:
+            job.progress("personalise", 0, 1, "personal rounds in %d region(s)", len(job.roster.active))
+            job.federation.personalise()
+            chosen = sum(1 for r in job.roster.active if (p := job.roster.regions[r].personalisation) is not None
+                         and p.chosen == "personalised")
+            job.progress("personalise", 1, 1, "%d of %d region(s) keep their personalised model", chosen,
+                         len(job.roster.active))
         job.state.baselines = _run_baselines(job)
         champion = _measure_champion(config, job.links, job.roster)
     except FedcrmError as exc:

@@ -27,24 +27,25 @@ from fedcrm.protocol import RegionPlan
 from fedcrm.summary import LifetimeBudget
 
 FEDERATED = "federated training"
+PERSONALISATION = "personalisation"
 LOCAL_ONLY = "local-only baseline"
 STATISTICS = "feature statistics"
 
 
 def planned_spends(n_train: int, config: FedcrmConfig, region: str) -> list[PlannedSpend]:
-    """Everything this job will spend in the region: federated DP-SGD, the local-only baseline (if on)
-    and the DP feature statistics."""
-    plans = [(FEDERATED, regional.privacy_plan(n_train, config, region=region))]
+    """Everything this job will spend in the region: federated training, its personal rounds (the same
+    mechanism, planned together), the local-only baseline (if on) and the DP feature statistics."""
+    federated = regional.privacy_plan(n_train, config, region=region)
+    plans = [] if federated is None else [(FEDERATED, federated, federated.federated_steps),
+                                          (PERSONALISATION, federated, federated.personal_steps)]
     if config.baselines.local_only:
         try:
-            plans.append((LOCAL_ONLY, regional.privacy_plan(n_train, regional.baseline_spec(config), region=region)))
+            baseline = regional.privacy_plan(n_train, regional.baseline_spec(config), region=region)
+            if baseline is not None:
+                plans.append((LOCAL_ONLY, baseline, baseline.planned_steps))
         except PrivacyError:
             pass  # no baseline plan, no reservation: the baseline step then reports why it cannot run
-    spends = [
-        PlannedSpend(purpose=purpose, event=PrivacyEvent(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate,
-                                                         steps=p.planned_steps))
-        for purpose, p in plans if p is not None
-    ]
+    spends = [PlannedSpend(purpose=purpose, event=_event(plan, steps)) for purpose, plan, steps in plans if steps > 0]
     sigma = regional.statistics_noise_multiplier(config)
     if sigma is not None:
         spends.append(PlannedSpend(purpose=STATISTICS, event=PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=1)))
@@ -109,6 +110,15 @@ class RegionBudget:
         epsilon = ledger.charge(ledger.plan.steps_per_round, round_number)
         self.store.write_json(self.keys.ledger, ledger.model_dump())
         self._spend_lifetime(FEDERATED, _event(ledger.plan, ledger.plan.steps_per_round))
+        return ledger.plan, epsilon
+
+    def charge_personalisation(self) -> tuple[PrivacyPlan, float]:
+        """Charge the region's personal rounds before they run (once per job); returns the plan and the
+        job's cumulative ε (federated rounds and personal ones: what the region's model cost)."""
+        ledger = JobLedger.model_validate(self.store.read_json(self.keys.ledger))
+        epsilon = ledger.charge_personal()
+        self.store.write_json(self.keys.ledger, ledger.model_dump())
+        self._spend_lifetime(PERSONALISATION, _event(ledger.plan, ledger.plan.personal_steps))
         return ledger.plan, epsilon
 
     def charge_local_only(self, n_train: int) -> BaselineCharge:
@@ -181,6 +191,9 @@ class UnchargedBudget:
         return None
 
     def charge_round(self, round_number: int) -> None:
+        return None
+
+    def charge_personalisation(self) -> None:
         return None
 
     def charge_local_only(self, n_train: int) -> None:

@@ -18,7 +18,7 @@ from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.messages import Blob, Vector
 from fedcrm.protocol import Contribution, LocalOnlyResult, PreparedSummary, RegionPlan
-from fedcrm.summary import LifetimeBudget
+from fedcrm.summary import LifetimeBudget, Personalisation
 from tasks.guard import RegionReply, in_region
 from tasks.session import RegionSession, region_store
 
@@ -133,6 +133,17 @@ def local_only_baseline(
                      lambda: session.local_only_baseline(pipeline, initial_vector))
 
 
+@task(name="personalise", task_run_name="personalise-{region}", **REGION_TASK)
+def personalise(
+    region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline, global_vector: Vector
+) -> RegionReply[Personalisation]:
+    """Train the final global model for ``training.personal_rounds`` more rounds on this region's rows
+    (the same DP mechanism, charged inside the job's plan), and keep it for scoring only if it beats the
+    global model on the region's holdout. The model stays in the region; its metrics and the choice leave."""
+    session = RegionSession(config, region, job_id)
+    return in_region(region, session.store, "personalisation", lambda: session.personalise(pipeline, global_vector))
+
+
 @task(name="drift-check", task_run_name="drift-check-{region}", **REGION_TASK)
 def drift_check(region: str, config: FedcrmConfig, job_id: str, pipeline: FeaturePipeline,
                 baseline_job: str) -> RegionReply[drift.DriftReport]:
@@ -144,7 +155,7 @@ def drift_check(region: str, config: FedcrmConfig, job_id: str, pipeline: Featur
 
 REGIONAL_STEPS = {step.name: step for step in (
     prepare_region, plan_privacy, secure_aggregation_step, feature_statistics, local_training, local_evaluation,
-    local_only_baseline, release_workspace, record_model_version, drift_check,
+    personalise, local_only_baseline, release_workspace, record_model_version, drift_check,
 )}
 """The task that answers each step of ``fedcrm.protocol.STEP_REQUESTS``, by the step's name."""
 

@@ -23,6 +23,7 @@ from fedcrm.audit import AuditHead, WitnessedHead
 from fedcrm.catalog import RegionCatalog
 from fedcrm.config import FedcrmConfig
 from fedcrm.errors import FedcrmError
+from fedcrm.learners.base import PersonalisedModel
 from fedcrm.privacy.release import describe_count
 from fedcrm.scoring import Scorer, ScoringBatch, ScoringCounts, select_for_activation
 from fedcrm.task_types import make_task_type
@@ -48,16 +49,26 @@ def _anchor_scoring(config: FedcrmConfig, region: str, head: AuditHead, scored_a
 
 @task(name="load-scoring-model", task_run_name="load-scoring-model-{region}", **LOCAL)
 def load_scoring_model(region: str, config: FedcrmConfig) -> RegionReply[DeployedModel]:
-    """The version behind ``scoring.model_alias``: its weights and feature pipeline."""
+    """The version behind ``scoring.model_alias``: its feature pipeline and its weights, or, where this region
+    chose its personalised model of the version's job (``training.personal_rounds``), that model's."""
+    store = region_store(config, region)
+
     def run() -> DeployedModel:
         registry = ModelRegistry(config.tracking_uri, config.model_name)
         version = registry.version_with_alias(config.scoring.model_alias)
         if version is None:
             raise FedcrmError(f"{config.model_name} has no version with alias {config.scoring.model_alias!r}",
                               hint="approve a challenger first (`fedcrm promote`), see `fedcrm models`")
-        return registry.load(version)
+        deployed = registry.load(version)
+        job_id = registry.tags(version).get("job_id", "")
+        key = RegionCatalog(config.use_case).job(job_id).personalised_model if job_id else None
+        if key is not None and store.exists(key):
+            own = PersonalisedModel.model_validate(store.read_json(key))
+            if own.chosen == "personalised":
+                return deployed.model_copy(update={"model": own.model, "personalised": True})
+        return deployed
 
-    return in_region(region, region_store(config, region), "loading the model", run)
+    return in_region(region, store, "loading the model", run)
 
 
 @task(name="select-records", task_run_name="select-records-{region}", **LOCAL)

@@ -25,10 +25,11 @@ from fedcrm.aggregation import Contributor, PlainContributor
 from fedcrm.catalog import FINGERPRINT_KEY, RegionCatalog
 from fedcrm.channel import session_id
 from fedcrm.config import FedcrmConfig
-from fedcrm.errors import DriftError, PrivacyError, SecureAggregationError
+from fedcrm.errors import DriftError, PrivacyError, SecureAggregationError, TrainingError
 from fedcrm.evaluation import RegionMetrics
 from fedcrm.features import FeaturePipeline
 from fedcrm.learners import make_learner
+from fedcrm.learners.base import PersonalisedModel
 from fedcrm.messages import Payload
 from fedcrm.protocol import Contribution, LocalOnlyResult, PreparedSummary, RegionPlan
 from fedcrm.model import head_size, with_head
@@ -36,7 +37,8 @@ from fedcrm.privacy.accountant import compose_epsilon
 from fedcrm.privacy.release import released_count
 from fedcrm.secagg import MaskingContributor, SecAggClient
 from fedcrm.strategies import clip_update
-from fedcrm.summary import LifetimeBudget
+from fedcrm.summary import LifetimeBudget, Personalisation
+from fedcrm.task_types import make_task_type
 from tasks.budget import region_budget
 
 
@@ -140,9 +142,48 @@ class RegionSession:
             shape = {"hidden_sizes": hidden_sizes if hidden_sizes is not None else config.training.hidden_sizes,
                      "learner": learner or "mlp"}
             spec = config.model_copy(update={"training": config.training.model_copy(update=shape)})
-        elif config.training.local_head and self.store.exists(self.keys.local_head):
-            vector = with_head(global_vector, np.asarray(self.store.read_json(self.keys.local_head)))
+        else:
+            vector = self._scored_vector(global_vector)
         return regional.local_evaluation(self.store.read_frame(self.keys.holdout), pipeline, vector, spec)
+
+    def _scored_vector(self, global_vector: np.ndarray) -> np.ndarray:
+        """This job's global model as the region scores it: with its own head when personalised by one."""
+        if self.config.training.local_head and self.store.exists(self.keys.local_head):
+            return with_head(global_vector, np.asarray(self.store.read_json(self.keys.local_head)))
+        return global_vector
+
+    def personalise(self, pipeline: FeaturePipeline, global_vector: np.ndarray) -> Personalisation:
+        """The region's personal rounds from the final global model (as this region scores it), charged
+        before they run; the personalised model is kept (with the choice) for the region's scoring, and is
+        chosen only if its holdout metric beats the global model's. A resumed job answers what it found."""
+        config, store, keys = self.config, self.store, self.keys
+        if store.exists(keys.personalisation_result):
+            return Personalisation.model_validate(store.read_json(keys.personalisation_result))
+        rounds = config.training.personal_rounds
+        if rounds == 0:
+            raise TrainingError("training.personal_rounds is 0: this job has no personal step",
+                                hint="set training.personal_rounds ≥ 1 before the job starts (its plan reserves them)")
+        global_metrics = self.evaluate(pipeline, global_vector, None)
+        start = self._scored_vector(global_vector)
+        plan, epsilon = self.budget.charge_personalisation() or (None, None)
+        train, learner = store.read_frame(keys.train), make_learner(config)
+        vector, steps = start, 0
+        for personal_round in range(1, rounds + 1):
+            update = learner.train(train, pipeline, vector, plan=plan,
+                                   seed=config.training.seed * 100_003 + config.training.rounds + personal_round)
+            vector, steps = update.vector, steps + update.steps
+        if plan is not None and steps > plan.personal_steps:
+            raise PrivacyError(f"the personal rounds took {steps} DP steps, more than the {plan.personal_steps} charged",
+                               hint="report this as a bug")
+        personalised_metrics = regional.local_evaluation(store.read_frame(keys.holdout), pipeline, vector, config)
+        primary = make_task_type(config).primary_metric
+        better = getattr(personalised_metrics, primary) > getattr(global_metrics, primary)
+        chosen = "personalised" if better else "global"
+        store.write_json(keys.personalised_model, PersonalisedModel(chosen=chosen, model=learner.save(vector)).model_dump(mode="json"))
+        result = Personalisation(chosen=chosen, rounds=rounds, global_metrics=global_metrics,
+                                 personalised_metrics=personalised_metrics, epsilon_spent=epsilon)
+        store.write_json(keys.personalisation_result, result.model_dump(mode="json"))
+        return result
 
     def local_only_baseline(self, pipeline: FeaturePipeline, initial_vector: np.ndarray) -> LocalOnlyResult:
         """The same model trained on this region alone under the same ε, charged once per job."""

@@ -26,6 +26,7 @@ from fedcrm.protection import make_protection
 from fedcrm.federation.regions import (
     exclude_changed_records,
     local_only_baselines,
+    personalise_regions,
     record_preparation,
     reserve_all_or_nothing,
 )
@@ -145,6 +146,13 @@ class FederatedJob:
         if (warning := make_protection(self.config.privacy).warning) is not None:
             self.log.warning(warning)
         return plans
+
+    def personalise(self) -> None:
+        """Every region's personal rounds from the final model, and its choice (``fedcrm.federation.regions``);
+        a region whose personal step failed is warned about and keeps the global model."""
+        failed = personalise_regions(self.state.roster, self.transport, self.state.pipeline, self.state.vector)
+        for region, reason in failed.items():
+            self.log.warning("region %s keeps the global model: its personal step failed: %s", region, reason)
 
     def local_only_baselines(self) -> Baselines:
         """The same model trained in each region alone, under the same ε (``fedcrm.federation.regions``)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fedcrm.errors import PrivacyError
-from fedcrm.protocol import LocalOnlyBaseline, PlanPrivacy, PreparedSummary, RegionPlan, RegionReply, ReleaseWorkspace
+from fedcrm.protocol import LocalOnlyBaseline, Personalise, PlanPrivacy, PreparedSummary, RegionPlan, RegionReply, ReleaseWorkspace
 from fedcrm.roster import Roster
 from fedcrm.summary import Baselines
 
@@ -87,6 +87,21 @@ def _give_back(roster: Roster, transport: RegionTransport, region: str, refused:
         hint="wait for running jobs to finish, or make the job smaller (see the region's reason), or leave "
              "the region out of federation.regions",
     )
+
+
+def personalise_regions(roster: Roster, transport: RegionTransport, pipeline: FeaturePipeline,
+                        final: np.ndarray) -> dict[str, str]:
+    """Each region trains the final global model further on its own rows and keeps whichever is better on
+    its holdout (``RegionSummary.personalisation``). A region whose personal step fails keeps the global
+    model and stays in the job; returns those regions with their reasons."""
+    failed: dict[str, str] = {}
+    for region, reply in transport.ask(Personalise, roster.active, pipeline=pipeline, global_vector=final).items():
+        entry = roster.regions[region]
+        if reply.ok:
+            entry.personalisation = reply.value
+        else:
+            entry.personalisation_failed = failed[region] = reply.reason
+    return failed
 
 
 def local_only_baselines(roster: Roster, transport: RegionTransport, task_type: TaskType, pipeline: FeaturePipeline,

@@ -110,6 +110,9 @@ class JobState:
         for past in self.rounds:
             for region, epsilon in past.epsilon_spent.items():
                 regions[region].epsilon_spent = epsilon
+        for entry in regions.values():  # the personal rounds come last: the ε of what the region gets
+            if entry.personalisation is not None and entry.personalisation.epsilon_spent is not None:
+                entry.epsilon_spent = entry.personalisation.epsilon_spent
         return JobSummary(
             job_id=self.job_id, use_case=config.use_case, status=status, error=error, contract_sha256=contract_sha256,
             started_at=self.started_at, finished_at=finished_at, regions=regions, rounds=self.rounds,

@@ -22,7 +22,7 @@ DP or not is decided once, by whether the region has a plan.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,16 @@ class SavedModel(BaseModel):
                                             "before the field existed is the MLP learner's.")
     hidden_sizes: list[int] = Field(default_factory=list, description="The MLP's hidden layer widths ([] = logistic).")
     parameters: list[float] = Field(description="The model's flat parameter vector, in the learner's order.")
+
+
+class PersonalisedModel(BaseModel):
+    """A region's personalised model of one job, kept in its store (``RegionCatalog``'s
+    ``personalised_model``) with the region's choice; it never leaves the region."""
+
+    model_config = ConfigDict(extra="forbid")
+    chosen: Literal["global", "personalised"] = Field(
+        description="Whether the region scores with this model (else with the job's global model).")
+    model: SavedModel
 
 
 class Learner(Protocol):

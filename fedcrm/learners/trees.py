@@ -168,7 +168,8 @@ class TreeEnsemble:
     def next_batch(self) -> slice:
         if self.grown + self.batch > self.slots:
             raise TrainingError(f"all {self.slots} trees of the model are grown",
-                                hint="a job grows training.rounds × trees.trees_per_round trees; start a new job")
+                                hint="a job grows (training.rounds + training.personal_rounds) × trees.trees_per_round "
+                                       "trees; start a new job")
         return slice(self.grown, self.grown + self.batch)
 
     def leaf_sums(self, features: np.ndarray, gradients: np.ndarray, hessians: np.ndarray) -> np.ndarray:
@@ -256,7 +257,7 @@ class TreeLearner:
         ``tree_depth`` from the released row counts and the regions' σ."""
         spec, training = self.spec, self.config.training
         depth = tree_depth(spec, public_rows or [], noise_multiplier)
-        slots = training.rounds * spec.trees_per_round
+        slots = (training.rounds + training.personal_rounds) * spec.trees_per_round  # the last: each region's own
         split_on, thresholds = draw_structures(pipeline, slots, depth, training.seed)
         header = [depth, slots, 0, spec.trees_per_round, noise_multiplier or 0.0, spec.learning_rate, spec.leaf_signal,
                   pipeline.n_features]

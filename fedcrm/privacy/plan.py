@@ -25,6 +25,11 @@ class PrivacyPlan(BaseModel):
     steps_per_round: int
     planned_steps: int
     planned_epsilon: float
+    personal_steps: int = Field(0, description="Of the planned steps, those of the region's personal rounds (after the federated ones).")
+
+    @property
+    def federated_steps(self) -> int:
+        return self.planned_steps - self.personal_steps
 
 
 class ReleaseShape(BaseModel):
@@ -54,12 +59,16 @@ def make_plan(
     max_noise_multiplier: float,
     region: str | None = None,
     full_batch: bool = False,
+    personal_rounds: int = 0,
 ) -> PrivacyPlan:
-    """``max_grad_norm`` is the sensitivity of one step (DP-SGD's clip); ``full_batch`` steps see every record."""
+    """``max_grad_norm`` is the sensitivity of one step (DP-SGD's clip); ``full_batch`` steps see every record.
+
+    ``personal_rounds`` more rounds of the same mechanism follow the federated ones in the region (its
+    personalised model): the noise is calibrated for all of them, so what the region gets stays within ε."""
     check_delta(delta, n_train, region=region)
     sample_rate = 1.0 if full_batch else min(1.0, batch_size / n_train)
     steps_per_round = local_epochs * dp_steps_per_epoch(sample_rate)
-    planned_steps = rounds * steps_per_round
+    planned_steps = (rounds + personal_rounds) * steps_per_round
     try:
         sigma = calibrate_noise_multiplier(
             target_epsilon=target_epsilon,
@@ -82,6 +91,7 @@ def make_plan(
         steps_per_round=steps_per_round,
         planned_steps=planned_steps,
         planned_epsilon=planned,
+        personal_steps=personal_rounds * steps_per_round,
     )
 
 
@@ -91,6 +101,7 @@ class JobLedger(BaseModel):
     plan: PrivacyPlan
     events: list[PrivacyEvent] = Field(default_factory=list)
     rounds: list[int] = Field(default_factory=list, description="The federated rounds charged so far.")
+    personalised: bool = Field(False, description="Whether the region's personal rounds are charged (once per job).")
 
     @property
     def steps_taken(self) -> int:
@@ -107,11 +118,25 @@ class JobLedger(BaseModel):
                 f"round {round_number} of this job was already trained and charged here (before its coordinator restarted)",
                 hint="a resumed job goes on from the next round; that round's ε stays spent",
             )
-        if self.steps_taken + self.plan.steps_per_round > self.plan.planned_steps:
+        if self.personalised or self.steps_taken + self.plan.steps_per_round > self.plan.federated_steps:
             raise PrivacyError(
-                f"this job's privacy plan is used up ({self.steps_taken} of {self.plan.planned_steps} DP-SGD steps taken)",
-                hint="start a new job; the plan covers exactly training.rounds rounds",
+                f"this job's privacy plan for federated rounds is used up ({self.steps_taken} of "
+                f"{self.plan.planned_steps} DP steps taken, {self.plan.personal_steps} of them kept for personalisation)",
+                hint="start a new job; the plan covers exactly training.rounds rounds, then training.personal_rounds",
             )
+
+    def charge_personal(self) -> float:
+        """Charge the region's personal rounds (all at once, after the federated ones); returns the job's
+        cumulative ε. Refused a second time: a resumed job never personalises (and charges) twice."""
+        if self.personalised:
+            raise PrivacyError("this job's personal rounds were already trained and charged here (before its "
+                               "coordinator restarted)", hint="its ε stays spent; the region keeps the global model")
+        if self.plan.personal_steps == 0:
+            raise PrivacyError("this job's privacy plan has no personal rounds (training.personal_rounds was 0 when "
+                               "the region planned it)", hint="set training.personal_rounds before the job starts")
+        epsilon = self.charge(self.plan.personal_steps)
+        self.personalised = True
+        return epsilon
 
     def charge(self, steps: int, round_number: int | None = None) -> float:
         """Record a round's steps; returns the cumulative ε."""

@@ -67,6 +67,22 @@ def test_equal_aucs_that_differ_only_in_the_last_bit_pass(config):
     assert ("beats_local_only", "eu") not in failed(report) and ("beats_local_only", "us") in failed(report)
 
 
+def test_beats_local_only_measures_the_model_each_region_actually_scores_with(config):
+    from fedcrm.summary import Personalisation
+
+    summary = job({"eu": 0.80, "us": 0.80}, local_only=0.85)
+    summary.regions["eu"].personalisation = Personalisation(  # eu keeps its personalised model, better than alone
+        chosen="personalised", rounds=1, global_metrics=metrics(0.80), personalised_metrics=metrics(0.86), epsilon_spent=2.9)
+    summary.regions["us"].personalisation = Personalisation(  # us keeps the global one: still below its local-only
+        chosen="global", rounds=1, global_metrics=metrics(0.80), personalised_metrics=metrics(0.78), epsilon_spent=2.9)
+    report = evaluate_gates(summary, config.gates, config, None)
+    assert failed(report) == {("beats_local_only", "us")}
+    rule = next(r for r in report.rules if (r.rule, r.scope) == ("beats_local_only", "eu"))
+    assert rule.value == 0.86 and "personalised model" in rule.detail
+    floor = next(r for r in report.rules if (r.rule, r.scope) == ("auc_floor", "eu"))
+    assert floor.value == 0.80  # the floors and the gap still judge the global model
+
+
 def test_a_champion_that_could_not_be_scored_somewhere_blocks_there(config):
     champion = ChampionMeasure(version="1", region_auc={"eu": 0.7}, unavailable={"us": "holdout unreadable"})
     report = evaluate_gates(job({"eu": 0.8, "us": 0.8}), config.gates, config, champion)

@@ -26,7 +26,7 @@ def test_a_dp_plan_is_made_from_the_released_row_count_only() -> None:
     plans = {n: protection.plan(n, training, region="eu") for n in range(1000, 1010)}
     assert len({(p.noise_multiplier, p.sample_rate, p.planned_steps) for p in plans.values()}) == 1
     expected = make_plan(1000, batch_size=training.batch_size, local_epochs=training.local_epochs, rounds=training.rounds,
-                         target_epsilon=privacy.target_epsilon, delta=privacy.delta, accountant="rdp",
+                         personal_rounds=training.personal_rounds, target_epsilon=privacy.target_epsilon, delta=privacy.delta, accountant="rdp",
                          max_grad_norm=privacy.max_grad_norm, max_noise_multiplier=privacy.max_noise_multiplier,
                          region="eu")
     assert plans[1007].noise_multiplier == expected.noise_multiplier

@@ -83,7 +83,7 @@ def test_dp_feature_statistics_are_charged_to_the_lifetime_ledger_before_release
     assert [s.purpose for s in spends] == ["feature statistics"]
     assert spends[0].event.noise_multiplier == config.privacy.statistics_noise_multiplier and spends[0].event.sample_rate == 1.0
     reserved = {s.purpose for e in ledger.entries if e.kind == "reserve" for s in e.spends}
-    assert reserved == {"federated training", "local-only baseline", "feature statistics"}
+    assert reserved == {"federated training", "personalisation", "local-only baseline", "feature statistics"}
     again = regional.feature_statistics.fn("eu", config, "job1")  # a second release was not reserved: refused
     assert not again.ok and "no reservation left" in again.reason
 
@@ -119,6 +119,55 @@ def test_the_local_only_baseline_is_trained_and_charged_once_per_job(region_job)
     second = regional.local_only_baseline.fn("eu", config, "job1", pipeline, start)
     assert first.ok and second.ok and second.value == first.value and spent == 1
     assert _kinds(config).count(("spend", "local-only baseline")) == 1
+
+
+def _federated_rounds(config, pipeline, start):
+    """Every federated round of the job in this one region (its plain contribution is the whole sum)."""
+    vector, last = start, None
+    for number in range(1, config.training.rounds + 1):
+        last = regional.local_training.fn("eu", config, "job1", pipeline, vector, number)
+        assert last.ok, last.reason
+        vector = model_after(vector, last)
+    return vector, last.value.epsilon_spent
+
+
+def test_personal_rounds_are_charged_inside_the_plan_once_and_the_better_model_is_kept(region_job):
+    from fedcrm.learners.base import PersonalisedModel
+
+    config, pipeline, start = region_job
+    plan = regional.plan_privacy.fn("eu", config, "job1").value.plan
+    assert plan.personal_steps == config.training.personal_rounds * plan.steps_per_round > 0
+    final, federated_epsilon = _federated_rounds(config, pipeline, start)
+    reply = regional.personalise.fn("eu", config, "job1", pipeline, final)
+    assert reply.ok, reply.reason
+    result = reply.value
+    # the federated rounds left room for the personal ones; together they are the plan, within the target
+    assert federated_epsilon < result.epsilon_spent == pytest.approx(plan.planned_epsilon)
+    assert result.epsilon_spent <= config.privacy.target_epsilon
+    assert result.global_metrics == regional.local_evaluation.fn("eu", config, "job1", pipeline, final, 0).value
+    assert (result.chosen == "personalised") == (result.personalised_metrics.auc > result.global_metrics.auc)
+    store = regional.region_store(config, "eu")
+    kept = PersonalisedModel.model_validate(store.read_json(RegionCatalog(config.use_case).job("job1").personalised_model))
+    assert kept.chosen == result.chosen and len(kept.model.parameters) == final.size
+    assert not np.allclose(kept.model.parameters, final)  # trained further on the region's rows
+    again = regional.personalise.fn("eu", config, "job1", pipeline, final)  # a resumed job: answered, not retrained
+    assert again.ok and again.value == result and _kinds(config).count(("spend", "personalisation")) == 1
+    late = regional.local_training.fn("eu", config, "job1", pipeline, final, config.training.rounds + 1)
+    assert not late.ok and "used up" in late.reason
+    assert regional.release_workspace.fn("eu", config, "job1").ok  # the model outlives the job's working copies
+    assert store.exists(RegionCatalog(config.use_case).job("job1").personalised_model)
+
+
+def test_a_personal_step_interrupted_after_its_charge_is_never_charged_twice(region_job):
+    config, pipeline, start = region_job
+    regional.plan_privacy.fn("eu", config, "job1")
+    final, _ = _federated_rounds(config, pipeline, start)
+    assert regional.personalise.fn("eu", config, "job1", pipeline, final).ok
+    store = regional.region_store(config, "eu")
+    store.remove(RegionCatalog(config.use_case).job("job1").personalisation_result)  # as if it died before answering
+    again = regional.personalise.fn("eu", config, "job1", pipeline, final)
+    assert not again.ok and "already trained and charged" in again.reason
+    assert _kinds(config).count(("spend", "personalisation")) == 1
 
 
 def test_a_job_whose_reservation_was_closed_cannot_resume(region_job):

@@ -82,21 +82,27 @@ def test_the_worst_record_reaches_the_sensitivity_so_it_is_not_loose_by_more_tha
 def test_a_region_s_plan_is_the_gaussian_mechanism_on_every_record_composed_over_the_rounds():
     config = _config("privacy.target_epsilon=1.0", "privacy.accountant=rdp")
     plan = privacy_plan(5000, config, region="eu")
-    assert plan.sample_rate == 1.0 and plan.steps_per_round == 1 and plan.planned_steps == config.training.rounds
+    personal = config.training.personal_rounds
+    assert plan.sample_rate == 1.0 and plan.steps_per_round == 1
+    assert plan.planned_steps == config.training.rounds + personal and plan.personal_steps == personal == 1
     assert plan.max_grad_norm == pytest.approx(release_sensitivity(3))
     ledger = JobLedger(plan=plan)
     for number in range(1, config.training.rounds + 1):
-        spent = ledger.charge(1, number)
+        ledger.charge(1, number)
+    with pytest.raises(Exception, match="used up"):  # the personal round is not a federated one
+        ledger.check_round(config.training.rounds + 1)
+    spent = ledger.charge_personal()
     assert spent <= 1.0 + 1e-9
     # the Gaussian mechanism's RDP is exact: R releases at σ compose to α·R/(2σ²); convert at the best order
-    rounds, sigma, delta = config.training.rounds, plan.noise_multiplier, config.privacy.delta
+    rounds, sigma, delta = config.training.rounds + personal, plan.noise_multiplier, config.privacy.delta
     closed_form = min(a * rounds / (2 * sigma**2) + math.log((a - 1) / a) - (math.log(delta) + math.log(a)) / (a - 1)
                       for a in np.linspace(1.01, 200, 20_000))
     assert spent == pytest.approx(closed_form, rel=0.02)
-    assert spent == compose_epsilon([PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=rounds)], delta, "rdp")
-    with pytest.raises(Exception, match="used up"):
-        ledger.check_round(rounds + 1)
-    alone = privacy_plan(5000, baseline_spec(config), region="eu")  # the local-only baseline: all rounds in one go
+    assert spent == compose_epsilon([PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=1)] * config.training.rounds
+                                    + [PrivacyEvent(noise_multiplier=sigma, sample_rate=1.0, steps=personal)], delta, "rdp")
+    with pytest.raises(Exception, match="already trained and charged"):
+        ledger.charge_personal()
+    alone = privacy_plan(5000, baseline_spec(config), region="eu")  # the local-only baseline: as many steps, in one go
     assert alone.steps_per_round == rounds and alone.noise_multiplier == plan.noise_multiplier
 
 
