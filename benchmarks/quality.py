@@ -93,9 +93,11 @@ def _start(config, regions, pipeline, plans) -> np.ndarray:
     return make_learner(config).initial(pipeline, rows, max(sigmas) if sigmas else None)
 
 
-def federated(config, regions, pipeline, seed: int) -> dict[str, float]:
+def federated(config, regions, pipeline, seed: int) -> tuple[dict[str, float], dict[str, float]]:
     """The job's round loop without orchestration: every region trains, the learner packs its contribution,
-    a plain sum stands for secure aggregation (same total), the learner steps the global model."""
+    a plain sum stands for secure aggregation (same total), the learner steps the global model. Then each
+    region's personal rounds (``training.personal_rounds``, inside the same plan) and its choice on its holdout,
+    as ``RegionSession.personalise`` makes it. Returns the global model's AUCs and those of what each region keeps."""
     config = _seeded(config, seed)
     learner, strategy, aggregator = make_learner(config), make_strategy(config.strategy), PlainSumAggregator()
     plans = {r: privacy_plan(len(p.train), config, region=r) for r, p in regions.items()}
@@ -108,7 +110,15 @@ def federated(config, regions, pipeline, seed: int) -> dict[str, float]:
         total = aggregator.sum(packed)
         result = AggregateResult(total=total, contributors=list(regions), dropped={}, error_bound=np.zeros(total.size))
         vector = learner.next_model(strategy, aggregator, vector, result)[0]
-    return _scores(regions, pipeline, {r: vector for r in regions}, config)
+    kept = {r: vector for r in regions}
+    for r, p in regions.items():
+        own = vector
+        for personal_round in range(1, config.training.personal_rounds + 1):
+            own = learner.train(p.train, pipeline, own, plan=plans[r],
+                                seed=seed * 100_003 + config.training.rounds + personal_round).vector
+        if local_evaluation(p.holdout, pipeline, own, config).auc > local_evaluation(p.holdout, pipeline, vector, config).auc:
+            kept[r] = own
+    return _scores(regions, pipeline, {r: vector for r in regions}, config), _scores(regions, pipeline, kept, config)
 
 
 def local_only(config, regions, pipeline, seed: int) -> dict[str, float]:
@@ -199,27 +209,34 @@ def run(use_case: str, split: str, learners: list[str], seeds: list[int], epsilo
                 chosen = _with(config, learner, mode="off") if eps is None else _with(config, learner, target_epsilon=eps)
                 rows.setdefault(f"{learner} local-only, {label}", []).append(local_only(chosen, regions, pipeline, seed))
                 began = time.perf_counter()
-                rows.setdefault(f"{learner} federated, {label}", []).append(federated(chosen, regions, pipeline, seed))
+                shared, kept = federated(chosen, regions, pipeline, seed)
                 seconds.setdefault(learner, []).append(time.perf_counter() - began)
+                rows.setdefault(f"{learner} federated, {label}", []).append(shared)
+                if chosen.training.personal_rounds:
+                    rows.setdefault(f"{learner} kept (global or personal), {label}", []).append(kept)
     ceilings = {k: statistics.mean(r["global"] for r in v) for k, v in rows.items() if k.startswith("ceiling")}
     best = max(ceilings, key=ceilings.get)
     print(f"\n== {use_case} / split {split}: {sum(len(p.train) for p in regions.values())} training records in "
           f"{len(regions)} regions, seeds {seeds}; ceiling = {best} ({ceilings[best]:.4f}), same train/holdout rows")
-    print(f"{'method':<44} {'global AUC (mean ± sd)':>24} {'÷ ceiling':>10}   per-region AUC")
+    print(f"{'method':<52} {'global AUC (mean ± sd)':>24} {'÷ ceiling':>10}   per-region AUC")
     for name, results in rows.items():
         glob = [r["global"] for r in results]
         per = "  ".join(f"{r} {statistics.mean(x[r] for x in results):.3f}" for r in regions)
-        print(f"{name:<44} {_fmt(glob):>24} {statistics.mean(glob) / ceilings[best]:>10.4f}   {per}")
+        print(f"{name:<52} {_fmt(glob):>24} {statistics.mean(glob) / ceilings[best]:>10.4f}   {per}")
     for learner in learners:
         for eps in [None, *epsilons]:
             label = "non-private" if eps is None else f"DP ε={eps:g}"
-            fed, alone = rows[f"{learner} federated, {label}"], rows[f"{learner} local-only, {label}"]
-            verdicts = []
-            for r in regions:
-                f, a = [x[r] for x in fed], [x[r] for x in alone]
-                sd = statistics.stdev(f) if len(f) > 1 else 0.0
-                verdicts.append(f"{r} {'yes' if statistics.mean(f) >= statistics.mean(a) - sd else 'NO'}")
-            print(f"{learner} federated ≥ local-only in every region (within 1 sd), {label}: {', '.join(verdicts)}")
+            alone = rows[f"{learner} local-only, {label}"]
+            for what in ("federated", "kept (global or personal)"):
+                if f"{learner} {what}, {label}" not in rows:
+                    continue
+                verdicts = []
+                for r in regions:
+                    f, a = [x[r] for x in rows[f"{learner} {what}, {label}"]], [x[r] for x in alone]
+                    sd = statistics.stdev(f) if len(f) > 1 else 0.0
+                    verdicts.append(f"{r} {'yes' if statistics.mean(f) >= statistics.mean(a) - sd else 'NO'} "
+                                    f"({statistics.mean(f) - statistics.mean(a):+.3f})")
+                print(f"{learner} {what} ≥ local-only in every region (within 1 sd), {label}: {', '.join(verdicts)}")
     print("seconds per federated run (median): " + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in seconds.items()))
     result = {"use_case": use_case, "split": split, "ceiling": {"label": best, "auc": ceilings[best]},
               "rows": {name: [r["global"] for r in results] for name, results in rows.items()},

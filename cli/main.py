@@ -614,7 +614,8 @@ def _print_summary(summary: Any) -> None:
     from fedcrm.summary import CentralReference, SkippedBaseline
 
     table = Table(title=f"fedcrm {summary.use_case} · job {summary.job_id} · {summary.status}")
-    columns = ("region", "status", "train", "holdout", "quar.", "AUC", "local-only", "central*", "PR-AUC", "Brier", "ECE", "ε spent")
+    columns = ("region", "status", "train", "holdout", "quar.", "AUC", "personal.", "local-only", "central*", "PR-AUC", "Brier",
+               "ECE", "ε spent")
     for column in columns:
         table.add_column(column, justify="left" if column in ("region", "status") else "right", no_wrap=True)
     notes = []
@@ -628,17 +629,27 @@ def _print_summary(summary: Any) -> None:
         eps = "-" if entry.epsilon_spent is None else f"{entry.epsilon_spent:.2f}/{entry.privacy_plan.target_epsilon:g}"
         if entry.epsilon_spent is not None and summary.privacy.epsilon_warning:
             eps = f"[red]{eps} (void)[/]"  # seeded randomness: the accountant's ε is not a guarantee
+        own = entry.personalisation
+        personal = "-" if own is None else _fmt(own.personalised_metrics.auc)
+        if own is not None and own.chosen == "personalised":
+            personal = f"[bold green]{personal}[/]"
         table.add_row(region, f"[{style}]{entry.status}[/]", _count(entry.n_train), _count(entry.n_holdout), _count(entry.n_quarantined),
-                      _fmt(m and m.auc), _fmt(entry.local_only and entry.local_only.auc),
+                      _fmt(m and m.auc), personal, _fmt(entry.local_only and entry.local_only.auc),
                       _fmt(entry.central_reference and entry.central_reference.auc),
                       _fmt(m and m.pr_auc), _fmt(m and m.brier), _fmt(m and m.ece), eps)
     g = summary.metrics
     if g is not None:
         local, central = summary.baselines.local_only, summary.baselines.central_reference
-        table.add_row("[bold]global[/]", "", "", str(g.n), "", _fmt(g.auc), _fmt(getattr(local, "auc", None)),
+        table.add_row("[bold]global[/]", "", "", str(g.n), "", _fmt(g.auc), "", _fmt(getattr(local, "auc", None)),
                       _fmt(getattr(central, "auc", None)),
                       _fmt(g.pr_auc), _fmt(g.brier), _fmt(g.ece), "")
         notes.append(f"global = example-weighted over regional holdouts; largest regional AUC gap {g.auc_gap:.4f}")
+    personalised = [r for r, e in summary.regions.items() if e.personalisation and e.personalisation.chosen == "personalised"]
+    if any(e.personalisation for e in summary.regions.values()):
+        notes.append("personal. = the global model trained further on the region's own rows, inside the job's ε; kept "
+                     f"where better on the region's holdout (in bold): {', '.join(personalised) or 'nowhere'}")
+    notes.extend(f"[yellow]{r}[/] keeps the global model: its personal step failed: {e.personalisation_failed}"
+                 for r, e in summary.regions.items() if e.personalisation_failed)
     console.print(table)
     for note in notes:
         console.print(f"  • {note}", highlight=False)

@@ -91,6 +91,8 @@ def _baseline_metrics(summary: JobSummary) -> dict[str, float]:
     for region, entry in summary.regions.items():
         if entry.local_only is not None:
             out[f"region.{region}.local_only_auc"] = getattr(entry.local_only, primary)
+        if entry.personalisation is not None:
+            out[f"region.{region}.personalised_auc"] = getattr(entry.personalisation.personalised_metrics, primary)
         if entry.central_reference is not None:
             out[f"region.{region}.central_reference_auc"] = getattr(entry.central_reference, primary)
         if entry.epsilon_job_total is not None:
@@ -135,6 +137,8 @@ def version_tags(summary: JobSummary) -> dict[str, str]:
             tags["clip_norm"] = f"{plan.max_grad_norm:g}"
         if entry.epsilon_spent is not None:
             tags[f"epsilon_spent.{region}"] = f"{entry.epsilon_spent:.4f}"
+        if entry.personalisation is not None:
+            tags[f"scores_with.{region}"] = entry.personalisation.chosen
         if entry.epsilon_job_total is not None:
             tags[f"epsilon_job_total.{region}"] = f"{entry.epsilon_job_total:.4f}"
         if entry.privacy_budget:  # from the region's lifetime ledger, after this job

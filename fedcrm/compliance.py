@@ -121,6 +121,8 @@ class RegionQuality(BaseModel):
     positives: int
     metrics: dict[str, float]
     local_only_auc: float | None = Field(None, description="The local-only baseline's primary metric (the task type's).")
+    personalised_auc: float | None = Field(None, description="The region's personalised model's primary metric.")
+    scores_with: str = Field("global", description="The model the region scores with: 'global' or 'personalised'.")
 
 
 class MetricSpread(BaseModel):
@@ -249,7 +251,10 @@ def _quality(summary: JobSummary, task: TaskType) -> tuple[list[RegionQuality], 
         m = entry.metrics
         rows.append(RegionQuality(region=region, n=m.n, positives=m.positives,
                                   metrics={k: float(getattr(m, k)) for k in task.metrics},
-                                  local_only_auc=getattr(entry.local_only, task.primary_metric) if entry.local_only else None))
+                                  local_only_auc=getattr(entry.local_only, task.primary_metric) if entry.local_only else None,
+                                  personalised_auc=(getattr(entry.personalisation.personalised_metrics, task.primary_metric)
+                                                    if entry.personalisation else None),
+                                  scores_with=entry.personalisation.chosen if entry.personalisation else "global"))
     spread = [metric_spread({r.region: r.metrics[k] for r in rows}, k) for k in task.metrics] if rows else []
     return rows, spread
 

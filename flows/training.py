@@ -18,6 +18,8 @@
           → aggregate-round (the learner turns the sum into the next model; its strategy: FedAvg, ...)
         local-evaluation when due (each region, holdout aggregates) → combine-metrics (the task type)
           → save-checkpoint
+    personalise (each region: training.personal_rounds more rounds on its own rows, inside the plan's ε;
+                 it keeps the better model on its holdout, for its own scoring)
     local-only-baseline (each region, same ε) and central-reference (bundled demo data only)
     load-champion → local-evaluation of the champion (each region, on the same holdouts)
     release-workspace (each region; the quarantine stays) → save-job (coordinator store)

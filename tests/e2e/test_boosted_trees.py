@@ -1,5 +1,6 @@
-"""A boosted-tree job end to end: trained through secure aggregation with DP, registered in MLflow as a
-pyfunc, and scored in a region with the registered model, like the MLP's (docs/running.md)."""
+"""A boosted-tree job end to end: trained through secure aggregation with DP, personalised in each region,
+registered in MLflow as a pyfunc, and scored in a region with the model it chose (the registered global one,
+or its own personalised one), like the MLP's (docs/running.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ pytestmark = pytest.mark.e2e
 
 def test_a_tree_job_trains_through_secure_aggregation_registers_and_scores(tmp_path, cli):
     from connectors.tracking import ModelRegistry
+    from fedcrm.learners.base import PersonalisedModel
+    from fedcrm.scoring import Scorer
 
     work, home = tmp_path, tmp_path / "prefect-home"
     assert cli(["data", "split", "--use-case", "churn", "--state-dir", "state"], cwd=work, prefect_home=home).returncode == 0
@@ -29,8 +32,11 @@ def test_a_tree_job_trains_through_secure_aggregation_registers_and_scores(tmp_p
     assert [r["aggregation"] for r in summary["rounds"]] == ["secure"] * 3
     assert all(len(r["participants"]) == 3 for r in summary["rounds"])
     for region in ("eu", "us", "apac"):  # the trees' leaf releases are charged: ε > 0, never past the target
-        spent = summary["regions"][region]["epsilon_spent"]
-        assert 0 < spent <= 3.0 + 1e-9
+        entry = summary["regions"][region]
+        spent, own = entry["epsilon_spent"], entry["personalisation"]
+        assert 0 < max(summary["rounds"][-1]["epsilon_spent"][region], 0) < spent <= 3.0 + 1e-9  # personal round last
+        assert own["epsilon_spent"] == spent and own["global_metrics"] == entry["metrics"]
+        assert (own["chosen"] == "personalised") == (own["personalised_metrics"]["auc"] > entry["metrics"]["auc"])
     assert summary["metrics"]["auc"] > 0.75, summary["metrics"]
 
     uri = f"sqlite:///{work / 'state' / 'mlflow.db'}"
@@ -55,7 +61,13 @@ def test_a_tree_job_trains_through_secure_aggregation_registers_and_scores(tmp_p
     sample = records.head(50).drop(columns=["Churn", "customerID"])
     for column in ("tenure", "MonthlyCharges", "TotalCharges"):  # the signature's types
         sample[column] = pd.to_numeric(sample[column]).astype("float64")
-    expected = champion.predict(sample)["score"].to_numpy()
+    registered = champion.predict(sample)["score"].to_numpy()
+    kept = PersonalisedModel.model_validate_json(
+        (work / "state" / "regions" / "eu" / "models" / "churn" / f"{summary['job_id']}.json").read_text())
+    assert kept.chosen == summary["regions"]["eu"]["personalisation"]["chosen"]
+    personalised = Scorer(ModelRegistry(uri, "fedcrm-churn").load("1").pipeline, kept.model).score(sample)
+    assert not np.allclose(personalised, registered)  # the region's own model is not the global one
+    expected = personalised if kept.chosen == "personalised" else registered  # what eu chose to score with
     np.testing.assert_allclose(scores.loc[records["customerID"].head(50).astype(str), "score"].to_numpy(), expected, rtol=1e-6)
     labels = (records["Churn"].astype(str).str.strip() == "Yes").to_numpy()
     assert roc_auc_score(labels, scores.loc[records["customerID"].astype(str), "score"].to_numpy()) > 0.75
