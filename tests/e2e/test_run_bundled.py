@@ -138,7 +138,9 @@ def test_the_job_is_recorded_in_each_regions_lifetime_ledger(churn_job):
         assert status.open_jobs == [] and status.spent == pytest.approx(summary["regions"][region]["privacy_budget"]["spent"])
         kinds = [e.kind for e in ledger.entries]
         assert kinds[0] == "reserve" and kinds[-2:] == ["close", "model"]
-        assert kinds.count("spend") == 1 + 3 + 1  # statistics, 3 rounds, local-only
+        assert kinds.count("spend") == 1 + 3 + 1 + 1  # statistics, 3 rounds, the personal round, local-only
+        purposes = [s.purpose for e in ledger.entries if e.kind == "spend" for s in e.spends]
+        assert purposes.count("personalisation") == 1 and purposes.index("personalisation") == 4  # after the rounds
         assert ledger.entries[-1].model_version == f"fedcrm-churn/{summary['tracking']['model_version']}"
         # the job's ε in the summary and in MLflow comes from the ledger
         assert summary["regions"][region]["epsilon_job_total"] == pytest.approx(status.spent)

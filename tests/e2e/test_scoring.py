@@ -80,8 +80,13 @@ def test_each_region_writes_back_only_consenting_records(trained, cli, fresh_dat
     assert set(eu_scores["record_id"]) == consenting(frames["eu"]) - malformed
     assert set(eu_scores["model_version"]) == {"1"}
 
-    # the scores are the champion's own predictions (the registered pyfunc, loaded independently)
+    # the scores are the predictions of the model eu chose: the champion's own (the registered pyfunc, loaded
+    # independently), or eu's personalised model of the champion's job, kept in its store
     import mlflow
+
+    from connectors.tracking import ModelRegistry
+    from fedcrm.learners.base import PersonalisedModel
+    from fedcrm.scoring import Scorer
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # both are process-wide: another test may have pointed them elsewhere
@@ -90,7 +95,12 @@ def test_each_region_writes_back_only_consenting_records(trained, cli, fresh_dat
     sample = sample.drop(columns=["marketing_consent", "Churn", "customerID"])
     for column in ("tenure", "MonthlyCharges", "TotalCharges"):  # the signature's types
         sample[column] = pd.to_numeric(sample[column]).astype("float64")
-    expected = champion.predict(sample)["score"].to_numpy()
+    registered = champion.predict(sample)["score"].to_numpy()
+    [kept] = [PersonalisedModel.model_validate_json(path.read_text())
+              for path in (work / "state" / "regions" / "eu" / "models" / "churn").glob("*.json")]
+    personalised = Scorer(ModelRegistry(uri, "fedcrm-churn").load("1").pipeline, kept.model).score(sample)
+    assert not np.allclose(personalised, registered)
+    expected = personalised if kept.chosen == "personalised" else registered
     np.testing.assert_allclose(eu_scores["score"][:50].to_numpy(), expected, rtol=1e-6)
 
     # us: upserted into PostgreSQL
