@@ -63,7 +63,7 @@ def test_a_killed_job_counts_what_it_consumed_and_a_rerun_does_not_double_charge
     assert len(killed_spends) == len(consumed)  # nothing re-charged for the killed job
     rerun_job = json.loads((work / "rerun.json").read_text())["job_id"]
     rerun_spends = [e for e in after.entries if e.kind == "spend" and e.job_id == rerun_job]
-    assert len(rerun_spends) == 1 + 2 + 1  # statistics, 2 rounds, local-only
+    assert len(rerun_spends) == 1 + 2 + 1 + 1  # statistics, 2 rounds, the personal round, local-only
     assert after.status().open_jobs == []
     assert not any(w.exists() for w in workspaces)  # reconciliation deleted the killed job's working copies
     assert after.status().spent == pytest.approx(after.epsilon(
