@@ -126,6 +126,14 @@ def _head_in(evidence: dict[str, Any]) -> AuditHead | None:
         return None
 
 
+def _why_not_started(exc: Exception, exchange: Exchange, region: str) -> str:
+    """Why a region's run did not start. A run that cannot sign posts an unsigned notice in its hello's slot;
+    posted between the coordinator's look for a notice and its read of the hello, it reads as a malformed
+    hello, so after a rejected hello the notice is looked for once more."""
+    notice = exchange.fetch_unsigned_failure(region) if isinstance(exc, MessageRejectedError) else None
+    return f"its regional run could not take part: {notice}" if notice else str(exc)
+
+
 def start_regions(config: FedcrmConfig, exchange: Exchange, roster: Roster, purpose: str = "job") -> RunningRegions:
     """Launch one run per active region for this attempt of the job (``exchange``) and wait for their
     hellos (each carries the region's audit head); exclude those that do not start."""
@@ -155,7 +163,7 @@ def start_regions(config: FedcrmConfig, exchange: Exchange, roster: Roster, purp
                 roster.regions[region].residency = _where_it_ran(config, region, evidence, running.launched[region])
                 running.links.started.add(region)
             except (FedcrmError, MessageRejectedError) as exc:
-                roster.exclude(region, "start", str(exc))
+                roster.exclude(region, "start", _why_not_started(exc, exchange, region))
             pending.discard(region)
         if pending and time.monotonic() > deadline:
             where = ("" if config.launcher.mode == "embedded"
